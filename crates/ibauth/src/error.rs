@@ -1,0 +1,408 @@
+//! One error type for the whole client, every variant naming the step that failed.
+//!
+//! Messages never carry a secret: IBKR's own message is kept (it is what users search for), but
+//! request bodies, tokens and key material never reach an error.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A step of the login or of the brokerage session, as named in errors and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Step {
+    /// Looking up the caller's public IP address.
+    PublicIp,
+    /// `POST /oauth2/api/v1/token`: client assertion → access token.
+    AccessToken,
+    /// `POST /gw/api/v1/sso-sessions`: access token + signed SSO request → bearer token.
+    SsoSession,
+    /// `GET /v1/api/sso/validate`.
+    Validate,
+    /// `POST /v1/api/iserver/auth/ssodh/init`: open the brokerage session.
+    SsodhInit,
+    /// `POST /v1/api/iserver/auth/status`.
+    AuthStatus,
+    /// `POST /v1/api/tickle`.
+    Tickle,
+    /// `POST /v1/api/logout`.
+    Logout,
+}
+
+impl Step {
+    /// Short machine-friendly name (`access_token`, `tickle`, …), used in JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::PublicIp => "public_ip",
+            Step::AccessToken => "access_token",
+            Step::SsoSession => "sso_session",
+            Step::Validate => "validate",
+            Step::SsodhInit => "ssodh_init",
+            Step::AuthStatus => "auth_status",
+            Step::Tickle => "tickle",
+            Step::Logout => "logout",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Step::PublicIp => "public IP lookup",
+            Step::AccessToken => "access token (POST /oauth2/api/v1/token)",
+            Step::SsoSession => "SSO session (POST /gw/api/v1/sso-sessions)",
+            Step::Validate => "SSO validate (GET /v1/api/sso/validate)",
+            Step::SsodhInit => "brokerage session init (POST /v1/api/iserver/auth/ssodh/init)",
+            Step::AuthStatus => "auth status (POST /v1/api/iserver/auth/status)",
+            Step::Tickle => "tickle (POST /v1/api/tickle)",
+            Step::Logout => "logout (POST /v1/api/logout)",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// Everything that can go wrong talking to IBKR.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is incomplete or wrong; nothing was sent.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    /// IBKR answered, and said no (an error status, or HTTP 200 with an `error` field).
+    #[error("{step}: IBKR answered HTTP {status}: {message}{}", Hint(*.hint))]
+    Rejected {
+        /// The step that failed.
+        step: Step,
+        /// HTTP status code.
+        status: u16,
+        /// IBKR's own message, as sent (trimmed and shortened).
+        message: String,
+        /// What usually fixes it, when known.
+        hint: Option<&'static str>,
+    },
+
+    /// No answer within the configured timeout.
+    #[error("{step}: no answer within {}s; check the network, or raise `timeout`", .timeout.as_secs_f32())]
+    Timeout {
+        /// The step that failed.
+        step: Step,
+        /// The timeout in force.
+        timeout: Duration,
+    },
+
+    /// The request could not be sent or the answer not received (DNS, TCP, TLS).
+    #[error("{step}: cannot reach {host}: {detail}")]
+    Network {
+        /// The step that failed.
+        step: Step,
+        /// The host that was called.
+        host: String,
+        /// The transport's description of the failure.
+        detail: String,
+        /// The underlying error.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// IBKR answered something this client cannot make sense of.
+    #[error("{step}: unexpected answer (HTTP {status}): {detail}")]
+    Protocol {
+        /// The step that failed.
+        step: Step,
+        /// HTTP status code.
+        status: u16,
+        /// What was wrong with it.
+        detail: String,
+    },
+
+    /// A step was called before the step it depends on.
+    #[error("{step}: {reason}")]
+    NotReady {
+        /// The step that could not run.
+        step: Step,
+        /// What must happen first.
+        reason: &'static str,
+    },
+
+    /// Every public-IP lookup URL failed.
+    #[error(
+        "public IP lookup failed ({detail}); set `public_ip` in the config (or IBAUTH_PUBLIC_IP) to the address IBKR sees"
+    )]
+    PublicIp {
+        /// What each lookup said.
+        detail: String,
+    },
+}
+
+impl Error {
+    /// The step that failed, if the error happened at one.
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            Error::Config(_) => None,
+            Error::Rejected { step, .. }
+            | Error::Timeout { step, .. }
+            | Error::Network { step, .. }
+            | Error::Protocol { step, .. }
+            | Error::NotReady { step, .. } => Some(*step),
+            Error::PublicIp { .. } => Some(Step::PublicIp),
+        }
+    }
+
+    /// The HTTP status IBKR answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Rejected { status, .. } | Error::Protocol { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether trying again later may help without changing anything (timeouts, network
+    /// trouble, 5xx, 429) — as opposed to a rejection that needs a fix.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Timeout { .. } | Error::Network { .. } | Error::PublicIp { .. } => true,
+            Error::Rejected { status, .. } | Error::Protocol { status, .. } => {
+                *status == 429 || *status >= 500
+            }
+            Error::Config(_) | Error::NotReady { .. } => false,
+        }
+    }
+}
+
+struct Hint(Option<&'static str>);
+
+impl fmt::Display for Hint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(hint) => write!(f, " (hint: {hint})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What usually fixes a rejection, from the errors users hit in practice.
+pub(crate) fn hint_for(step: Step, status: u16, message: &str) -> Option<&'static str> {
+    let m = message.to_ascii_lowercase();
+    if m.contains("no bridge") {
+        return Some("the brokerage session is not initialised: call ssodh/init first");
+    }
+    if m.contains("failed to generate sso dh token") {
+        return Some(
+            "the account is not entitled to OAuth, or is a new paper account; ask IBKR to enable Web API access",
+        );
+    }
+    if m.contains("please query /accounts first") {
+        return Some(
+            "call GET iserver/accounts first; this often comes just before the session drops",
+        );
+    }
+    if m.contains("invalid consumer") {
+        return Some(
+            "consumer key unknown or not active yet (activation waits for IBKR's weekend restart), or realm / paper-vs-live mismatch",
+        );
+    }
+    match (step, status) {
+        (_, 429) => Some("too many requests: back off (IBKR allows about 10 requests/s)"),
+        (_, 410) => Some("try a numbered host (e.g. domain: 5.api.ibkr.com) or log in again"),
+        (Step::AccessToken, 400 | 401 | 403) => Some(
+            "check client_id, client_key_id and that the public key for this private key is registered with IBKR",
+        ),
+        (Step::SsoSession, 400 | 401 | 403) => Some(
+            "check `credential` (your IBKR username) and `public_ip` (IBKR must see requests from that address)",
+        ),
+        (Step::Logout, 401) => Some("the session is already gone"),
+        (_, 401) => Some("the session or token is no longer valid: log in again"),
+        (_, 500..=599) => Some("IBKR-side trouble: retry later"),
+        _ => None,
+    }
+}
+
+/// A configuration problem: which key or file, and how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file named explicitly does not exist.
+    #[error(
+        "config file {} not found; pass --config PATH, set IBAUTH_CONFIG, or supply every setting as IBAUTH_* variables",
+        .path.display()
+    )]
+    FileNotFound {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The config file exists but cannot be read.
+    #[error("cannot read config file {}: {source}", .path.display())]
+    FileUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid YAML, or not a mapping of keys to values.
+    #[error("config file {} is not valid YAML: {detail}", .path.display())]
+    MalformedYaml {
+        /// The file.
+        path: PathBuf,
+        /// Where and what.
+        detail: String,
+    },
+    /// A required setting is missing.
+    #[error(
+        "missing setting `{key}`: add `{key}: …` to the config file, set {env}, or use the builder"
+    )]
+    Missing {
+        /// The YAML key.
+        key: &'static str,
+        /// The environment variable that also supplies it.
+        env: &'static str,
+    },
+    /// A setting has a value that cannot be used.
+    #[error("setting `{key}` is invalid: {reason}")]
+    Invalid {
+        /// The key (YAML key or environment variable).
+        key: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The private key cannot be used.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// A private key that cannot be used, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key file does not exist.
+    #[error("private key file {} not found; check `private_key_file` (relative paths are resolved against the config file's folder)", .path.display())]
+    NotFound {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file exists but cannot be read.
+    #[error("cannot read private key file {}: {source}", .path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The PEM is passphrase-protected.
+    #[error(
+        "private key {origin} is encrypted; ibauth needs it unencrypted: `openssl pkey -in KEY.pem -out key-plain.pem` (then chmod 600 key-plain.pem)"
+    )]
+    Encrypted {
+        /// Where the key came from.
+        origin: String,
+    },
+    /// The key is not an RSA key.
+    #[error(
+        "private key {origin} is {found}, but IBKR needs an RSA key (2048 bits or more): `openssl genrsa -out private_key.pem 2048`"
+    )]
+    NotRsa {
+        /// Where the key came from.
+        origin: String,
+        /// What was found instead.
+        found: &'static str,
+    },
+    /// The RSA key is shorter than 2048 bits.
+    #[error(
+        "private key {origin} is shorter than 2048 bits; generate a new one: `openssl genrsa -out private_key.pem 2048`"
+    )]
+    TooSmall {
+        /// Where the key came from.
+        origin: String,
+    },
+    /// A public key or certificate was given where a private key belongs.
+    #[error(
+        "{origin} holds a {found}, not a private key; point the setting at the private key file"
+    )]
+    NotPrivate {
+        /// Where the key came from.
+        origin: String,
+        /// What was found.
+        found: &'static str,
+    },
+    /// Not PEM, or PEM whose content cannot be parsed.
+    #[error(
+        "private key {origin} is not a usable PEM private key ({detail}); expected `-----BEGIN PRIVATE KEY-----` or `-----BEGIN RSA PRIVATE KEY-----`"
+    )]
+    Malformed {
+        /// Where the key came from.
+        origin: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_names_step_status_message_and_hint() {
+        let err = Error::Rejected {
+            step: Step::SsodhInit,
+            status: 400,
+            message: "Bad Request: no bridge".into(),
+            hint: hint_for(Step::SsodhInit, 400, "Bad Request: no bridge"),
+        };
+        let text = err.to_string();
+        assert!(text.starts_with("brokerage session init (POST /v1/api/iserver/auth/ssodh/init)"));
+        assert!(text.contains("HTTP 400: Bad Request: no bridge"));
+        assert!(text.contains("hint: the brokerage session is not initialised"));
+        assert_eq!(err.step(), Some(Step::SsodhInit));
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn hints_follow_the_spec_table() {
+        assert!(
+            hint_for(Step::Tickle, 429, "")
+                .unwrap()
+                .contains("back off")
+        );
+        assert!(
+            hint_for(Step::SsodhInit, 410, "Gone")
+                .unwrap()
+                .contains("numbered host")
+        );
+        assert!(
+            hint_for(Step::SsodhInit, 500, "failed to generate sso dh token")
+                .unwrap()
+                .contains("not entitled")
+        );
+        assert!(
+            hint_for(Step::Tickle, 500, "Please query /accounts first")
+                .unwrap()
+                .contains("iserver/accounts")
+        );
+        assert_eq!(hint_for(Step::Validate, 200, "fine"), None);
+    }
+
+    #[test]
+    fn transient_classification() {
+        let rejected = |status| Error::Rejected {
+            step: Step::Tickle,
+            status,
+            message: String::new(),
+            hint: None,
+        };
+        assert!(rejected(503).is_transient());
+        assert!(rejected(429).is_transient());
+        assert!(!rejected(401).is_transient());
+        assert!(
+            Error::Timeout {
+                step: Step::Tickle,
+                timeout: Duration::from_secs(1)
+            }
+            .is_transient()
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The one HTTP layer: a shared reqwest client (rustls, timeouts, user agent, extra CA roots,
+//! no redirects), and the mapping of transport failures and IBKR's error bodies onto [`Error`].
+
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{ConfigError, Error, Step, hint_for};
+
+/// `ibauth/<version>`, sent on every request.
+pub const USER_AGENT: &str = concat!("ibauth/", env!("CARGO_PKG_VERSION"));
+
+/// A cheaply clonable HTTP client; build it once and share it.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+    timeout: Duration,
+}
+
+/// A complete answer: status and body.
+pub(crate) struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl HttpClient {
+    /// A client with `timeout` on every call; `extra_ca_pem` adds trusted roots (certificate
+    /// verification stays on).
+    pub fn new(timeout: Duration, extra_ca_pem: Option<&[u8]>) -> Result<Self, ConfigError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            // An auth endpoint that redirects is misconfigured; following it could carry a
+            // bearer token somewhere unexpected.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(90));
+        if let Some(pem) = extra_ca_pem {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ConfigError::Invalid {
+                    key: "ca_file".into(),
+                    reason: format!("not a PEM certificate bundle: {e}"),
+                })?;
+            if certs.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "ca_file".into(),
+                    reason: "holds no certificate".into(),
+                });
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let inner = builder.build().map_err(|e| ConfigError::Invalid {
+            key: "tls".into(),
+            reason: format!("cannot set up the HTTP client: {e}"),
+        })?;
+        Ok(Self { inner, timeout })
+    }
+
+    /// The underlying reqwest client, to build requests with.
+    pub fn reqwest(&self) -> &reqwest::Client {
+        &self.inner
+    }
+
+    /// Sends `request` and reads the whole body, mapping failures to `step`.
+    pub(crate) async fn send(
+        &self,
+        step: Step,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Reply, Error> {
+        let request = request.build().map_err(|e| self.transport(step, "", e))?;
+        let host = request
+            .url()
+            .host_str()
+            .map(|h| match request.url().port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+            .unwrap_or_default();
+        let method = request.method().clone();
+        let path = request.url().path().to_owned();
+        let started = Instant::now();
+        let response = self
+            .inner
+            .execute(request)
+            .await
+            .map_err(|e| self.transport(step, &host, e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport(step, &host, e))?
+            .to_vec();
+        tracing::trace!(
+            step = step.name(),
+            %method,
+            host,
+            path,
+            status,
+            bytes = body.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "http exchange"
+        );
+        Ok(Reply { status, body })
+    }
+
+    fn transport(&self, step: Step, host: &str, e: reqwest::Error) -> Error {
+        if e.is_timeout() {
+            return Error::Timeout {
+                step,
+                timeout: self.timeout,
+            };
+        }
+        Error::Network {
+            step,
+            host: host.to_owned(),
+            detail: source_chain(&e),
+            source: e,
+        }
+    }
+}
+
+/// The innermost causes, which say what happened ("connection refused", "invalid peer
+/// certificate"), without reqwest's outer line.
+fn source_chain(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = std::error::Error::source(e);
+    while let Some(inner) = cur {
+        let text = inner.to_string();
+        if !parts.iter().any(|p: &String| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = inner.source();
+    }
+    if parts.is_empty() {
+        parts.push(if e.is_connect() {
+            "connection failed".to_owned()
+        } else {
+            "request failed".to_owned()
+        });
+    }
+    parts.join(": ")
+}
+
+impl Reply {
+    /// Parses a successful JSON answer leniently (unknown fields ignored). An error status, or
+    /// HTTP 200 with an `error` field, is [`Error::Rejected`]; unparseable JSON is
+    /// [`Error::Protocol`].
+    pub(crate) fn json<T: DeserializeOwned>(&self, step: Step) -> Result<T, Error> {
+        self.check(step)?;
+        serde_json::from_slice(&self.body).map_err(|e| Error::Protocol {
+            step,
+            status: self.status,
+            detail: format!("cannot parse the JSON answer: {e}"),
+        })
+    }
+
+    /// Fails on an error status or an `{"error": …}` body.
+    pub(crate) fn check(&self, step: Step) -> Result<(), Error> {
+        let error_body = match serde_json::from_slice::<Value>(&self.body) {
+            Ok(Value::Object(map)) => map
+                .get("error")
+                .filter(|v| !v.is_null() && *v != &Value::Bool(false))
+                .map(|_| ()),
+            _ => None,
+        };
+        if (200..300).contains(&self.status) && error_body.is_none() {
+            return Ok(());
+        }
+        let message = ibkr_message(&self.body);
+        Err(Error::Rejected {
+            step,
+            status: self.status,
+            hint: hint_for(step, self.status, &message),
+            message,
+        })
+    }
+}
+
+/// IBKR's message from an error body: `{"error": …}`, problem+json `title`/`detail`, or text.
+pub(crate) fn ibkr_message(body: &[u8]) -> String {
+    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) {
+        let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::trim);
+        if let Some(error) = text("error").filter(|s| !s.is_empty()) {
+            return shorten(error);
+        }
+        match (text("title"), text("detail")) {
+            (Some(t), Some(d)) if !d.is_empty() => return shorten(&format!("{t}: {d}")),
+            (Some(t), _) => return shorten(t),
+            (None, Some(d)) => return shorten(d),
+            _ => {}
+        }
+        for key in ["message", "error_description"] {
+            if let Some(m) = text(key).filter(|s| !s.is_empty()) {
+                return shorten(m);
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    if text.trim().is_empty() {
+        "(empty body)".to_owned()
+    } else {
+        shorten(text.trim())
+    }
+}
+
+fn shorten(text: &str) -> String {
+    const MAX: usize = 300;
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match clean.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &clean[..cut]),
+        None => clean,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_from_every_ibkr_shape() {
+        assert_eq!(
+            ibkr_message(br#"{"error":"id: 7, error: invalid consumer","statusCode":401}"#),
+            "id: 7, error: invalid consumer"
+        );
+        assert_eq!(
+            ibkr_message(
+                br#"{"type":"about:blank","title":"Unauthorized","status":401,"detail":"bad kid"}"#
+            ),
+            "Unauthorized: bad kid"
+        );
+        assert_eq!(
+            ibkr_message(b"  Bad Request: no bridge \n"),
+            "Bad Request: no bridge"
+        );
+        assert_eq!(ibkr_message(b""), "(empty body)");
+        assert!(ibkr_message(&[b'x'; 1000]).ends_with('…'));
+    }
+
+    #[test]
+    fn http_200_with_error_field_is_rejected() {
+        let reply = Reply {
+            status: 200,
+            body: br#"{"error":"not authenticated"}"#.to_vec(),
+        };
+        let err = reply.json::<Value>(Step::Tickle).unwrap_err();
+        assert!(
+            matches!(err, Error::Rejected { status: 200, ref message, .. } if message == "not authenticated")
+        );
+        let ok = Reply {
+            status: 200,
+            body: br#"{"session":"abc","extra":1}"#.to_vec(),
+        };
+        assert!(ok.json::<Value>(Step::Tickle).is_ok());
+        let garbled = Reply {
+            status: 200,
+            body: b"<html>".to_vec(),
+        };
+        assert!(matches!(
+            garbled.json::<Value>(Step::Tickle),
+            Err(Error::Protocol { .. })
+        ));
+    }
+}

@@ -1,0 +1,59 @@
+//! # ibauth
+//!
+//! Authenticate to the Interactive Brokers (IBKR) Web API and keep the brokerage session: the
+//! whole OAuth 2.0 (`private_key_jwt`) login — client assertion, access token, SSO session
+//! bound to your public IP, `sso/validate`, `ssodh/init` — then `tickle` and `logout`.
+//!
+//! The layers mirror the protocol's three layers of state:
+//!
+//! * [`Config`] — credentials, from YAML, `IBAUTH_*` variables or a builder;
+//! * [`Oauth2Client`] — turns credentials into tokens;
+//! * [`BrokerageClient`] — the brokerage-session calls, shared by every auth method through
+//!   the [`Authorizer`] seam.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), ibauth::Error> {
+//! let config = ibauth::Config::builder()
+//!     .client_id("MYCLIENT")
+//!     .client_key_id("main")
+//!     .credential("myusername")
+//!     .private_key_file("private_key.pem")
+//!     .build()?;
+//! let mut client = ibauth::Oauth2Client::new(config)?;
+//! let connected = client.connect().await?;
+//! assert!(connected.status.authenticated);
+//! client.tickle().await?;
+//! client.logout().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Secrets (the credential, tokens, assertions, keys) are held in [`secrecy`] types or in
+//! wrappers whose `Debug` hides them, and never reach logs or errors.
+
+#![warn(missing_docs)]
+
+mod clock;
+mod config;
+mod error;
+mod http;
+mod jwt;
+mod key;
+pub mod oauth2;
+mod pem;
+mod public_ip;
+mod session;
+
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use config::{
+    Config, ConfigBuilder, DEFAULT_CONFIG_FILE, DEFAULT_DOMAIN, DEFAULT_IP_LOOKUP_URLS,
+    DEFAULT_TIMEOUT,
+};
+pub use error::{ConfigError, Error, KeyError, Step};
+pub use http::{HttpClient, USER_AGENT};
+pub use key::SigningKey;
+pub use oauth2::Oauth2Client;
+pub use secrecy;
+pub use session::{
+    AuthStatus, Authorizer, BearerAuthorizer, BrokerageClient, IServer, Logout, ServerInfo,
+    SsoValidation, Tickle,
+};

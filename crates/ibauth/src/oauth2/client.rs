@@ -1,0 +1,413 @@
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use super::{
+    CLIENT_ASSERTION_TYPE, REST_PATH, SCOPE, SSO_SESSIONS_PATH, TOKEN_PATH, client_assertion,
+    sso_session_request,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, parse_base_url};
+use crate::error::{ConfigError, Error, Step};
+use crate::http::HttpClient;
+use crate::public_ip;
+use crate::session::{
+    AuthStatus, BearerAuthorizer, BrokerageClient, Logout, SsoValidation, Tickle,
+};
+
+/// The OAuth 2.0 access token (about 24 h), which opens SSO sessions.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    /// The token itself.
+    pub token: SecretString,
+    /// `token_type` (normally `Bearer`).
+    pub token_type: String,
+    /// Granted scope.
+    pub scope: Option<String>,
+    /// When it was issued (Unix seconds, local clock).
+    pub obtained_at: u64,
+    /// When it expires (Unix seconds), from `expires_in`.
+    pub expires_at: Option<u64>,
+}
+
+/// The SSO bearer token that authorises the brokerage session's calls.
+#[derive(Debug, Clone)]
+pub struct BearerToken {
+    /// The token itself.
+    pub token: SecretString,
+    /// IBKR's `active` flag.
+    pub active: bool,
+    /// The public IP the session is bound to.
+    pub ip: Ipv4Addr,
+    /// When it was issued (Unix seconds, local clock).
+    pub obtained_at: u64,
+    /// When it expires (Unix seconds): the `exp` requested, refined by `sso/validate`'s
+    /// `EXPIRES` and tickle's `ssoExpires`.
+    pub expires_at: u64,
+}
+
+/// The outcome of [`Oauth2Client::connect`].
+#[derive(Debug, Clone)]
+pub struct Connected {
+    /// The SSO session's details.
+    pub validation: SsoValidation,
+    /// The brokerage session's flags after `ssodh/init`.
+    pub status: AuthStatus,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: Option<String>,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct SsoSessionAnswer {
+    #[serde(default)]
+    active: Option<bool>,
+    access_token: Option<String>,
+}
+
+/// An OAuth 2.0 client: each login step as its own method, and [`connect`](Self::connect) for
+/// all of them.
+///
+/// The API host can be changed at any time ([`set_domain`](Self::set_domain)); every later call
+/// uses it.
+#[derive(Debug)]
+pub struct Oauth2Client {
+    config: Config,
+    http: HttpClient,
+    clock: Arc<dyn Clock>,
+    api_base: Url,
+    brokerage: BrokerageClient,
+    access: Option<AccessToken>,
+    bearer: Option<BearerToken>,
+    last_ip: Option<Ipv4Addr>,
+}
+
+impl Oauth2Client {
+    /// A client on the system clock.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A client on the given clock (tests pin it to reproduce signatures).
+    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+        let http = HttpClient::new(config.timeout(), config.ca_pem())?;
+        let api_base = config.api_base().clone();
+        let brokerage = BrokerageClient::new(http.clone(), rest_base(&api_base));
+        Ok(Self {
+            config,
+            http,
+            clock,
+            api_base,
+            brokerage,
+            access: None,
+            bearer: None,
+            last_ip: None,
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where requests go now.
+    pub fn api_base(&self) -> &Url {
+        &self.api_base
+    }
+
+    /// Switches to another API host (`api.ibkr.com`, `5.api.ibkr.com`, …); every later call goes
+    /// there. Tokens are kept: IBKR's hosts share them.
+    pub fn set_domain(&mut self, domain: &str) -> Result<(), ConfigError> {
+        let domain = domain.trim();
+        if domain.is_empty() || domain.contains('/') {
+            return Err(ConfigError::Invalid {
+                key: "domain".into(),
+                reason: "must be a host name such as 5.api.ibkr.com".into(),
+            });
+        }
+        self.set_base_url(&format!("https://{domain}"))
+    }
+
+    /// Switches to another base URL (plain http only on loopback).
+    pub fn set_base_url(&mut self, base_url: &str) -> Result<(), ConfigError> {
+        let url = parse_base_url("base_url", base_url)?;
+        let brokerage = BrokerageClient::new(self.http.clone(), rest_base(&url));
+        tracing::info!(from = %self.api_base, to = %url, "API host switched");
+        self.api_base = url;
+        self.brokerage = brokerage;
+        Ok(())
+    }
+
+    /// The current access token, if any.
+    pub fn access_token(&self) -> Option<&AccessToken> {
+        self.access.as_ref()
+    }
+
+    /// The current bearer token, if any.
+    pub fn bearer_token(&self) -> Option<&BearerToken> {
+        self.bearer.as_ref()
+    }
+
+    /// The brokerage-session client (for calls beyond the ones wrapped here).
+    pub fn brokerage(&self) -> &BrokerageClient {
+        &self.brokerage
+    }
+
+    /// An authorizer for the current bearer token.
+    pub fn authorizer(&self, step: Step) -> Result<BearerAuthorizer, Error> {
+        let bearer = self.bearer.as_ref().ok_or(Error::NotReady {
+            step,
+            reason: "no bearer token yet: call connect() (or create_sso_session()) first",
+        })?;
+        BearerAuthorizer::new(&bearer.token)
+    }
+
+    fn endpoint(&self, path: &str) -> Url {
+        join(&self.api_base, path)
+    }
+
+    /// Step 1: signs a client assertion and exchanges it for an access token.
+    pub async fn request_access_token(&mut self) -> Result<&AccessToken, Error> {
+        let step = Step::AccessToken;
+        let now = self.clock.now_unix();
+        let assertion = client_assertion(
+            self.config.signing_key(),
+            self.config.client_key_id(),
+            self.config.client_id(),
+            now,
+        );
+        tracing::debug!(
+            client_id = self.config.client_id(),
+            "requesting access token"
+        );
+        let request = self
+            .http
+            .reqwest()
+            .post(self.endpoint(TOKEN_PATH))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(token_request_body(&assertion).expose_secret().to_owned());
+        let answer: TokenAnswer = self.http.send(step, request).await?.json(step)?;
+        let token = answer
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or(Error::Protocol {
+                step,
+                status: 200,
+                detail: "no access_token in the answer".into(),
+            })?;
+        let expires_in = answer.expires_in.as_ref().and_then(json_u64);
+        tracing::info!(expires_in_s = expires_in, "access token obtained");
+        Ok(self.access.insert(AccessToken {
+            token: SecretString::from(token),
+            token_type: answer.token_type.unwrap_or_else(|| "Bearer".into()),
+            scope: answer.scope,
+            obtained_at: now,
+            expires_at: expires_in.map(|s| now + s),
+        }))
+    }
+
+    /// The public IP: from the config, or looked up (and a warning if it changed since the
+    /// last login, because IBKR binds the SSO session to it).
+    pub async fn public_ip(&mut self) -> Result<Ipv4Addr, Error> {
+        let ip = match self.config.public_ip() {
+            Some(ip) => ip,
+            None => public_ip::lookup(&self.http, self.config.ip_lookup_urls()).await?,
+        };
+        if let Some(previous) = self.last_ip.filter(|p| *p != ip) {
+            tracing::warn!(%previous, current = %ip, "public IP changed since the last login; IBKR binds the session to it");
+        }
+        self.last_ip = Some(ip);
+        Ok(ip)
+    }
+
+    /// Step 2: opens an SSO session bound to the public IP, giving the bearer token.
+    pub async fn create_sso_session(&mut self) -> Result<&BearerToken, Error> {
+        let step = Step::SsoSession;
+        let access = self.access.as_ref().ok_or(Error::NotReady {
+            step,
+            reason: "no access token yet: call request_access_token() first",
+        })?;
+        let access_header = BearerAuthorizer::new(&access.token)?;
+        let ip = self.public_ip().await?;
+        let now = self.clock.now_unix();
+        let jwt = sso_session_request(
+            self.config.signing_key(),
+            self.config.client_key_id(),
+            self.config.client_id(),
+            self.config.credential(),
+            ip,
+            now,
+        );
+        tracing::debug!(%ip, "requesting SSO session");
+        let url = self.endpoint(SSO_SESSIONS_PATH);
+        let auth = crate::session::Authorizer::authorization(
+            &access_header,
+            &reqwest::Method::POST,
+            &url,
+        )?;
+        let request = self
+            .http
+            .reqwest()
+            .post(url)
+            .header(AUTHORIZATION, auth)
+            .header(CONTENT_TYPE, "application/jwt")
+            .body(jwt.expose_secret().to_owned());
+        let answer: SsoSessionAnswer = self.http.send(step, request).await?.json(step)?;
+        let token = answer
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or(Error::Protocol {
+                step,
+                status: 200,
+                detail: "no access_token (bearer) in the answer".into(),
+            })?;
+        tracing::info!(%ip, "SSO session opened");
+        Ok(self.bearer.insert(BearerToken {
+            token: SecretString::from(token),
+            active: answer.active.unwrap_or(true),
+            ip,
+            obtained_at: now,
+            expires_at: now + super::SSO_SESSION_LIFETIME_SECS,
+        }))
+    }
+
+    /// Step 3: `sso/validate`. Refines the bearer token's expiry from `EXPIRES`.
+    pub async fn validate(&mut self) -> Result<SsoValidation, Error> {
+        let auth = self.authorizer(Step::Validate)?;
+        let validation = self.brokerage.validate(&auth).await?;
+        if let Some(left) = validation.expires_in() {
+            self.refine_bearer_expiry(left);
+        }
+        tracing::info!(
+            user = validation.user_name.as_deref().unwrap_or("?"),
+            result = validation.result,
+            "SSO session validated"
+        );
+        Ok(validation)
+    }
+
+    /// Step 4: `ssodh/init` with the configured `publish`/`compete`.
+    pub async fn init_brokerage_session(&self) -> Result<AuthStatus, Error> {
+        let auth = self.authorizer(Step::SsodhInit)?;
+        let status = self
+            .brokerage
+            .init(&auth, self.config.publish(), self.config.compete())
+            .await?;
+        tracing::info!(
+            authenticated = status.authenticated,
+            competing = status.competing,
+            connected = status.connected,
+            "brokerage session initialised"
+        );
+        Ok(status)
+    }
+
+    /// `iserver/auth/status`.
+    pub async fn auth_status(&self) -> Result<AuthStatus, Error> {
+        let auth = self.authorizer(Step::AuthStatus)?;
+        self.brokerage.status(&auth).await
+    }
+
+    /// `tickle`: keeps the session alive. Refines the bearer token's expiry from `ssoExpires`.
+    pub async fn tickle(&mut self) -> Result<Tickle, Error> {
+        let auth = self.authorizer(Step::Tickle)?;
+        let tickle = self.brokerage.tickle(&auth).await?;
+        if let Some(left) = tickle.sso_expires_in() {
+            self.refine_bearer_expiry(left);
+        }
+        let status = tickle.auth_status();
+        tracing::debug!(
+            session = %tickle.session,
+            authenticated = status.authenticated,
+            competing = status.competing,
+            connected = status.connected,
+            "tickle"
+        );
+        Ok(tickle)
+    }
+
+    /// `logout`: ends the brokerage session and forgets the bearer token.
+    pub async fn logout(&mut self) -> Result<Logout, Error> {
+        let auth = self.authorizer(Step::Logout)?;
+        let logout = self.brokerage.logout(&auth).await?;
+        self.bearer = None;
+        tracing::info!(already_gone = logout.already_gone, "logged out");
+        Ok(logout)
+    }
+
+    /// All four steps: access token → SSO session → validate → `ssodh/init`.
+    pub async fn connect(&mut self) -> Result<Connected, Error> {
+        self.request_access_token().await?;
+        self.create_sso_session().await?;
+        let validation = self.validate().await?;
+        let status = self.init_brokerage_session().await?;
+        Ok(Connected { validation, status })
+    }
+
+    fn refine_bearer_expiry(&mut self, left: Duration) {
+        let now = self.clock.now_unix();
+        if let Some(bearer) = self.bearer.as_mut() {
+            bearer.expires_at = now + left.as_secs();
+        }
+    }
+}
+
+/// The token request's form body, in the order IBKR's reference client sends it.
+pub fn token_request_body(assertion: &SecretString) -> SecretString {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "client_credentials")
+        .append_pair("client_assertion", assertion.expose_secret())
+        .append_pair("client_assertion_type", CLIENT_ASSERTION_TYPE)
+        .append_pair("scope", SCOPE)
+        .finish();
+    SecretString::from(body)
+}
+
+fn json_u64(value: &serde_json::Value) -> Option<u64> {
+    match value {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// `base` + an absolute endpoint path, keeping any path prefix of `base`.
+fn join(base: &Url, absolute_path: &str) -> Url {
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    url.set_path(&format!("{prefix}{absolute_path}"));
+    url
+}
+
+fn rest_base(api_base: &Url) -> Url {
+    join(api_base, REST_PATH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_keep_a_base_path_prefix() {
+        let base = Url::parse("http://127.0.0.1:5000/prefix/").unwrap();
+        assert_eq!(
+            join(&base, TOKEN_PATH).as_str(),
+            "http://127.0.0.1:5000/prefix/oauth2/api/v1/token"
+        );
+        let base = Url::parse("https://api.ibkr.com").unwrap();
+        assert_eq!(rest_base(&base).as_str(), "https://api.ibkr.com/v1/api/");
+    }
+}
