@@ -1,1 +1,447 @@
+//! # ibauth-sandbox
+//!
+//! A local emulator of the Interactive Brokers Web API's authentication endpoints, with IBKR's
+//! paths and answer shapes, that really verifies what it receives: RS256 client assertions
+//! against the registered key for their `kid`, the SSO session's IP binding, token expiry, and a
+//! bearer token on every brokerage-session call. It runs in-process for tests and as
+//! `ibauth sandbox` from the shell, over HTTP or HTTPS (with a CA it generates).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ibauth_sandbox::{ClientRegistration, Sandbox};
+//!
+//! let key = ibauth::SigningKey::generate()?;
+//! let sandbox = Sandbox::builder()
+//!     .register(ClientRegistration::new("MYCLIENT").key("main", &key).credential("alice"))
+//!     .start()
+//!     .await?;
+//!
+//! let config = ibauth::Config::builder()
+//!     .client_id("MYCLIENT")
+//!     .client_key_id("main")
+//!     .credential("alice")
+//!     .private_key(key)
+//!     .base_url(sandbox.base_url())
+//!     .public_ip("127.0.0.1".parse()?)
+//!     .build()?;
+//! let mut client = ibauth::Oauth2Client::new(config)?;
+//! assert!(client.connect().await?.status.authenticated);
+//! assert_eq!(sandbox.counters().access_tokens, 1);
+//! # Ok(()) }
+//! ```
 
+#![warn(missing_docs)]
+
+mod brokerage;
+mod credentials;
+mod jwt;
+mod oauth2;
+mod reply;
+mod state;
+pub mod tls;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State as AxumState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ibauth::{Clock, SigningKey, SystemClock};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub use credentials::{CredentialSet, SANDBOX_CLIENT_ID, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID};
+pub use jwt::JwtError;
+pub use state::{Counters, Flags, Lifetimes, RegisteredClient};
+
+use crate::reply::Reject;
+use crate::state::State;
+
+type Shared = Arc<Mutex<State>>;
+
+/// Errors starting the sandbox or preparing its files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Certificate generation or TLS setup failed.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// A credential file cannot be read or written.
+    #[error("{what} {}: {source}", .path.display())]
+    File {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key is unusable.
+    #[error(transparent)]
+    Key(#[from] ibauth::KeyError),
+}
+
+/// A client to register: id, public keys by `kid`, and the credentials (usernames) it serves.
+#[derive(Debug, Clone)]
+pub struct ClientRegistration(RegisteredClient);
+
+impl ClientRegistration {
+    /// A client with no keys and no users yet.
+    pub fn new(client_id: impl Into<String>) -> Self {
+        Self(RegisteredClient {
+            client_id: client_id.into(),
+            keys: HashMap::new(),
+            credentials: HashSet::new(),
+        })
+    }
+
+    /// Registers the public half of `key` under `kid`.
+    pub fn key(mut self, kid: impl Into<String>, key: &SigningKey) -> Self {
+        self.0.keys.insert(kid.into(), key.public_key_der());
+        self
+    }
+
+    /// Allows sessions for `credential` (an IBKR username).
+    pub fn credential(mut self, credential: impl Into<String>) -> Self {
+        self.0.credentials.insert(credential.into());
+        self
+    }
+}
+
+/// Configures and starts a [`Sandbox`].
+#[derive(Debug)]
+pub struct SandboxBuilder {
+    listen: SocketAddr,
+    tls: bool,
+    lifetimes: Lifetimes,
+    clock: Arc<dyn Clock>,
+    clients: Vec<RegisteredClient>,
+}
+
+impl SandboxBuilder {
+    /// Where to listen (default `127.0.0.1:0`, a free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Serve HTTPS with a generated CA ([`Sandbox::ca_pem`]).
+    pub fn tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Token lifetimes and verification windows.
+    pub fn lifetimes(mut self, lifetimes: Lifetimes) -> Self {
+        self.lifetimes = lifetimes;
+        self
+    }
+
+    /// The sandbox's clock (default: system time). Share a [`ibauth::FixedClock`] with the
+    /// client to test expiry without sleeping.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Registers a client.
+    pub fn register(mut self, client: ClientRegistration) -> Self {
+        self.clients.push(client.0);
+        self
+    }
+
+    /// Binds and serves in the background until the [`Sandbox`] is dropped or shut down.
+    pub async fn start(self) -> Result<Sandbox, SandboxError> {
+        let mut state = State::new(self.lifetimes, self.clock);
+        for client in self.clients {
+            state.clients.insert(client.client_id.clone(), client);
+        }
+        let shared: Shared = Arc::new(Mutex::new(state));
+        let app = router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let bind_err = |source| SandboxError::Bind {
+            addr: self.listen,
+            source,
+        };
+        let listener = std::net::TcpListener::bind(self.listen).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let mut ca_pem = None;
+        let task = if self.tls {
+            let material = tls::generate().map_err(|e| SandboxError::Tls(e.to_string()))?;
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+                material.chain_pem.into_bytes(),
+                material.key_pem.into_bytes(),
+            )
+            .await
+            .map_err(|e| SandboxError::Tls(e.to_string()))?;
+            ca_pem = Some(material.ca_pem);
+            let handle = axum_server::Handle::new();
+            let server = axum_server::from_tcp_rustls(listener, config)
+                .map_err(bind_err)?
+                .handle(handle.clone());
+            tokio::spawn(async move {
+                let _ = stopped.await;
+                handle.graceful_shutdown(Some(Duration::from_secs(1)));
+            });
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(app).await {
+                    tracing::error!("sandbox server stopped: {e}");
+                }
+            })
+        } else {
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_err)?;
+            tokio::spawn(async move {
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    tracing::error!("sandbox server stopped: {e}");
+                }
+            })
+        };
+        let host = match addr.ip() {
+            ip if ip.is_unspecified() && addr.is_ipv4() => "127.0.0.1".to_owned(),
+            ip if ip.is_unspecified() => "[::1]".to_owned(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        let scheme = if self.tls { "https" } else { "http" };
+        let base_url = format!("{scheme}://{host}:{}", addr.port());
+        tracing::info!(%base_url, "sandbox listening");
+        Ok(Sandbox {
+            addr,
+            base_url,
+            ca_pem,
+            state: shared,
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+/// A running sandbox. Dropping it stops the server.
+#[derive(Debug)]
+pub struct Sandbox {
+    addr: SocketAddr,
+    base_url: String,
+    ca_pem: Option<String>,
+    state: Shared,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Starts configuring a sandbox.
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: false,
+            lifetimes: Lifetimes::default(),
+            clock: Arc::new(SystemClock),
+            clients: Vec::new(),
+        }
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL clients use as `base_url` (`http://127.0.0.1:PORT` or `https://…`).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The URL of the sandbox's public-IP endpoint (answers the caller's address, like ipify).
+    pub fn ip_lookup_url(&self) -> String {
+        format!("{}/ip", self.base_url)
+    }
+
+    /// The CA certificate to trust, when serving HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// What the sandbox has answered so far.
+    pub fn counters(&self) -> Counters {
+        self.lock().counters
+    }
+
+    /// Every token the sandbox has issued (for tests that scan output for leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().issued.clone()
+    }
+
+    /// The brokerage flags as seen by the SSO session of `bearer`, if it is live.
+    pub fn flags_for_bearer(&self, bearer: &str) -> Option<Flags> {
+        let state = self.lock();
+        let session = state.sso.get(bearer)?;
+        Some(state.flags(bearer, &session.credential))
+    }
+
+    /// Whether `credential` has a brokerage session.
+    pub fn has_brokerage_session(&self, credential: &str) -> bool {
+        self.lock().brokerage.contains_key(credential)
+    }
+
+    /// Registers a client while running.
+    pub fn register(&self, client: ClientRegistration) {
+        let client = client.0;
+        self.lock().clients.insert(client.client_id.clone(), client);
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn lock(state: &Shared) -> MutexGuard<'_, State> {
+    // A panic in one handler must not take the whole sandbox down.
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs one handler under the lock, counting and logging refusals.
+fn answer(
+    state: &Shared,
+    endpoint: &'static str,
+    ok: StatusCode,
+    handler: impl FnOnce(&mut State) -> Result<Value, Reject>,
+) -> Response {
+    let mut state = lock(state);
+    match handler(&mut state) {
+        Ok(body) => (ok, axum::Json(body)).into_response(),
+        Err(reject) => {
+            state.counters.rejections += 1;
+            tracing::info!(endpoint, ?reject, "sandbox refused a request");
+            reject.into_response()
+        }
+    }
+}
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route(
+            "/oauth2/api/v1/token",
+            post(
+                |AxumState(s): AxumState<Shared>, headers: HeaderMap, body: Bytes| async move {
+                    answer(&s, "token", StatusCode::OK, |st| {
+                        oauth2::token(st, &headers, &body)
+                    })
+                },
+            ),
+        )
+        .route(
+            "/gw/api/v1/sso-sessions",
+            post(
+                |AxumState(s): AxumState<Shared>,
+                 ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                 headers: HeaderMap,
+                 body: Bytes| async move {
+                    answer(&s, "sso-sessions", StatusCode::CREATED, |st| {
+                        oauth2::sso_session(st, &headers, &body, peer.ip())
+                    })
+                },
+            ),
+        )
+        .route(
+            "/v1/api/sso/validate",
+            get(
+                |AxumState(s): AxumState<Shared>, headers: HeaderMap| async move {
+                    answer(&s, "sso/validate", StatusCode::OK, |st| {
+                        brokerage::validate(st, &headers)
+                    })
+                },
+            ),
+        )
+        .route(
+            "/v1/api/iserver/auth/ssodh/init",
+            post(
+                |AxumState(s): AxumState<Shared>, headers: HeaderMap, body: Bytes| async move {
+                    answer(&s, "ssodh/init", StatusCode::OK, |st| {
+                        brokerage::init(st, &headers, &body)
+                    })
+                },
+            ),
+        )
+        .route(
+            "/v1/api/iserver/auth/status",
+            post(status_handler).get(status_handler),
+        )
+        .route("/v1/api/tickle", post(tickle_handler).get(tickle_handler))
+        .route(
+            "/v1/api/logout",
+            post(
+                |AxumState(s): AxumState<Shared>, headers: HeaderMap| async move {
+                    answer(&s, "logout", StatusCode::OK, |st| {
+                        brokerage::logout(st, &headers)
+                    })
+                },
+            ),
+        )
+        .route(
+            "/ip",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                peer.ip().to_canonical().to_string()
+            }),
+        )
+        .fallback(|| async { Reject::ibkr(404, "Not Found").into_response() })
+        .with_state(state)
+}
+
+async fn status_handler(AxumState(s): AxumState<Shared>, headers: HeaderMap) -> Response {
+    answer(&s, "auth/status", StatusCode::OK, |st| {
+        brokerage::status(st, &headers)
+    })
+}
+
+async fn tickle_handler(AxumState(s): AxumState<Shared>, headers: HeaderMap) -> Response {
+    answer(&s, "tickle", StatusCode::OK, |st| {
+        brokerage::tickle(st, &headers)
+    })
+}

@@ -126,16 +126,19 @@ impl SigningKey {
         sig
     }
 
-    /// The public key as SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`), the form
-    /// IBKR's portal asks for.
-    pub fn public_key_pem(&self) -> String {
-        let der = self
-            .pair
+    /// The public key as SubjectPublicKeyInfo DER.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        self.pair
             .public_key()
             .as_der()
             .map(|d| d.as_ref().to_vec())
-            .unwrap_or_default();
-        pem::encode("PUBLIC KEY", &der)
+            .unwrap_or_default()
+    }
+
+    /// The public key as SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`), the form
+    /// IBKR's portal asks for.
+    pub fn public_key_pem(&self) -> String {
+        pem::encode("PUBLIC KEY", &self.public_key_der())
     }
 
     /// The private key as PKCS#8 PEM. Callers must write it only to files they protect (0600).

@@ -1,0 +1,148 @@
+//! The brokerage session on `/v1/api`: validate, `ssodh/init`, status, tickle, logout.
+//! One brokerage session per user; `compete` takes it from another SSO session.
+
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+
+use crate::oauth2::bearer;
+use crate::reply::Reject;
+use crate::state::{Brokerage, Flags, State, random_hex, user_id};
+
+const MAC: &str = "98:F2:B3:23:BF:A0";
+
+/// The SSO session behind the request's bearer token: (bearer, credential).
+fn authenticate(state: &mut State, headers: &HeaderMap) -> Result<(String, String), Reject> {
+    let token = bearer(headers)
+        .ok_or_else(Reject::unauthenticated)?
+        .to_owned();
+    let now = state.now();
+    let session = state.sso.get(&token).ok_or_else(Reject::unauthenticated)?;
+    if session.expires_at <= now {
+        let credential = session.credential.clone();
+        state.sso.remove(&token);
+        if state.has_bridge(&token, &credential) {
+            state.brokerage.remove(&credential);
+        }
+        return Err(Reject::unauthenticated());
+    }
+    Ok((token, session.credential.clone()))
+}
+
+fn status_json(flags: Flags, message: &str) -> Value {
+    json!({
+        "authenticated": flags.authenticated,
+        "competing": flags.competing,
+        "connected": flags.connected,
+        "message": message,
+        "MAC": MAC,
+        "serverInfo": { "serverName": "ibauth-sandbox", "serverVersion": env!("CARGO_PKG_VERSION") },
+    })
+}
+
+pub(crate) fn validate(state: &mut State, headers: &HeaderMap) -> Result<Value, Reject> {
+    let (token, _) = authenticate(state, headers)?;
+    let now = state.now();
+    let session = state.sso.get(&token).ok_or_else(Reject::unauthenticated)?;
+    let left_ms = session.expires_at.saturating_sub(now) * 1000;
+    let body = json!({
+        "USER_NAME": session.credential,
+        "USER_ID": user_id(&session.credential),
+        "EXPIRES": left_ms,
+        "RESULT": true,
+        "IP": session.ip.to_string(),
+        "AUTH_TIME": session.created_at * 1000,
+        "CREDENTIAL": session.credential,
+        "PAPER_USER_NAME": session.credential,
+        "IS_PENDING_APPLICANT": false,
+        "SF_ENABLED": false,
+        "HARDWARE_INFO": "0|0",
+        "UNIQUE_LOGIN_ID": session.session_id,
+        "SF_CONFIG": "",
+        "CREDENTIAL_TYPE": 1,
+        "IS_FREE_TRIAL": false,
+        "LOGIN_TYPE": 2,
+        "LANDING_APP": "UNIVERSAL",
+        "COUNTERPARTY": "ibauth-sandbox",
+        "TOKEN": random_hex(16),
+        "took": 1,
+        "IS_MASTER": false,
+        "features": {
+            "env": "PROD", "wlms": true, "realtime": true, "bond": true,
+            "optionChains": true, "calendar": true, "newMf": true
+        },
+        "region": "NJ",
+        "client_id": session.client_id,
+    });
+    state.counters.validates += 1;
+    Ok(body)
+}
+
+pub(crate) fn init(state: &mut State, headers: &HeaderMap, body: &[u8]) -> Result<Value, Reject> {
+    let (token, credential) = authenticate(state, headers)?;
+    let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|_| Reject::ibkr(400, "Bad Request: body is not JSON"))?
+    };
+    let compete = request
+        .get("compete")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let held_by_other = state
+        .brokerage
+        .get(&credential)
+        .is_some_and(|b| b.owner_bearer != token && b.authenticated);
+    state.counters.inits += 1;
+    if held_by_other && !compete {
+        return Ok(status_json(
+            state.flags(&token, &credential),
+            "competing session exists",
+        ));
+    }
+    state.brokerage.insert(
+        credential.clone(),
+        Brokerage {
+            owner_bearer: token.clone(),
+            authenticated: true,
+            connected: true,
+        },
+    );
+    Ok(status_json(state.flags(&token, &credential), ""))
+}
+
+pub(crate) fn status(state: &mut State, headers: &HeaderMap) -> Result<Value, Reject> {
+    let (token, credential) = authenticate(state, headers)?;
+    if !state.brokerage.contains_key(&credential) {
+        return Err(Reject::ibkr(400, "Bad Request: no bridge"));
+    }
+    state.counters.statuses += 1;
+    Ok(status_json(state.flags(&token, &credential), ""))
+}
+
+pub(crate) fn tickle(state: &mut State, headers: &HeaderMap) -> Result<Value, Reject> {
+    let (token, credential) = authenticate(state, headers)?;
+    let now = state.now();
+    let session = state.sso.get(&token).ok_or_else(Reject::unauthenticated)?;
+    let flags = state.flags(&token, &credential);
+    let body = json!({
+        "session": session.session_id,
+        "ssoExpires": session.expires_at.saturating_sub(now) * 1000,
+        "collission": flags.competing,
+        "userId": user_id(&credential),
+        "hmds": { "error": "no bridge" },
+        "iserver": { "authStatus": status_json(flags, "") },
+    });
+    state.counters.tickles += 1;
+    Ok(body)
+}
+
+pub(crate) fn logout(state: &mut State, headers: &HeaderMap) -> Result<Value, Reject> {
+    let (token, credential) = authenticate(state, headers)?;
+    if state.has_bridge(&token, &credential) {
+        state.brokerage.remove(&credential);
+    }
+    state.sso.remove(&token);
+    state.counters.logouts += 1;
+    Ok(json!({ "status": true }))
+}

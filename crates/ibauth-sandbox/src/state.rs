@@ -1,0 +1,194 @@
+//! What the sandbox knows: registered clients and users, issued tokens, brokerage sessions.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ibauth::Clock;
+
+/// Token lifetimes and verification windows. Short lifetimes make expiry testable in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// Lifetime of an OAuth 2.0 access token (IBKR: 86399 s).
+    pub access_token: Duration,
+    /// Upper bound of an SSO session (bearer token); the JWT-B `exp` may shorten it.
+    pub sso_session: Duration,
+    /// Longest accepted `exp − iat` of a client assertion.
+    pub max_assertion_lifetime: Duration,
+    /// Tolerated clock difference for `iat`/`exp`.
+    pub clock_skew: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self {
+            access_token: Duration::from_secs(86_399),
+            sso_session: Duration::from_secs(86_400),
+            max_assertion_lifetime: Duration::from_secs(300),
+            clock_skew: Duration::from_secs(60),
+        }
+    }
+}
+
+/// An OAuth 2.0 client registered with the sandbox.
+#[derive(Debug, Clone)]
+pub struct RegisteredClient {
+    /// The client id.
+    pub client_id: String,
+    /// Public keys (SPKI DER) by key id.
+    pub keys: HashMap<String, Vec<u8>>,
+    /// Credentials (usernames) this client may open sessions for.
+    pub credentials: HashSet<String>,
+}
+
+/// How many requests of each kind the sandbox has answered successfully, and how many it refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Access tokens issued.
+    pub access_tokens: u64,
+    /// SSO sessions (bearer tokens) opened.
+    pub sso_sessions: u64,
+    /// `sso/validate` answered.
+    pub validates: u64,
+    /// `ssodh/init` answered.
+    pub inits: u64,
+    /// `auth/status` answered.
+    pub statuses: u64,
+    /// `tickle` answered.
+    pub tickles: u64,
+    /// `logout` answered.
+    pub logouts: u64,
+    /// Requests refused.
+    pub rejections: u64,
+}
+
+pub(crate) struct AccessGrant {
+    pub client_id: String,
+    pub expires_at: u64,
+}
+
+pub(crate) struct SsoSession {
+    pub client_id: String,
+    pub credential: String,
+    pub ip: Ipv4Addr,
+    pub session_id: String,
+    pub created_at: u64,
+    pub expires_at: u64,
+}
+
+/// A user's brokerage session; only one per user, held by one SSO session.
+pub(crate) struct Brokerage {
+    pub owner_bearer: String,
+    pub authenticated: bool,
+    pub connected: bool,
+}
+
+/// The brokerage flags as seen from one SSO session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flags {
+    /// `authenticated`.
+    pub authenticated: bool,
+    /// `competing`: another SSO session holds the user's brokerage session.
+    pub competing: bool,
+    /// `connected`.
+    pub connected: bool,
+}
+
+pub(crate) struct State {
+    pub lifetimes: Lifetimes,
+    pub clock: Arc<dyn Clock>,
+    pub clients: HashMap<String, RegisteredClient>,
+    pub access: HashMap<String, AccessGrant>,
+    pub sso: HashMap<String, SsoSession>,
+    pub brokerage: HashMap<String, Brokerage>,
+    pub seen_jtis: HashMap<String, u64>,
+    pub counters: Counters,
+    pub issued: Vec<String>,
+}
+
+impl State {
+    pub fn new(lifetimes: Lifetimes, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            lifetimes,
+            clock,
+            clients: HashMap::new(),
+            access: HashMap::new(),
+            sso: HashMap::new(),
+            brokerage: HashMap::new(),
+            seen_jtis: HashMap::new(),
+            counters: Counters::default(),
+            issued: Vec::new(),
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.now_unix()
+    }
+
+    /// Records `jti` until `exp`; false if it was seen before (a replay).
+    pub fn remember_jti(&mut self, jti: &str, exp: u64) -> bool {
+        let now = self.now();
+        let skew = self.lifetimes.clock_skew.as_secs();
+        self.seen_jtis.retain(|_, e| *e + skew >= now);
+        if self.seen_jtis.contains_key(jti) {
+            return false;
+        }
+        self.seen_jtis.insert(jti.to_owned(), exp);
+        true
+    }
+
+    /// A new random token, remembered for leak scans.
+    pub fn issue(&mut self, bytes: usize) -> String {
+        let token = random_hex(bytes);
+        self.issued.push(token.clone());
+        token
+    }
+
+    /// The flags for the SSO session of `bearer`.
+    pub fn flags(&self, bearer: &str, credential: &str) -> Flags {
+        match self.brokerage.get(credential) {
+            Some(b) if b.owner_bearer == bearer => Flags {
+                authenticated: b.authenticated,
+                competing: false,
+                connected: b.connected,
+            },
+            Some(b) => Flags {
+                authenticated: false,
+                competing: b.authenticated,
+                connected: true,
+            },
+            None => Flags {
+                authenticated: false,
+                competing: false,
+                connected: false,
+            },
+        }
+    }
+
+    /// Whether `bearer` holds its user's brokerage session (the "bridge" exists).
+    pub fn has_bridge(&self, bearer: &str, credential: &str) -> bool {
+        self.brokerage
+            .get(credential)
+            .is_some_and(|b| b.owner_bearer == bearer)
+    }
+}
+
+/// `bytes` random bytes as lowercase hex.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // The system RNG failing is not recoverable in any meaningful way for a test server.
+    if aws_lc_rs::rand::fill(&mut buf).is_err() {
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = i as u8 ^ 0x5a);
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stable user id for a credential.
+pub(crate) fn user_id(credential: &str) -> u64 {
+    credential.bytes().fold(10_000_000u64, |acc, b| {
+        (acc.wrapping_mul(31).wrapping_add(u64::from(b))) % 90_000_000 + 10_000_000
+    })
+}

@@ -1,0 +1,43 @@
+//! A throwaway CA and a server certificate for `localhost`, `127.0.0.1` and `::1`, so clients
+//! verify the sandbox like any real host once they trust the CA.
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+/// PEM material of a freshly generated CA and server certificate.
+pub struct TlsMaterial {
+    /// The CA certificate clients should trust.
+    pub ca_pem: String,
+    /// The server certificate followed by the CA.
+    pub chain_pem: String,
+    /// The server's private key.
+    pub key_pem: String,
+}
+
+/// Generates a CA and a server certificate for the loopback names.
+pub fn generate() -> Result<TlsMaterial, rcgen::Error> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "ibauth sandbox CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ])?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "ibauth sandbox");
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(TlsMaterial {
+        ca_pem: ca_cert.pem(),
+        chain_pem: format!("{}{}", cert.pem(), ca_cert.pem()),
+        key_pem: key.serialize_pem(),
+    })
+}
