@@ -1,1 +1,81 @@
-fn main() {}
+//! The `ibauth` command line: a thin shell over the `ibauth` and `ibauth-sandbox` crates.
+
+mod cli;
+mod commands;
+mod demo;
+mod flow;
+mod render;
+mod sandbox_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::commands::Action;
+use crate::render::Out;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(render::code::OTHER);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let out = Out { json: cli.json };
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Demo { tls, tickles } => demo::run(out, tls, tickles).await,
+        Command::Login => commands::run(out, config, Action::Login).await,
+        Command::Status => commands::run(out, config, Action::Status).await,
+        Command::Tickle => commands::run(out, config, Action::Tickle).await,
+        Command::Logout => commands::run(out, config, Action::Logout).await,
+        Command::Sandbox {
+            dir,
+            listen,
+            tls,
+            access_token_ttl,
+            sso_session_ttl,
+        } => {
+            sandbox_cmd::run(
+                out,
+                sandbox_cmd::Options {
+                    dir: &dir,
+                    listen,
+                    tls,
+                    access_token_ttl,
+                    sso_session_ttl,
+                },
+            )
+            .await
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(cli.verbose >= 2)
+        .init();
+}

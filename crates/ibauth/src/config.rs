@@ -202,6 +202,7 @@ pub struct ConfigBuilder {
     timeout: Option<Duration>,
     ip_lookup_urls: Option<Vec<String>>,
     ca_file: Option<PathBuf>,
+    ca_pem: Option<Vec<u8>>,
     publish: Option<bool>,
     compete: Option<bool>,
     warnings: Vec<String>,
@@ -262,6 +263,11 @@ impl ConfigBuilder {
     /// A PEM file of extra CA certificates to trust (verification stays on).
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_file = Some(path.into());
+        self
+    }
+    /// Extra CA certificates to trust, as PEM text (wins over `ca_file`).
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
         self
     }
     /// `publish` flag of `ssodh/init` (default true).
@@ -472,14 +478,17 @@ impl ConfigBuilder {
         .iter()
         .map(|u| parse_base_url("ip_lookup_urls", u))
         .collect::<Result<Vec<_>, _>>()?;
-        let ca_pem = self
-            .ca_file
-            .map(|path| {
-                std::fs::read(&path).map_err(|e| {
-                    invalid("ca_file", &format!("cannot read {}: {e}", path.display()))
+        let ca_pem = match self.ca_pem {
+            Some(pem) => Some(pem),
+            None => self
+                .ca_file
+                .map(|path| {
+                    std::fs::read(&path).map_err(|e| {
+                        invalid("ca_file", &format!("cannot read {}: {e}", path.display()))
+                    })
                 })
-            })
-            .transpose()?;
+                .transpose()?,
+        };
         Ok(Config {
             client_id,
             client_key_id,

@@ -329,8 +329,9 @@ impl Oauth2Client {
             self.refine_bearer_expiry(left);
         }
         let status = tickle.auth_status();
+        // The session id doubles as the WebSocket cookie: log only enough to tell sessions apart.
         tracing::debug!(
-            session = %tickle.session,
+            session = tickle.session.get(..6).unwrap_or(""),
             authenticated = status.authenticated,
             competing = status.competing,
             connected = status.connected,

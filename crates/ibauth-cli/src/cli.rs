@@ -1,0 +1,82 @@
+//! Command-line arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+/// Authenticate to the Interactive Brokers Web API (OAuth 2.0) and manage the brokerage session.
+#[derive(Debug, Parser)]
+#[command(name = "ibauth", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Config file (default: $IBAUTH_CONFIG, else ./config.yaml). IBAUTH_* variables override it.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Print JSON (one object per line) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other error, 2 usage, 3 configuration, 4 rejected by IBKR, \
+5 network or timeout, 6 session not authenticated.";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole OAuth 2.0 flow against an embedded sandbox: no config, no network.
+    #[command(after_help = "Example:\n  ibauth demo\n  ibauth demo --tls --json")]
+    Demo {
+        /// Use HTTPS (the sandbox generates a CA that the client trusts).
+        #[arg(long)]
+        tls: bool,
+        /// Number of tickles before logging out.
+        #[arg(long, default_value_t = 3)]
+        tickles: u32,
+    },
+    /// Log in: access token, SSO session, validate, and initialise the brokerage session.
+    #[command(after_help = "Example:\n  ibauth login --config config.yaml\n  ibauth login --json")]
+    Login,
+    /// Log in and show the SSO session and brokerage-session flags.
+    #[command(
+        after_help = "Until tokens are stored between runs, this opens its own SSO session.\n\nExample:\n  ibauth status --json"
+    )]
+    Status,
+    /// Log in, initialise the brokerage session, and tickle it once.
+    #[command(after_help = "Example:\n  ibauth tickle")]
+    Tickle,
+    /// Log in and log out again (ends the brokerage session of this login).
+    #[command(after_help = "Example:\n  ibauth logout")]
+    Logout,
+    /// Serve a local IBKR auth emulator with a generated credential set, until Ctrl-C.
+    #[command(
+        after_help = "Example:\n  ibauth sandbox --dir ./sandbox --tls\n  ibauth --config ./sandbox/config.yaml login"
+    )]
+    Sandbox {
+        /// Folder for the credential set (keys, config.yaml, ca.pem); reused if present.
+        #[arg(long, value_name = "DIR", default_value = "sandbox")]
+        dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
+        listen: SocketAddr,
+        /// Serve HTTPS with a generated CA (written to DIR/ca.pem).
+        #[arg(long)]
+        tls: bool,
+        /// Access-token lifetime in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 86_399)]
+        access_token_ttl: u64,
+        /// SSO-session (bearer) lifetime in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+        sso_session_ttl: u64,
+    },
+}

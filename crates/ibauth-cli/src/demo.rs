@@ -1,0 +1,103 @@
+//! `ibauth demo`: the whole OAuth 2.0 flow against an in-process sandbox.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use ibauth::{Config, Error, Oauth2Client, SigningKey};
+use ibauth_sandbox::{ClientRegistration, Sandbox};
+use serde_json::json;
+
+use crate::flow;
+use crate::render::{Out, code, fail};
+
+const CLIENT_ID: &str = "DEMOCLIENT";
+const KEY_ID: &str = "demo";
+const CREDENTIAL: &str = "demouser";
+
+pub async fn run(out: Out, tls: bool, tickles: u32) -> ExitCode {
+    match demo(out, tls, tickles).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(DemoError::Client(e)) => fail(out, &e),
+        Err(DemoError::Setup(message)) => {
+            eprintln!("error: demo setup failed: {message}");
+            ExitCode::from(code::OTHER)
+        }
+    }
+}
+
+enum DemoError {
+    Client(Error),
+    Setup(String),
+}
+
+impl From<Error> for DemoError {
+    fn from(e: Error) -> Self {
+        DemoError::Client(e)
+    }
+}
+
+async fn demo(out: Out, tls: bool, tickles: u32) -> Result<(), DemoError> {
+    let total = Instant::now();
+    let t = Instant::now();
+    let key = SigningKey::generate().map_err(|e| DemoError::Setup(e.to_string()))?;
+    let sandbox = Sandbox::builder()
+        .tls(tls)
+        .register(
+            ClientRegistration::new(CLIENT_ID)
+                .key(KEY_ID, &key)
+                .credential(CREDENTIAL),
+        )
+        .start()
+        .await
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    out.heading(&format!(
+        "ibauth demo: OAuth 2.0 against the embedded IBKR sandbox at {}",
+        sandbox.base_url()
+    ));
+    out.step(
+        "setup",
+        t.elapsed(),
+        "generated an RSA-2048 key, registered it, started the sandbox",
+        json!({ "sandbox": sandbox.base_url(), "tls": tls }),
+    );
+
+    let mut builder = Config::builder()
+        .client_id(CLIENT_ID)
+        .client_key_id(KEY_ID)
+        .credential(CREDENTIAL)
+        .private_key(key)
+        .base_url(sandbox.base_url())
+        // The sandbox answers the caller's address like a public-IP service would.
+        .ip_lookup_urls([sandbox.ip_lookup_url()]);
+    if let Some(ca) = sandbox.ca_pem() {
+        builder = builder.ca_pem(ca);
+    }
+    let mut client = Oauth2Client::new(builder.build().map_err(Error::from)?)?;
+
+    let login = Instant::now();
+    flow::sign_in(&mut client, out).await?;
+    let status = flow::init(&mut client, out).await?;
+    let login_ms = login.elapsed().as_secs_f64() * 1000.0;
+    for i in 1..=tickles {
+        flow::tickle(&mut client, out, Some((i, tickles))).await?;
+    }
+    flow::logout(&mut client, out).await?;
+    let counters = sandbox.counters();
+    sandbox.shutdown().await;
+    out.result(
+        &format!(
+            "done: logged in ({}) in {login_ms:.1} ms, {} tickles, logged out; {:.1} ms in all",
+            crate::render::flags(&status),
+            counters.tickles,
+            total.elapsed().as_secs_f64() * 1000.0
+        ),
+        json!({
+            "step": "done",
+            "login_ms": (login_ms * 1000.0).round() / 1000.0,
+            "total_ms": (total.elapsed().as_secs_f64() * 1e6).round() / 1000.0,
+            "authenticated": status.authenticated,
+            "sandbox": counters,
+        }),
+    );
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! The login steps, each timed and reported; shared by `demo` and the config-driven commands.
+
+use std::time::Instant;
+
+use ibauth::{AuthStatus, Error, Oauth2Client};
+use serde_json::json;
+
+use crate::render::{Out, flags, flags_json};
+
+/// Enough of a session id to tell sessions apart, not enough to use it.
+pub fn short(id: &str) -> String {
+    let prefix: String = id.chars().take(6).collect();
+    format!("{prefix}…")
+}
+
+/// Access token → SSO session → validate, each reported.
+pub async fn sign_in(client: &mut Oauth2Client, out: Out) -> Result<(), Error> {
+    let t = Instant::now();
+    let access = client.request_access_token().await?;
+    let expires_in = access
+        .expires_at
+        .map(|e| e.saturating_sub(access.obtained_at));
+    out.step(
+        "access_token",
+        t.elapsed(),
+        &match expires_in {
+            Some(s) => format!("POST /oauth2/api/v1/token, expires in {s} s"),
+            None => "POST /oauth2/api/v1/token".to_owned(),
+        },
+        json!({ "expires_in": expires_in }),
+    );
+
+    let t = Instant::now();
+    let bearer = client.create_sso_session().await?;
+    let ip = bearer.ip;
+    out.step(
+        "sso_session",
+        t.elapsed(),
+        &format!("POST /gw/api/v1/sso-sessions, bound to {ip}"),
+        json!({ "ip": ip.to_string() }),
+    );
+
+    let t = Instant::now();
+    let validation = client.validate().await?;
+    let expires = validation.expires_in().map(|d| d.as_secs());
+    out.step(
+        "validate",
+        t.elapsed(),
+        &format!(
+            "GET /v1/api/sso/validate, user {}, expires in {} s",
+            validation.user_name.as_deref().unwrap_or("?"),
+            expires.map_or("?".to_owned(), |s| s.to_string())
+        ),
+        json!({ "user": validation.user_name, "result": validation.result, "expires_in": expires }),
+    );
+    Ok(())
+}
+
+/// `ssodh/init`, reported.
+pub async fn init(client: &mut Oauth2Client, out: Out) -> Result<AuthStatus, Error> {
+    let t = Instant::now();
+    let status = client.init_brokerage_session().await?;
+    out.step(
+        "ssodh_init",
+        t.elapsed(),
+        &format!("POST /v1/api/iserver/auth/ssodh/init, {}", flags(&status)),
+        flags_json(&status),
+    );
+    Ok(status)
+}
+
+/// One tickle, reported.
+pub async fn tickle(
+    client: &mut Oauth2Client,
+    out: Out,
+    nth: Option<(u32, u32)>,
+) -> Result<AuthStatus, Error> {
+    let t = Instant::now();
+    let tickle = client.tickle().await?;
+    let status = tickle.auth_status().clone();
+    let mut fields = flags_json(&status);
+    fields["session"] = json!(short(&tickle.session));
+    fields["sso_expires_in"] = json!(tickle.sso_expires_in().map(|d| d.as_secs()));
+    let label = match nth {
+        Some((n, of)) => {
+            fields["n"] = json!(n);
+            format!("tickle {n}/{of}")
+        }
+        None => "tickle".to_owned(),
+    };
+    out.step(
+        if out.json { "tickle" } else { &label },
+        t.elapsed(),
+        &format!(
+            "POST /v1/api/tickle, session {}, {}",
+            short(&tickle.session),
+            flags(&status)
+        ),
+        fields,
+    );
+    Ok(status)
+}
+
+/// Logout, reported.
+pub async fn logout(client: &mut Oauth2Client, out: Out) -> Result<(), Error> {
+    let t = Instant::now();
+    let logout = client.logout().await?;
+    out.step(
+        "logout",
+        t.elapsed(),
+        if logout.already_gone {
+            "POST /v1/api/logout, session was already gone"
+        } else {
+            "POST /v1/api/logout"
+        },
+        json!({ "status": logout.status, "already_gone": logout.already_gone }),
+    );
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Output (text or JSON lines) and exit codes.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ibauth::{AuthStatus, ConfigError, Error};
+use serde_json::{Value, json};
+
+/// Exit codes, documented in `--help`.
+pub mod code {
+    pub const OTHER: u8 = 1;
+    pub const CONFIG: u8 = 3;
+    pub const REJECTED: u8 = 4;
+    pub const NETWORK: u8 = 5;
+    pub const NOT_AUTHENTICATED: u8 = 6;
+}
+
+/// Where results go: text for people, JSON lines for programs.
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    pub json: bool,
+}
+
+impl Out {
+    /// One step's result: a text line, or a JSON object with `step` and `ms`.
+    pub fn step(&self, name: &str, took: Duration, text: &str, mut fields: Value) {
+        let ms = took.as_secs_f64() * 1000.0;
+        if self.json {
+            if let Value::Object(map) = &mut fields {
+                map.insert("step".into(), json!(name));
+                map.insert("ms".into(), json!((ms * 1000.0).round() / 1000.0));
+            }
+            println!("{fields}");
+        } else {
+            println!("  ok  {name:<14} {ms:>8.1} ms  {text}");
+        }
+    }
+
+    /// A heading (text mode only).
+    pub fn heading(&self, text: &str) {
+        if !self.json {
+            println!("{text}");
+        }
+    }
+
+    /// A final object (JSON) or line (text).
+    pub fn result(&self, text: &str, fields: Value) {
+        if self.json {
+            println!("{fields}");
+        } else {
+            println!("{text}");
+        }
+    }
+}
+
+pub fn flags(status: &AuthStatus) -> String {
+    format!(
+        "authenticated={} competing={} connected={}",
+        status.authenticated, status.competing, status.connected
+    )
+}
+
+pub fn flags_json(status: &AuthStatus) -> Value {
+    json!({
+        "authenticated": status.authenticated,
+        "competing": status.competing,
+        "connected": status.connected,
+    })
+}
+
+/// Prints an error to stderr (or as JSON on stdout) and picks the exit code.
+pub fn fail(out: Out, err: &Error) -> ExitCode {
+    let code = match err {
+        Error::Config(_) => code::CONFIG,
+        Error::Rejected { .. } => code::REJECTED,
+        Error::Timeout { .. } | Error::Network { .. } | Error::PublicIp { .. } => code::NETWORK,
+        Error::Protocol { .. } | Error::NotReady { .. } => code::OTHER,
+        _ => code::OTHER,
+    };
+    if out.json {
+        println!(
+            "{}",
+            json!({
+                "error": err.to_string(),
+                "step": err.step().map(|s| s.name()),
+                "status": err.status(),
+                "exit_code": code,
+            })
+        );
+    } else {
+        eprintln!("error: {err}");
+    }
+    ExitCode::from(code)
+}
+
+pub fn config_fail(out: Out, err: ConfigError) -> ExitCode {
+    fail(out, &Error::Config(err))
+}
+
+pub fn not_authenticated(out: Out, status: &AuthStatus) -> ExitCode {
+    let message = format!(
+        "the brokerage session is not authenticated ({}){}",
+        flags(status),
+        if status.competing {
+            "; another login holds it: set `compete: true` to take it over"
+        } else {
+            ""
+        }
+    );
+    if out.json {
+        println!(
+            "{}",
+            json!({ "error": message, "exit_code": code::NOT_AUTHENTICATED })
+        );
+    } else {
+        eprintln!("error: {message}");
+    }
+    ExitCode::from(code::NOT_AUTHENTICATED)
+}

@@ -1,0 +1,98 @@
+//! `ibauth sandbox`: a credential set on disk and the emulator serving until Ctrl-C.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ibauth_sandbox::{CredentialSet, Lifetimes, Sandbox};
+use serde_json::json;
+
+use crate::render::{Out, code};
+
+pub struct Options<'a> {
+    pub dir: &'a Path,
+    pub listen: std::net::SocketAddr,
+    pub tls: bool,
+    pub access_token_ttl: u64,
+    pub sso_session_ttl: u64,
+}
+
+pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
+    match serve(out, opts).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code::OTHER)
+        }
+    }
+}
+
+async fn serve(out: Out, opts: Options<'_>) -> Result<(), String> {
+    let set = CredentialSet::load_or_create(opts.dir).map_err(|e| e.to_string())?;
+    let lifetimes = Lifetimes {
+        access_token: Duration::from_secs(opts.access_token_ttl),
+        sso_session: Duration::from_secs(opts.sso_session_ttl),
+        ..Lifetimes::default()
+    };
+    let sandbox = Sandbox::builder()
+        .listen(opts.listen)
+        .tls(opts.tls)
+        .lifetimes(lifetimes)
+        .register(set.registration())
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    let config = set
+        .write_config(sandbox.base_url(), sandbox.ca_pem())
+        .map_err(|e| e.to_string())?;
+    out.result(
+        &format!(
+            "ibauth sandbox serving {base}\n\
+             credentials and config in {dir}\n\n\
+             try it:\n  ibauth --config {config} login\n\n\
+             Python ibauth: use {config} and set its domain to {host}{ca}\n\
+             Ctrl-C stops the sandbox.",
+            base = sandbox.base_url(),
+            dir = opts.dir.display(),
+            config = config.display(),
+            host = sandbox.base_url().split("://").nth(1).unwrap_or_default(),
+            ca = if sandbox.ca_pem().is_some() {
+                format!(" and trust {}", opts.dir.join("ca.pem").display())
+            } else {
+                String::new()
+            },
+        ),
+        json!({
+            "base_url": sandbox.base_url(),
+            "config": config,
+            "ca_file": sandbox.ca_pem().map(|_| opts.dir.join("ca.pem")),
+        }),
+    );
+    wait_for_signal().await;
+    let counters = sandbox.counters();
+    sandbox.shutdown().await;
+    tracing::info!(?counters, "sandbox stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
