@@ -46,12 +46,13 @@ pub async fn sign_in(client: &mut Oauth2Client, out: Out) -> Result<(), Error> {
     out.step(
         "validate",
         t.elapsed(),
+        // USER_NAME is the credential, which is a secret: show the numeric user id.
         &format!(
-            "GET /v1/api/sso/validate, user {}, expires in {} s",
-            validation.user_name.as_deref().unwrap_or("?"),
+            "GET /v1/api/sso/validate, user id {}, expires in {} s",
+            validation.user_id.map_or("?".to_owned(), |id| id.to_string()),
             expires.map_or("?".to_owned(), |s| s.to_string())
         ),
-        json!({ "user": validation.user_name, "result": validation.result, "expires_in": expires }),
+        json!({ "user_id": validation.user_id, "result": validation.result, "expires_in": expires }),
     );
     Ok(())
 }

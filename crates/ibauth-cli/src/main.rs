@@ -7,6 +7,7 @@ mod flow;
 mod render;
 mod sandbox_cmd;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -76,6 +77,7 @@ fn init_logging(cli: &Cli) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(cli.verbose >= 2)
         .init();
 }

@@ -291,8 +291,9 @@ impl Oauth2Client {
         if let Some(left) = validation.expires_in() {
             self.refine_bearer_expiry(left);
         }
+        // USER_NAME is the credential: log the numeric id instead.
         tracing::info!(
-            user = validation.user_name.as_deref().unwrap_or("?"),
+            user_id = validation.user_id,
             result = validation.result,
             "SSO session validated"
         );

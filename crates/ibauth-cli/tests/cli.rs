@@ -1,0 +1,341 @@
+//! The `ibauth` binary end to end: the demo, the sandbox command, and the config-driven
+//! commands against a sandbox over real HTTP(S), with exit codes and a log scan for secrets.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use ibauth_sandbox::{CredentialSet, SANDBOX_CREDENTIAL, Sandbox};
+use serde_json::Value;
+
+fn ibauth() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ibauth"));
+    // The tests must not pick up a developer's own settings.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("IBAUTH_") || name == "RUST_LOG" {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ibauth-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn demo_runs_the_whole_flow() {
+    let output = ibauth().arg("demo").output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for step in [
+        "access_token",
+        "sso_session",
+        "validate",
+        "ssodh_init",
+        "tickle 1/3",
+        "tickle 3/3",
+        "logout",
+    ] {
+        assert!(stdout.contains(step), "missing {step} in\n{stdout}");
+    }
+    assert!(stdout.contains("authenticated=true competing=false connected=true"));
+}
+
+#[test]
+fn demo_json_over_tls_reports_every_step_and_the_sandbox_counters() {
+    let output = ibauth()
+        .args(["demo", "--tls", "--json", "--tickles", "2"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let lines = json_lines(&output.stdout);
+    let steps: Vec<&str> = lines.iter().filter_map(|l| l["step"].as_str()).collect();
+    assert_eq!(
+        steps,
+        [
+            "setup",
+            "access_token",
+            "sso_session",
+            "validate",
+            "ssodh_init",
+            "tickle",
+            "tickle",
+            "logout",
+            "done"
+        ]
+    );
+    assert!(
+        lines[0]["sandbox"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://")
+    );
+    let done = lines.last().unwrap();
+    assert_eq!(done["authenticated"], true);
+    assert_eq!(done["sandbox"]["access_tokens"], 1);
+    assert_eq!(done["sandbox"]["tickles"], 2);
+    assert_eq!(done["sandbox"]["logouts"], 1);
+    assert_eq!(done["sandbox"]["rejections"], 0);
+}
+
+/// Kills the child on drop so a failing test leaves no server behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sandbox_command_serves_a_credential_set_the_other_commands_use() {
+    let dir = temp_dir("sandbox-cmd");
+    let mut child = ibauth()
+        .args([
+            "sandbox",
+            "--tls",
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let mut sandbox = Running(child);
+    let info: Value = serde_json::from_str(&first).unwrap();
+    assert!(
+        info["base_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://127.0.0.1:")
+    );
+    let config = PathBuf::from(info["config"].as_str().unwrap());
+    assert!(dir.join("ca.pem").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("private_key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "private key must be 0600");
+    }
+
+    let run = |command: &str| {
+        let output = ibauth()
+            .arg("--config")
+            .arg(&config)
+            .args(["--json", command])
+            .output()
+            .unwrap();
+        (output.status.code(), json_lines(&output.stdout))
+    };
+    let (code, lines) = run("login");
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert_eq!(lines.last().unwrap()["step"], "ssodh_init");
+    assert_eq!(lines.last().unwrap()["authenticated"], true);
+    // Each process signs in afresh (tokens are not stored yet), so `status` sees the
+    // brokerage session held by the earlier login as competing: exit 6.
+    let (code, lines) = run("status");
+    assert_eq!(code, Some(6), "{lines:?}");
+    let tickle = lines.iter().find(|l| l["step"] == "tickle").unwrap();
+    assert_eq!(tickle["competing"], true);
+    assert_eq!(tickle["authenticated"], false);
+    // `tickle` initialises with compete (the default), taking the session over.
+    let (code, lines) = run("tickle");
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert_eq!(lines.last().unwrap()["authenticated"], true);
+    let (code, lines) = run("logout");
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert_eq!(lines.last().unwrap()["status"], true);
+
+    // Human output for the same command.
+    let output = ibauth()
+        .arg("--config")
+        .arg(&config)
+        .arg("login")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("authenticated=true"));
+
+    signal(&sandbox.0, "-TERM");
+    let status = sandbox.0.wait().unwrap();
+    assert!(status.success(), "sandbox exit: {status:?}");
+}
+
+#[test]
+fn config_errors_exit_3_with_a_message_naming_the_fix() {
+    let dir = temp_dir("config-errors");
+    let output = ibauth().current_dir(&dir).arg("login").output().unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("config.yaml not found"));
+
+    std::fs::write(
+        dir.join("config.yaml"),
+        "client_id: X\nclient_key_id: k\ncredential: c\n",
+    )
+    .unwrap();
+    let output = ibauth()
+        .current_dir(&dir)
+        .args(["--json", "login"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let err = &json_lines(&output.stdout)[0];
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing setting `private_key_file`")
+    );
+    assert_eq!(err["exit_code"], 3);
+}
+
+async fn sandbox_with_set(dir: &Path, tls: bool) -> (Sandbox, PathBuf, CredentialSet) {
+    let set = CredentialSet::load_or_create(dir).unwrap();
+    let sandbox = Sandbox::builder()
+        .tls(tls)
+        .register(set.registration())
+        .start()
+        .await
+        .unwrap();
+    let config = set
+        .write_config(sandbox.base_url(), sandbox.ca_pem())
+        .unwrap();
+    (sandbox, config, set)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejections_and_network_failures_have_their_exit_codes() {
+    let dir = temp_dir("exit-codes");
+    let (sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+
+    // Wrong credential: the sandbox refuses the SSO session → 4.
+    let output = ibauth()
+        .arg("--config")
+        .arg(&config)
+        .env("IBAUTH_CREDENTIAL", "someoneelse")
+        .args(["--json", "login"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
+    let err = json_lines(&output.stdout).pop().unwrap();
+    assert_eq!(err["step"], "sso_session");
+    assert_eq!(err["status"], 401);
+    assert!(!text(&output).contains("someoneelse"), "credential leaked");
+
+    // Nothing listening → 5.
+    let output = ibauth()
+        .arg("--config")
+        .arg(&config)
+        .env("IBAUTH_BASE_URL", "http://127.0.0.1:9")
+        .arg("login")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(5), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach 127.0.0.1:9"));
+
+    // Another login holds the session and this one does not compete → 6.
+    let first = ibauth()
+        .arg("--config")
+        .arg(&config)
+        .arg("login")
+        .output()
+        .unwrap();
+    assert!(first.status.success());
+    let output = ibauth()
+        .arg("--config")
+        .arg(&config)
+        .env("IBAUTH_COMPETE", "false")
+        .arg("login")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(6), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("competing=true"));
+    assert!(sandbox.has_brokerage_session(SANDBOX_CREDENTIAL));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_reaches_the_output_even_at_trace_level() {
+    let dir = temp_dir("log-scan");
+    let (sandbox, config, set) = sandbox_with_set(&dir, true).await;
+    let mut seen = String::new();
+    for command in ["login", "status", "tickle", "logout"] {
+        let output = ibauth()
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "trace")
+            .args(["-vvv", command])
+            .output()
+            .unwrap();
+        // `status` exits 6: it sees the earlier login's session as competing.
+        assert!(
+            matches!(output.status.code(), Some(0 | 6)),
+            "{command}: {}",
+            text(&output)
+        );
+        seen.push_str(&text(&output));
+    }
+    // The scan must have had something to scan: every step logged at trace level.
+    assert!(seen.contains("http exchange"), "no trace output:\n{seen}");
+    assert!(seen.contains("access token obtained"));
+
+    let tokens = sandbox.issued_tokens();
+    assert!(
+        tokens.len() >= 8,
+        "expected access and bearer tokens, got {}",
+        tokens.len()
+    );
+    for token in &tokens {
+        assert!(
+            !seen.contains(token.as_str()),
+            "a token leaked into the output"
+        );
+    }
+    assert!(!seen.contains(SANDBOX_CREDENTIAL), "the credential leaked");
+    // Any JWT (ours start with the base64url of {"alg":"RS256"…) would show as eyJ…
+    assert!(
+        !seen.contains("eyJhbGciOiJSUzI1NiI"),
+        "a signed assertion leaked"
+    );
+    let pem = set.key().to_pkcs8_pem();
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!seen.contains(line), "private key material leaked");
+    }
+}
