@@ -57,3 +57,8 @@ pub use session::{
     AuthStatus, Authorizer, BearerAuthorizer, BrokerageClient, IServer, Logout, ServerInfo,
     SsoValidation, Tickle,
 };
+
+/// The README's library example, compiled as a doc test so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
