@@ -37,6 +37,11 @@ impl BearerAuthorizer {
         header.set_sensitive(true);
         Ok(Self { header })
     }
+
+    /// The header value (marked sensitive, so `Debug` hides it).
+    pub fn header(&self) -> HeaderValue {
+        self.header.clone()
+    }
 }
 
 impl fmt::Debug for BearerAuthorizer {
@@ -47,7 +52,7 @@ impl fmt::Debug for BearerAuthorizer {
 
 impl Authorizer for BearerAuthorizer {
     fn authorization(&self, _: &Method, _: &Url) -> Result<HeaderValue, Error> {
-        Ok(self.header.clone())
+        Ok(self.header())
     }
 }
 

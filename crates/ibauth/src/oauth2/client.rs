@@ -240,7 +240,7 @@ impl Oauth2Client {
             step,
             reason: "no access token yet: call request_access_token() first",
         })?;
-        let access_header = BearerAuthorizer::new(&access.token)?;
+        let access_header = BearerAuthorizer::new(&access.token)?.header();
         let ip = self.public_ip().await?;
         let now = self.clock.now_unix();
         let jwt = sso_session_request(
@@ -252,17 +252,11 @@ impl Oauth2Client {
             now,
         );
         tracing::debug!(%ip, "requesting SSO session");
-        let url = self.endpoint(SSO_SESSIONS_PATH);
-        let auth = crate::session::Authorizer::authorization(
-            &access_header,
-            &reqwest::Method::POST,
-            &url,
-        )?;
         let request = self
             .http
             .reqwest()
-            .post(url)
-            .header(AUTHORIZATION, auth)
+            .post(self.endpoint(SSO_SESSIONS_PATH))
+            .header(AUTHORIZATION, access_header)
             .header(CONTENT_TYPE, "application/jwt")
             .body(jwt.expose_secret().to_owned());
         let answer: SsoSessionAnswer = self.http.send(step, request).await?.json(step)?;
