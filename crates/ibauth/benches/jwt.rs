@@ -39,7 +39,10 @@ fn bench(name: &str, mut f: impl FnMut()) {
 fn main() {
     let pkcs8 = include_str!("../tests/vectors/oauth2.json");
     let vector: serde_json::Value = serde_json::from_str(pkcs8).expect("vector JSON");
-    let pem = vector["private_key_pkcs8_pem"].as_str().expect("key").to_owned();
+    let pem = vector["private_key_pkcs8_pem"]
+        .as_str()
+        .expect("key")
+        .to_owned();
     let key = SigningKey::from_pem(&pem).expect("vector key");
     let credential = SecretString::from("mycred".to_owned());
     let ip = "1.2.3.4".parse().expect("ip");
