@@ -208,8 +208,9 @@ pub struct ServerInfo {
     pub server_version: Option<String>,
 }
 
-/// The answer of `tickle`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// The answer of `tickle`. `Debug` shows only the start of the session id (it doubles as the
+/// WebSocket cookie).
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Tickle {
     /// The session id (also the `api` cookie for the WebSocket).
@@ -225,6 +226,22 @@ pub struct Tickle {
     pub user_id: Option<u64>,
     /// The brokerage session's flags.
     pub iserver: IServer,
+}
+
+impl fmt::Debug for Tickle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tickle")
+            .field("session", &redact_tail(&self.session))
+            .field("sso_expires_ms", &self.sso_expires_ms)
+            .field("collision", &self.collision)
+            .field("user_id", &self.user_id)
+            .field("iserver", &self.iserver)
+            .finish()
+    }
+}
+
+fn redact_tail(id: &str) -> String {
+    format!("{}…", id.chars().take(6).collect::<String>())
 }
 
 impl Tickle {
@@ -248,8 +265,9 @@ pub struct IServer {
     pub auth_status: AuthStatus,
 }
 
-/// The answer of `sso/validate` (IBKR's fields vary; these are the ones used).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// The answer of `sso/validate` (IBKR's fields vary; these are the ones used). `Debug` hides
+/// the user name, which is the login credential.
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct SsoValidation {
     /// The IBKR username.
@@ -267,6 +285,18 @@ pub struct SsoValidation {
     /// The IP address the session is bound to.
     #[serde(rename = "IP")]
     pub ip: Option<String>,
+}
+
+impl fmt::Debug for SsoValidation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SsoValidation")
+            .field("user_name", &self.user_name.as_ref().map(|_| "[REDACTED]"))
+            .field("user_id", &self.user_id)
+            .field("expires_ms", &self.expires_ms)
+            .field("result", &self.result)
+            .field("ip", &self.ip)
+            .finish()
+    }
 }
 
 impl SsoValidation {
@@ -325,6 +355,18 @@ mod tests {
         assert!(t.auth_status().authenticated && t.auth_status().connected);
         assert!(!t.auth_status().competing);
         assert_eq!(t.user_id, Some(123));
+        assert!(format!("{t:?}").contains("session: \"abc…\""));
+    }
+
+    #[test]
+    fn validation_debug_hides_the_user_name() {
+        let v: SsoValidation = serde_json::from_str(
+            r#"{"USER_NAME":"alice","USER_ID":7,"EXPIRES":1000,"RESULT":true}"#,
+        )
+        .unwrap();
+        assert_eq!(v.user_name.as_deref(), Some("alice"));
+        assert!(!format!("{v:?}").contains("alice"));
+        assert_eq!(v.expires_in(), Some(Duration::from_secs(1)));
     }
 
     #[test]
