@@ -7,12 +7,6 @@ use serde_json::json;
 
 use crate::render::{Out, flags, flags_json};
 
-/// Enough of a session id to tell sessions apart, not enough to use it.
-pub fn short(id: &str) -> String {
-    let prefix: String = id.chars().take(6).collect();
-    format!("{prefix}…")
-}
-
 /// Access token → SSO session → validate, each reported.
 pub async fn sign_in(client: &mut Oauth2Client, out: Out) -> Result<(), Error> {
     let t = Instant::now();
@@ -80,7 +74,7 @@ pub async fn tickle(
     let tickle = client.tickle().await?;
     let status = tickle.auth_status().clone();
     let mut fields = flags_json(&status);
-    fields["session"] = json!(short(&tickle.session));
+    fields["session"] = json!(tickle.session_short());
     fields["sso_expires_in"] = json!(tickle.sso_expires_in().map(|d| d.as_secs()));
     let label = match nth {
         Some((n, of)) => {
@@ -94,7 +88,7 @@ pub async fn tickle(
         t.elapsed(),
         &format!(
             "POST /v1/api/tickle, session {}, {}",
-            short(&tickle.session),
+            tickle.session_short(),
             flags(&status)
         ),
         fields,

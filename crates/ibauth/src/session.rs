@@ -231,7 +231,7 @@ pub struct Tickle {
 impl fmt::Debug for Tickle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tickle")
-            .field("session", &redact_tail(&self.session))
+            .field("session", &self.session_short())
             .field("sso_expires_ms", &self.sso_expires_ms)
             .field("collision", &self.collision)
             .field("user_id", &self.user_id)
@@ -240,11 +240,12 @@ impl fmt::Debug for Tickle {
     }
 }
 
-fn redact_tail(id: &str) -> String {
-    format!("{}…", id.chars().take(6).collect::<String>())
-}
-
 impl Tickle {
+    /// The start of the session id: enough to tell sessions apart in logs, not enough to use.
+    pub fn session_short(&self) -> String {
+        format!("{}…", self.session.chars().take(6).collect::<String>())
+    }
+
     /// Time left on the SSO session.
     pub fn sso_expires_in(&self) -> Option<Duration> {
         self.sso_expires_ms.map(Duration::from_millis)

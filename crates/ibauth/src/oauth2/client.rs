@@ -326,7 +326,7 @@ impl Oauth2Client {
         let status = tickle.auth_status();
         // The session id doubles as the WebSocket cookie: log only enough to tell sessions apart.
         tracing::debug!(
-            session = tickle.session.chars().take(6).collect::<String>(),
+            session = tickle.session_short(),
             authenticated = status.authenticated,
             competing = status.competing,
             connected = status.connected,
