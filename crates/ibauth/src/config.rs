@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde_json::Value;
 use url::Url;
 
 use crate::error::ConfigError;
@@ -67,6 +66,53 @@ fn env_name(key: &str) -> &'static str {
         .find(|(k, _)| *k == key)
         .map(|(_, e)| *e)
         .unwrap_or("IBAUTH_…")
+}
+
+/// The known keys of the YAML file, each read as written (strings, never guessed types).
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct RawYaml {
+    client_id: Option<String>,
+    client_key_id: Option<String>,
+    credential: Option<String>,
+    private_key_file: Option<String>,
+    domain: Option<String>,
+    base_url: Option<String>,
+    public_ip: Option<String>,
+    timeout: Option<String>,
+    ip_lookup_urls: Option<OneOrMany>,
+    ca_file: Option<String>,
+    publish: Option<String>,
+    compete: Option<String>,
+}
+
+/// A single string or a list of strings.
+struct OneOrMany(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a URL or a list of URLs")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany(items))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// A complete, checked OAuth 2.0 configuration.
@@ -195,6 +241,7 @@ pub struct ConfigBuilder {
     client_key_id: Option<String>,
     credential: Option<SecretString>,
     private_key_file: Option<PathBuf>,
+    private_key_blank: bool,
     key: Option<SigningKey>,
     domain: Option<String>,
     base_url: Option<String>,
@@ -226,7 +273,9 @@ impl ConfigBuilder {
     }
     /// Path of the PEM private key (PKCS#1 or PKCS#8).
     pub fn private_key_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.private_key_file = Some(path.into());
+        let path = path.into();
+        self.private_key_blank = path.as_os_str().to_string_lossy().trim().is_empty();
+        self.private_key_file = Some(path);
         self.key = None;
         self
     }
@@ -301,51 +350,68 @@ impl ConfigBuilder {
     }
 
     fn yaml_str(mut self, text: &str, path: &Path, dir: &Path) -> Result<Self, ConfigError> {
-        let malformed = |detail: String| ConfigError::MalformedYaml {
+        // Without the snippet: it would quote the file's lines, which can hold secrets.
+        let malformed = |e: serde_saphyr::Error| ConfigError::MalformedYaml {
             path: path.to_owned(),
-            detail,
+            detail: e.without_snippet().to_string(),
         };
-        // An empty file is an empty mapping, not an error.
-        let map: BTreeMap<String, Value> = if text.trim().is_empty() {
-            BTreeMap::new()
-        } else {
-            // Without the snippet: it would quote the file's lines, which can hold secrets.
-            serde_saphyr::from_str(text).map_err(|e| malformed(e.without_snippet().to_string()))?
+        // An empty, comment-only or null document is an empty mapping.
+        let is_empty = |t: &str| {
+            t.lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim())
+                .all(|l| matches!(l, "" | "---" | "..." | "~" | "null"))
         };
-        for (key, value) in map {
-            if value.is_null() {
+        if is_empty(text) {
+            return Ok(self);
+        }
+        // Two passes: the key names (to warn about unknown ones), then the known keys read as
+        // the text the user wrote — a generic value type would turn `credential: 00123` into
+        // 123 and `client_id: 0x1F` into 31.
+        let names: BTreeMap<String, serde::de::IgnoredAny> =
+            serde_saphyr::from_str(text).map_err(malformed)?;
+        let raw: RawYaml = serde_saphyr::from_str(text).map_err(malformed)?;
+        for key in names.keys() {
+            if KEYS.iter().any(|(k, _)| k == key) {
                 continue;
             }
-            let text = || scalar_text(&key, &value);
-            match key.as_str() {
-                "client_id" => self.client_id = Some(text()?),
-                "client_key_id" => self.client_key_id = Some(text()?),
-                "credential" => self.credential = Some(SecretString::from(text()?)),
-                "private_key_file" => {
-                    self.private_key_file = Some(dir.join(text()?));
-                    self.key = None;
-                }
-                "domain" => self.domain = Some(text()?),
-                "base_url" => self.base_url = Some(text()?),
-                "public_ip" => self.public_ip = Some(text()?),
-                "timeout" => self.timeout = Some(parse_timeout(&key, &text()?)?),
-                "ip_lookup_urls" => self.ip_lookup_urls = Some(list_of_text(&key, &value)?),
-                "ca_file" => self.ca_file = Some(dir.join(text()?)),
-                "publish" => self.publish = Some(parse_bool(&key, &text()?)?),
-                "compete" => self.compete = Some(parse_bool(&key, &text()?)?),
-                _ => {
-                    let known = KEYS.iter().map(|(k, _)| *k);
-                    let warning = match did_you_mean(&key, known) {
-                        Some(m) => format!(
-                            "unknown key `{key}` in {} is ignored; did you mean `{m}`?",
-                            path.display()
-                        ),
-                        None => format!("unknown key `{key}` in {} is ignored", path.display()),
-                    };
-                    self.warn(warning);
-                }
-            }
+            let warning = match did_you_mean(key, KEYS.iter().map(|(k, _)| *k)) {
+                Some(m) => format!(
+                    "unknown key `{key}` in {} is ignored; did you mean `{m}`?",
+                    path.display()
+                ),
+                None => format!("unknown key `{key}` in {} is ignored", path.display()),
+            };
+            self.warn(warning);
         }
+        // Blank required values are caught by `build`; blank optional ones by their parsers.
+        macro_rules! take {
+            ($field:ident, $convert:expr) => {
+                if let Some(v) = raw.$field {
+                    self.$field = Some($convert(v)?);
+                }
+            };
+        }
+        let text = |v: String| Ok::<_, ConfigError>(v);
+        take!(client_id, text);
+        take!(client_key_id, text);
+        take!(credential, |v: String| Ok::<_, ConfigError>(
+            SecretString::from(v)
+        ));
+        if let Some(v) = raw.private_key_file {
+            self.private_key_blank = v.trim().is_empty();
+            self.private_key_file = Some(dir.join(v.trim()));
+            self.key = None;
+        }
+        take!(domain, text);
+        take!(base_url, text);
+        take!(public_ip, text);
+        take!(timeout, |v: String| parse_timeout("timeout", &v));
+        take!(ip_lookup_urls, |v: OneOrMany| Ok::<_, ConfigError>(v.0));
+        take!(ca_file, |v: String| Ok::<_, ConfigError>(
+            dir.join(v.trim())
+        ));
+        take!(publish, |v: String| parse_bool("publish", &v));
+        take!(compete, |v: String| parse_bool("compete", &v));
         Ok(self)
     }
 
@@ -441,8 +507,8 @@ impl ConfigBuilder {
         }
         let key = match (self.key, self.private_key_file) {
             (Some(key), _) => key,
-            (None, Some(path)) => SigningKey::from_pem_file(&path)?,
-            (None, None) => {
+            (None, Some(path)) if !self.private_key_blank => SigningKey::from_pem_file(&path)?,
+            (None, _) => {
                 return Err(ConfigError::Missing {
                     key: "private_key_file",
                     env: env_name("private_key_file"),
@@ -513,25 +579,6 @@ fn invalid(key: &str, reason: &str) -> ConfigError {
     }
 }
 
-fn scalar_text(key: &str, value: &Value) -> Result<String, ConfigError> {
-    match value {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Ok(b.to_string()),
-        _ => Err(invalid(
-            key,
-            "must be a single value, not a list or mapping",
-        )),
-    }
-}
-
-fn list_of_text(key: &str, value: &Value) -> Result<Vec<String>, ConfigError> {
-    match value {
-        Value::Array(items) => items.iter().map(|v| scalar_text(key, v)).collect(),
-        other => Ok(vec![scalar_text(key, other)?]),
-    }
-}
-
 fn parse_timeout(key: &str, text: &str) -> Result<Duration, ConfigError> {
     text.trim()
         .trim_end_matches('s')
@@ -539,7 +586,7 @@ fn parse_timeout(key: &str, text: &str) -> Result<Duration, ConfigError> {
         .ok()
         .filter(|s| s.is_finite() && *s > 0.0)
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| invalid(key, "must be a number of seconds, e.g. 10 or 2.5"))
+        .ok_or_else(|| invalid(key, "must be a positive number of seconds, e.g. 10 or 2.5"))
 }
 
 fn parse_bool(key: &str, text: &str) -> Result<bool, ConfigError> {
