@@ -193,8 +193,13 @@ impl SandboxBuilder {
             .map_err(|e| SandboxError::Tls(e.to_string()))?;
             ca_pem = Some(material.ca_pem);
             let handle = axum_server::Handle::new();
-            let server = axum_server::from_tcp_rustls(listener, config)
+            // Without TCP_NODELAY, small HTTP/2 frames meet the client's delayed ACK and a
+            // share of requests wait an extra ~40 ms (measured in docs/benchmarks.md).
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new());
+            let server = axum_server::from_tcp(listener)
                 .map_err(bind_err)?
+                .acceptor(acceptor)
                 .handle(handle.clone());
             tokio::spawn(async move {
                 let _ = stopped.await;
@@ -211,6 +216,9 @@ impl SandboxBuilder {
                 let shutdown = async {
                     let _ = stopped.await;
                 };
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 if let Err(e) = axum::serve(listener, app)
                     .with_graceful_shutdown(shutdown)
                     .await
