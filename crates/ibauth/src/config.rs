@@ -384,34 +384,35 @@ impl ConfigBuilder {
             self.warn(warning);
         }
         // Blank required values are caught by `build`; blank optional ones by their parsers.
-        macro_rules! take {
-            ($field:ident, $convert:expr) => {
-                if let Some(v) = raw.$field {
-                    self.$field = Some($convert(v)?);
-                }
-            };
+        let or = |new: Option<String>, old: Option<String>| new.or(old);
+        self.client_id = or(raw.client_id, self.client_id);
+        self.client_key_id = or(raw.client_key_id, self.client_key_id);
+        self.domain = or(raw.domain, self.domain);
+        self.base_url = or(raw.base_url, self.base_url);
+        self.public_ip = or(raw.public_ip, self.public_ip);
+        if let Some(v) = raw.credential {
+            self.credential = Some(SecretString::from(v));
         }
-        let text = |v: String| Ok::<_, ConfigError>(v);
-        take!(client_id, text);
-        take!(client_key_id, text);
-        take!(credential, |v: String| Ok::<_, ConfigError>(
-            SecretString::from(v)
-        ));
         if let Some(v) = raw.private_key_file {
             self.private_key_blank = v.trim().is_empty();
             self.private_key_file = Some(dir.join(v.trim()));
             self.key = None;
         }
-        take!(domain, text);
-        take!(base_url, text);
-        take!(public_ip, text);
-        take!(timeout, |v: String| parse_timeout("timeout", &v));
-        take!(ip_lookup_urls, |v: OneOrMany| Ok::<_, ConfigError>(v.0));
-        take!(ca_file, |v: String| Ok::<_, ConfigError>(
-            dir.join(v.trim())
-        ));
-        take!(publish, |v: String| parse_bool("publish", &v));
-        take!(compete, |v: String| parse_bool("compete", &v));
+        if let Some(v) = raw.timeout {
+            self.timeout = Some(parse_timeout("timeout", &v)?);
+        }
+        if let Some(v) = raw.ip_lookup_urls {
+            self.ip_lookup_urls = Some(v.0);
+        }
+        if let Some(v) = raw.ca_file {
+            self.ca_file = Some(dir.join(v.trim()));
+        }
+        if let Some(v) = raw.publish {
+            self.publish = Some(parse_bool("publish", &v)?);
+        }
+        if let Some(v) = raw.compete {
+            self.compete = Some(parse_bool("compete", &v)?);
+        }
         Ok(self)
     }
 
