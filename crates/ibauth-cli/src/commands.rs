@@ -18,6 +18,17 @@ pub enum Action {
     Logout,
 }
 
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Login => "login",
+            Action::Status => "status",
+            Action::Tickle => "tickle",
+            Action::Logout => "logout",
+        }
+    }
+}
+
 pub async fn run(out: Out, config: Option<&Path>, action: Action) -> ExitCode {
     let config = match Config::load(config) {
         Ok(config) => config,
@@ -27,7 +38,7 @@ pub async fn run(out: Out, config: Option<&Path>, action: Action) -> ExitCode {
         Ok(client) => client,
         Err(e) => return fail(out, &e),
     };
-    out.heading(&format!("ibauth {action:?} at {}", client.api_base()).to_lowercase());
+    out.heading(&format!("ibauth {} at {}", action.name(), client.api_base()));
     match act(&mut client, out, action).await {
         Ok(Some(status)) if !status.authenticated => not_authenticated(out, &status),
         Ok(_) => ExitCode::SUCCESS,
