@@ -38,7 +38,11 @@ pub async fn run(out: Out, config: Option<&Path>, action: Action) -> ExitCode {
         Ok(client) => client,
         Err(e) => return fail(out, &e),
     };
-    out.heading(&format!("ibauth {} at {}", action.name(), client.api_base()));
+    out.heading(&format!(
+        "ibauth {} at {}",
+        action.name(),
+        client.api_base()
+    ));
     match act(&mut client, out, action).await {
         Ok(Some(status)) if !status.authenticated => not_authenticated(out, &status),
         Ok(_) => ExitCode::SUCCESS,

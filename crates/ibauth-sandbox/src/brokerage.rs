@@ -43,7 +43,7 @@ pub(crate) fn validate(state: &mut State, headers: &HeaderMap) -> Result<Value, 
     let (token, _) = authenticate(state, headers)?;
     let now = state.now();
     let session = state.sso.get(&token).ok_or_else(Reject::unauthenticated)?;
-    let left_ms = session.expires_at.saturating_sub(now) * 1000;
+    let left_ms = session.expires_at.saturating_sub(now).saturating_mul(1000);
     let body = json!({
         "USER_NAME": session.credential,
         "USER_ID": user_id(&session.credential),
@@ -127,7 +127,7 @@ pub(crate) fn tickle(state: &mut State, headers: &HeaderMap) -> Result<Value, Re
     let flags = state.flags(&token, &credential);
     let body = json!({
         "session": session.session_id,
-        "ssoExpires": session.expires_at.saturating_sub(now) * 1000,
+        "ssoExpires": session.expires_at.saturating_sub(now).saturating_mul(1000),
         "collission": flags.competing,
         "userId": user_id(&credential),
         "hmds": { "error": "no bridge" },

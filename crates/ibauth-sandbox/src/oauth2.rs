@@ -62,10 +62,10 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 fn check_window(state: &State, iat: u64, exp: u64, what: &str) -> Result<(), Reject> {
     let now = state.now();
     let skew = state.lifetimes.clock_skew.as_secs();
-    if exp + skew < now {
+    if exp.saturating_add(skew) < now {
         return Err(Reject::problem(401, format!("{what} expired")));
     }
-    if iat > now + skew {
+    if iat > now.saturating_add(skew) {
         return Err(Reject::problem(
             401,
             format!("{what} issued in the future (iat); check the clock"),

@@ -130,7 +130,7 @@ impl State {
     pub fn remember_jti(&mut self, jti: &str, exp: u64) -> bool {
         let now = self.now();
         let skew = self.lifetimes.clock_skew.as_secs();
-        self.seen_jtis.retain(|_, e| *e + skew >= now);
+        self.seen_jtis.retain(|_, e| e.saturating_add(skew) >= now);
         if self.seen_jtis.contains_key(jti) {
             return false;
         }

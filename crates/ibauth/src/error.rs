@@ -164,13 +164,20 @@ impl Error {
     /// trouble, 5xx, 429) — as opposed to a rejection that needs a fix.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Timeout { .. } | Error::Network { .. } | Error::PublicIp { .. } => true,
+            // A certificate that fails verification is a misconfiguration, not bad luck.
+            Error::Network { detail, .. } => !is_certificate_problem(detail),
+            Error::Timeout { .. } | Error::PublicIp { .. } => true,
             Error::Rejected { status, .. } | Error::Protocol { status, .. } => {
                 *status == 429 || *status >= 500
             }
             Error::Config(_) | Error::NotReady { .. } => false,
         }
     }
+}
+
+pub(crate) fn is_certificate_problem(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    d.contains("certificate") || d.contains("unknownissuer") || d.contains("unknown issuer")
 }
 
 struct Hint(Option<&'static str>);
@@ -204,6 +211,15 @@ pub(crate) fn hint_for(step: Step, status: u16, message: &str) -> Option<&'stati
         return Some(
             "consumer key unknown or not active yet (activation waits for IBKR's weekend restart), or realm / paper-vs-live mismatch",
         );
+    }
+    if m.contains("access token expired") {
+        return Some("the access token expired: request a new one (log in again)");
+    }
+    if m.contains("in the future") || m.contains("clock") {
+        return Some("the system clock looks wrong: sync it (e.g. with NTP)");
+    }
+    if step == Step::AccessToken && m.contains("expired") {
+        return Some("the client assertion was already expired on arrival: check the system clock");
     }
     match (step, status) {
         (_, 429) => Some("too many requests: back off (IBKR allows about 10 requests/s)"),

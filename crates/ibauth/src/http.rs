@@ -111,10 +111,16 @@ impl HttpClient {
                 timeout: self.timeout,
             };
         }
+        let mut detail = source_chain(&e);
+        if crate::error::is_certificate_problem(&detail) {
+            detail.push_str(
+                " (the server's certificate is not trusted; for a sandbox or private CA set `ca_file` to its CA certificate)",
+            );
+        }
         Error::Network {
             step,
             host: host.to_owned(),
-            detail: source_chain(&e),
+            detail,
             source: e,
         }
     }
