@@ -8,7 +8,7 @@ runs=${1:-30}
 
 command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -qq hyperfine >/dev/null; }
 cargo build --release -q -p ibauth-cli
-python=$(tests/interop/setup-python.sh)
+python=$(scripts/python-venv.sh)
 
 work=$(mktemp -d)
 trap 'kill "$sandbox_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
