@@ -21,5 +21,5 @@ cd "$work"  # the Python ibauth resolves private_key_file against the working di
 
 hyperfine --warmup 3 --runs "$runs" --export-markdown "$work/results.md" \
   -n "ibauth login (Rust)" "$OLDPWD/target/release/ibauth --config config.yaml -q login" \
-  -n "ibauth.connect() (Python 0.1.6)" "SSL_CERT_FILE=$work/ca.pem $python $OLDPWD/scripts/python_connect.py config.yaml $host"
+  -n "ibauth.connect() (Python 0.1.6)" "SSL_CERT_FILE=$work/ca.pem $python $OLDPWD/scripts/python_interop.py config.yaml $host --connect-only"
 cat "$work/results.md"

@@ -1,6 +1,8 @@
 """Drives the unmodified Python ibauth 0.1.6 against an ibauth sandbox:
 connect() → tickle() → status() → logout(), then prints one JSON line of what it saw.
-Usage: python_interop.py CONFIG HOST:PORT   (run from the config's folder; CA via SSL_CERT_FILE)
+Usage: python_interop.py CONFIG HOST:PORT [--connect-only]
+(run from the config's folder; the sandbox CA via SSL_CERT_FILE). `--connect-only` stops after
+connect(): the cold login that scripts/bench-login.sh times.
 
 Only the instance is configured: its domain is hard-coded to api.ibkr.com, and its IP lookup
 (api.ipify.org) is unreachable offline, so it answers 127.0.0.1 — the address the sandbox
@@ -14,7 +16,7 @@ import sys
 from ibauth import auth_from_yaml
 
 
-async def main(config: str, domain: str) -> dict:
+async def main(config: str, domain: str, connect_only: bool) -> dict:
     auth = auth_from_yaml(config)
     auth._domain = domain
 
@@ -25,6 +27,8 @@ async def main(config: str, domain: str) -> dict:
     auth._check_ip = loopback_ip
     await auth.connect()
     assert auth.bearer_token, "no bearer token after connect()"
+    if connect_only:
+        return {"connected": True}
     session = await auth.tickle()
     tickled = {"authenticated": auth.authenticated, "competing": auth.competing, "connected": auth.connected}
     status = await auth.status()
@@ -38,4 +42,4 @@ async def main(config: str, domain: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(sys.argv[1], sys.argv[2]))))
+    print(json.dumps(asyncio.run(main(sys.argv[1], sys.argv[2], "--connect-only" in sys.argv[3:]))))

@@ -24,10 +24,10 @@ fn python() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn python_ibauth_connects_tickles_and_logs_out_against_the_https_sandbox() {
-    let python = tokio::task::spawn_blocking(python).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("ibauth-py-interop-{}", std::process::id()));
+/// A credential set in a fresh folder and an HTTPS sandbox that knows it; the config points
+/// at the sandbox and, with `trust_ca`, names its CA.
+async fn https_sandbox(name: &str, trust_ca: bool) -> (Sandbox, PathBuf, PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("ibauth-py-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let set = CredentialSet::load_or_create(&dir).unwrap();
     let sandbox = Sandbox::builder()
@@ -36,10 +36,16 @@ async fn python_ibauth_connects_tickles_and_logs_out_against_the_https_sandbox()
         .start()
         .await
         .unwrap();
-    let config = set
-        .write_config(sandbox.base_url(), sandbox.ca_pem())
-        .unwrap();
+    let ca = sandbox.ca_pem().filter(|_| trust_ca);
+    let config = set.write_config(sandbox.base_url(), ca).unwrap();
     let host = sandbox.base_url().trim_start_matches("https://").to_owned();
+    (sandbox, dir, config, host)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_ibauth_connects_tickles_and_logs_out_against_the_https_sandbox() {
+    let python = tokio::task::spawn_blocking(python).await.unwrap();
+    let (sandbox, dir, config, host) = https_sandbox("interop", true).await;
 
     let script = workspace().join("scripts/python_interop.py");
     let output = tokio::process::Command::new(&python)
@@ -82,17 +88,7 @@ async fn python_ibauth_connects_tickles_and_logs_out_against_the_https_sandbox()
 #[tokio::test(flavor = "multi_thread")]
 async fn python_ibauth_without_the_sandbox_ca_is_refused_by_tls_verification() {
     let python = tokio::task::spawn_blocking(python).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("ibauth-py-noca-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let set = CredentialSet::load_or_create(&dir).unwrap();
-    let sandbox = Sandbox::builder()
-        .tls(true)
-        .register(set.registration())
-        .start()
-        .await
-        .unwrap();
-    let config = set.write_config(sandbox.base_url(), None).unwrap();
-    let host = sandbox.base_url().trim_start_matches("https://").to_owned();
+    let (sandbox, dir, config, host) = https_sandbox("noca", false).await;
     let output = tokio::process::Command::new(&python)
         .arg(workspace().join("scripts/python_interop.py"))
         .arg(&config)
