@@ -54,6 +54,9 @@ async fn python_ibauth_connects_tickles_and_logs_out_against_the_https_sandbox()
         .arg(&host)
         // The Python ibauth reads private_key_file relative to the working directory.
         .current_dir(&dir)
+        // httpx honours proxy variables; loopback must not go through one.
+        .env("NO_PROXY", "127.0.0.1,localhost,::1")
+        .env("no_proxy", "127.0.0.1,localhost,::1")
         // httpx builds its trust store from SSL_CERT_FILE when set: TLS verification stays on,
         // against the sandbox's CA only.
         .env("SSL_CERT_FILE", dir.join("ca.pem"))
@@ -94,6 +97,9 @@ async fn python_ibauth_without_the_sandbox_ca_is_refused_by_tls_verification() {
         .arg(&config)
         .arg(&host)
         .current_dir(&dir)
+        // httpx honours proxy variables; loopback must not go through one.
+        .env("NO_PROXY", "127.0.0.1,localhost,::1")
+        .env("no_proxy", "127.0.0.1,localhost,::1")
         .env_remove("SSL_CERT_FILE")
         .env_remove("SSL_CERT_DIR")
         .output()
