@@ -28,16 +28,7 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// Reads a PEM key file (PKCS#1 `RSA PRIVATE KEY` or PKCS#8 `PRIVATE KEY`).
     pub fn from_pem_file(path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => KeyError::NotFound {
-                path: path.to_owned(),
-            },
-            _ => KeyError::Unreadable {
-                path: path.to_owned(),
-                source,
-            },
-        })?;
-        Self::parse(&text, &path.display().to_string())
+        Self::parse(&read_key_file(path)?, &path.display().to_string())
     }
 
     /// Parses PEM text (PKCS#1 or PKCS#8).
@@ -64,43 +55,8 @@ impl SigningKey {
     }
 
     fn parse(text: &str, origin: &str) -> Result<Self, KeyError> {
-        let malformed = |detail: String| KeyError::Malformed {
-            origin: origin.to_owned(),
-            detail,
-        };
-        let block = pem::first_block(text).map_err(|e| malformed(e.to_string()))?;
-        if block.encrypted_header || block.label.contains("ENCRYPTED") {
-            return Err(KeyError::Encrypted {
-                origin: origin.to_owned(),
-            });
-        }
-        let parsed = match block.label.as_str() {
-            "RSA PRIVATE KEY" => RsaKeyPair::from_der(&block.der),
-            "PRIVATE KEY" => RsaKeyPair::from_pkcs8(&block.der),
-            "EC PRIVATE KEY" => return Err(not_rsa(origin, "an EC key")),
-            "DSA PRIVATE KEY" => return Err(not_rsa(origin, "a DSA key")),
-            "OPENSSH PRIVATE KEY" => return Err(not_rsa(origin, "an OpenSSH-format key")),
-            "PUBLIC KEY" | "RSA PUBLIC KEY" => {
-                return Err(KeyError::NotPrivate {
-                    origin: origin.to_owned(),
-                    found: "public key",
-                });
-            }
-            "CERTIFICATE" => {
-                return Err(KeyError::NotPrivate {
-                    origin: origin.to_owned(),
-                    found: "certificate",
-                });
-            }
-            other => return Err(malformed(format!("unexpected PEM label `{other}`"))),
-        };
-        let pair = parsed.map_err(|rejected| match rejected.description_() {
-            "TooSmall" => KeyError::TooSmall {
-                origin: origin.to_owned(),
-            },
-            "WrongAlgorithm" => not_rsa(origin, "not an RSA key"),
-            other => malformed(format!("the key was rejected: {other}")),
-        })?;
+        let der = pkcs8_der(text, origin)?;
+        let pair = RsaKeyPair::from_pkcs8(&der).map_err(|r| rejected(origin, r))?;
         Ok(Self {
             pair: Arc::new(pair),
         })
@@ -150,6 +106,135 @@ impl SigningKey {
             .unwrap_or_default();
         pem::encode("PRIVATE KEY", &der)
     }
+}
+
+/// Reads an RSA private key PEM into PKCS#8 DER, refusing encrypted, non-RSA and non-private
+/// PEM with a message that says what to do.
+fn pkcs8_der(text: &str, origin: &str) -> Result<Vec<u8>, KeyError> {
+    let malformed = |detail: String| KeyError::Malformed {
+        origin: origin.to_owned(),
+        detail,
+    };
+    let block = pem::first_block(text).map_err(|e| malformed(e.to_string()))?;
+    if block.encrypted_header || block.label.contains("ENCRYPTED") {
+        return Err(KeyError::Encrypted {
+            origin: origin.to_owned(),
+        });
+    }
+    match block.label.as_str() {
+        "RSA PRIVATE KEY" => Ok(wrap_pkcs1(&block.der)),
+        "PRIVATE KEY" => Ok(block.der),
+        "EC PRIVATE KEY" => Err(not_rsa(origin, "an EC key")),
+        "DSA PRIVATE KEY" => Err(not_rsa(origin, "a DSA key")),
+        "OPENSSH PRIVATE KEY" => Err(not_rsa(origin, "an OpenSSH-format key")),
+        "PUBLIC KEY" | "RSA PUBLIC KEY" => Err(KeyError::NotPrivate {
+            origin: origin.to_owned(),
+            found: "public key",
+        }),
+        "CERTIFICATE" => Err(KeyError::NotPrivate {
+            origin: origin.to_owned(),
+            found: "certificate",
+        }),
+        other => Err(malformed(format!("unexpected PEM label `{other}`"))),
+    }
+}
+
+fn rejected(origin: &str, rejected: aws_lc_rs::error::KeyRejected) -> KeyError {
+    match rejected.description_() {
+        "TooSmall" => KeyError::TooSmall {
+            origin: origin.to_owned(),
+        },
+        "WrongAlgorithm" => not_rsa(origin, "not an RSA key"),
+        other => KeyError::Malformed {
+            origin: origin.to_owned(),
+            detail: format!("the key was rejected: {other}"),
+        },
+    }
+}
+
+/// PKCS#1 `RSAPrivateKey` DER → PKCS#8 `PrivateKeyInfo` DER (RFC 5208), so one loader serves
+/// both forms (aws-lc-rs's decrypting key reads PKCS#8 only).
+fn wrap_pkcs1(pkcs1: &[u8]) -> Vec<u8> {
+    const RSA_ALGORITHM: [u8; 15] = [
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let mut body = vec![0x02, 0x01, 0x00];
+    body.extend_from_slice(&RSA_ALGORITHM);
+    body.push(0x04);
+    der_length(pkcs1.len(), &mut body);
+    body.extend_from_slice(pkcs1);
+    let mut out = vec![0x30];
+    der_length(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+fn der_length(len: usize, out: &mut Vec<u8>) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+}
+
+/// An RSA private key for PKCS#1 v1.5 decryption (the OAuth 1.0a encryption key).
+///
+/// `Debug` shows only the key size.
+pub struct DecryptionKey {
+    key: aws_lc_rs::rsa::Pkcs1PrivateDecryptingKey,
+}
+
+impl fmt::Debug for DecryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DecryptionKey(RSA {} bits)", self.key.key_size_bits())
+    }
+}
+
+impl DecryptionKey {
+    /// Parses PEM text (PKCS#1 or PKCS#8).
+    pub fn from_pem(text: &str) -> Result<Self, KeyError> {
+        Self::parse(text, "(inline PEM)")
+    }
+
+    /// Reads a PEM key file.
+    pub fn from_pem_file(path: &Path) -> Result<Self, KeyError> {
+        Self::parse(&read_key_file(path)?, &path.display().to_string())
+    }
+
+    fn parse(text: &str, origin: &str) -> Result<Self, KeyError> {
+        let der = pkcs8_der(text, origin)?;
+        let private = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&der)
+            .map_err(|r| rejected(origin, r))?;
+        let key = aws_lc_rs::rsa::Pkcs1PrivateDecryptingKey::new(private).map_err(|_| {
+            KeyError::Malformed {
+                origin: origin.to_owned(),
+                detail: "not usable for PKCS#1 v1.5 decryption".into(),
+            }
+        })?;
+        Ok(Self { key })
+    }
+
+    /// RSAES-PKCS1-v1_5 decryption; `None` if the ciphertext does not decrypt with this key.
+    pub fn decrypt(&self, ciphertext: &[u8]) -> Option<Vec<u8>> {
+        let mut out = vec![0u8; self.key.min_output_size()];
+        let plain = self.key.decrypt(ciphertext, &mut out).ok()?;
+        Some(plain.to_vec())
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<String, KeyError> {
+    std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => KeyError::NotFound {
+            path: path.to_owned(),
+        },
+        _ => KeyError::Unreadable {
+            path: path.to_owned(),
+            source,
+        },
+    })
 }
 
 fn not_rsa(origin: &str, found: &'static str) -> KeyError {

@@ -38,6 +38,7 @@ mod error;
 mod http;
 mod jwt;
 mod key;
+pub mod oauth1a;
 pub mod oauth2;
 mod pem;
 mod public_ip;
@@ -50,7 +51,7 @@ pub use config::{
 };
 pub use error::{ConfigError, Error, KeyError, Step};
 pub use http::{HttpClient, USER_AGENT};
-pub use key::SigningKey;
+pub use key::{DecryptionKey, SigningKey};
 pub use oauth2::Oauth2Client;
 pub use secrecy;
 pub use session::{

@@ -1,0 +1,13 @@
+//! OAuth 1.0a (first party): the live session token by Diffie-Hellman, then every request
+//! signed with HMAC-SHA256. This module holds the byte-exact primitives; the client that drives
+//! them over HTTP builds on top.
+
+mod lst;
+mod signing;
+
+pub use lst::{
+    DH_SECRET_BITS, DhGroup, DhSecret, LstError, live_session_token, lst_matches, prepend,
+};
+pub use signing::{
+    Nonce, Signer, authorization_header, authorize, base_string, oauth_params, percent_encode,
+};
