@@ -4,17 +4,35 @@
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
+use crate::oauth1a;
 use crate::oauth2::bearer;
 use crate::reply::Reject;
 use crate::state::{Brokerage, Flags, State, random_hex, user_id};
 
 const MAC: &str = "98:F2:B3:23:BF:A0";
 
-/// The SSO session behind the request's bearer token: (bearer, credential).
-fn authenticate(state: &mut State, headers: &HeaderMap) -> Result<(String, String), Reject> {
-    let token = bearer(headers)
-        .ok_or_else(Reject::unauthenticated)?
-        .to_owned();
+/// What the brokerage handlers need of a request.
+pub(crate) struct Req<'a> {
+    pub method: &'a str,
+    /// The advertised URL of the request (sandbox base URL + path), which OAuth 1.0a signs.
+    pub url: String,
+    pub headers: &'a HeaderMap,
+}
+
+/// The SSO session behind the request — a bearer token (OAuth 2.0) or an HMAC-signed OAuth
+/// 1.0a request: (session key, credential).
+fn authenticate(state: &mut State, req: &Req<'_>) -> Result<(String, String), Reject> {
+    let oauth1a = req
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("OAuth "));
+    let token = match oauth1a {
+        Some(header) => oauth1a::verify_signed_request(state, header, req.method, &req.url)?,
+        None => bearer(req.headers)
+            .ok_or_else(Reject::unauthenticated)?
+            .to_owned(),
+    };
     let now = state.now();
     let session = state.sso.get(&token).ok_or_else(Reject::unauthenticated)?;
     if session.expires_at <= now {
@@ -39,8 +57,8 @@ fn status_json(flags: Flags, message: &str) -> Value {
     })
 }
 
-pub(crate) fn validate(state: &mut State, headers: &HeaderMap) -> Result<Value, Reject> {
-    let (token, _) = authenticate(state, headers)?;
+pub(crate) fn validate(state: &mut State, req: &Req<'_>) -> Result<Value, Reject> {
+    let (token, _) = authenticate(state, req)?;
     let now = state.now();
     let session = state.sso.get(&token).ok_or_else(Reject::unauthenticated)?;
     let left_ms = session.expires_at.saturating_sub(now).saturating_mul(1000);
@@ -77,8 +95,8 @@ pub(crate) fn validate(state: &mut State, headers: &HeaderMap) -> Result<Value, 
     Ok(body)
 }
 
-pub(crate) fn init(state: &mut State, headers: &HeaderMap, body: &[u8]) -> Result<Value, Reject> {
-    let (token, credential) = authenticate(state, headers)?;
+pub(crate) fn init(state: &mut State, req: &Req<'_>, body: &[u8]) -> Result<Value, Reject> {
+    let (token, credential) = authenticate(state, req)?;
     let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -111,8 +129,8 @@ pub(crate) fn init(state: &mut State, headers: &HeaderMap, body: &[u8]) -> Resul
     Ok(status_json(state.flags(&token, &credential), ""))
 }
 
-pub(crate) fn status(state: &mut State, headers: &HeaderMap) -> Result<Value, Reject> {
-    let (token, credential) = authenticate(state, headers)?;
+pub(crate) fn status(state: &mut State, req: &Req<'_>) -> Result<Value, Reject> {
+    let (token, credential) = authenticate(state, req)?;
     if !state.brokerage.contains_key(&credential) {
         return Err(Reject::ibkr(400, "Bad Request: no bridge"));
     }
@@ -120,8 +138,8 @@ pub(crate) fn status(state: &mut State, headers: &HeaderMap) -> Result<Value, Re
     Ok(status_json(state.flags(&token, &credential), ""))
 }
 
-pub(crate) fn tickle(state: &mut State, headers: &HeaderMap) -> Result<Value, Reject> {
-    let (token, credential) = authenticate(state, headers)?;
+pub(crate) fn tickle(state: &mut State, req: &Req<'_>) -> Result<Value, Reject> {
+    let (token, credential) = authenticate(state, req)?;
     let now = state.now();
     let session = state.sso.get(&token).ok_or_else(Reject::unauthenticated)?;
     let flags = state.flags(&token, &credential);
@@ -137,8 +155,8 @@ pub(crate) fn tickle(state: &mut State, headers: &HeaderMap) -> Result<Value, Re
     Ok(body)
 }
 
-pub(crate) fn logout(state: &mut State, headers: &HeaderMap) -> Result<Value, Reject> {
-    let (token, credential) = authenticate(state, headers)?;
+pub(crate) fn logout(state: &mut State, req: &Req<'_>) -> Result<Value, Reject> {
+    let (token, credential) = authenticate(state, req)?;
     if state.has_bridge(&token, &credential) {
         state.brokerage.remove(&credential);
     }

@@ -36,6 +36,7 @@
 mod brokerage;
 mod credentials;
 mod jwt;
+mod oauth1a;
 mod oauth2;
 mod reply;
 mod state;
@@ -49,7 +50,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State as AxumState};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ibauth::{Clock, SigningKey, SystemClock};
@@ -58,6 +59,7 @@ use tokio::sync::oneshot;
 
 pub use credentials::{CredentialSet, SANDBOX_CLIENT_ID, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID};
 pub use jwt::JwtError;
+pub use oauth1a::RFC3526_PRIME_2048;
 pub use state::{Counters, Flags, Lifetimes, RegisteredClient};
 
 use crate::reply::Reject;
@@ -124,6 +126,34 @@ impl ClientRegistration {
     }
 }
 
+/// An OAuth 1.0a consumer to register: key, realm, and the public halves of its signature and
+/// encryption keys.
+#[derive(Debug, Clone)]
+pub struct ConsumerRegistration(oauth1a::RegisteredConsumer);
+
+impl ConsumerRegistration {
+    /// A consumer with the realm IBKR expects for it (`test_realm` for `TESTCONS`, otherwise
+    /// `limited_poa`).
+    pub fn new(
+        consumer_key: impl Into<String>,
+        signature_key: &SigningKey,
+        encryption_key: &SigningKey,
+    ) -> Self {
+        let consumer_key = consumer_key.into();
+        let realm = if consumer_key == ibauth::oauth1a::TEST_CONSUMER {
+            "test_realm"
+        } else {
+            "limited_poa"
+        };
+        Self(oauth1a::RegisteredConsumer {
+            consumer_key,
+            realm: realm.to_owned(),
+            signature_key: signature_key.public_key_der(),
+            encryption_key: encryption_key.public_key_der(),
+        })
+    }
+}
+
 /// Configures and starts a [`Sandbox`].
 #[derive(Debug)]
 pub struct SandboxBuilder {
@@ -132,6 +162,7 @@ pub struct SandboxBuilder {
     lifetimes: Lifetimes,
     clock: Arc<dyn Clock>,
     clients: Vec<RegisteredClient>,
+    consumers: Vec<oauth1a::RegisteredConsumer>,
 }
 
 impl SandboxBuilder {
@@ -166,11 +197,23 @@ impl SandboxBuilder {
         self
     }
 
+    /// Registers an OAuth 1.0a consumer.
+    pub fn register_consumer(mut self, consumer: ConsumerRegistration) -> Self {
+        self.consumers.push(consumer.0);
+        self
+    }
+
     /// Binds and serves in the background until the [`Sandbox`] is dropped or shut down.
     pub async fn start(self) -> Result<Sandbox, SandboxError> {
         let mut state = State::new(self.lifetimes, self.clock);
         for client in self.clients {
             state.clients.insert(client.client_id.clone(), client);
+        }
+        for consumer in self.consumers {
+            state
+                .oauth1a
+                .consumers
+                .insert(consumer.consumer_key.clone(), consumer);
         }
         let shared: Shared = Arc::new(Mutex::new(state));
         let app = router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -236,6 +279,7 @@ impl SandboxBuilder {
         let scheme = if self.tls { "https" } else { "http" };
         let base_url = format!("{scheme}://{host}:{}", addr.port());
         tracing::info!(%base_url, "sandbox listening");
+        lock(&shared).base_url = base_url.clone();
         Ok(Sandbox {
             addr,
             base_url,
@@ -275,6 +319,7 @@ impl Sandbox {
             lifetimes: Lifetimes::default(),
             clock: Arc::new(SystemClock),
             clients: Vec::new(),
+            consumers: Vec::new(),
         }
     }
 
@@ -322,6 +367,31 @@ impl Sandbox {
     /// Whether `credential` has a brokerage session.
     pub fn has_brokerage_session(&self, credential: &str) -> bool {
         self.lock().brokerage.contains_key(credential)
+    }
+
+    /// Issues an OAuth 1.0a access token for `credential` under `consumer_key`: the token and
+    /// its secret encrypted to the consumer's encryption key (base64), as IBKR's portal shows
+    /// them. `None` if the consumer is unknown.
+    pub fn issue_access_token(
+        &self,
+        consumer_key: &str,
+        credential: &str,
+    ) -> Option<(String, String)> {
+        let mut state = self.lock();
+        let consumer = state.oauth1a.consumers.get(consumer_key)?.clone();
+        let mut secret = vec![0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret).ok()?;
+        let encrypted = oauth1a::encrypt_secret(&consumer.encryption_key, &secret)?;
+        let token = state::random_hex(10);
+        state.oauth1a.tokens.insert(
+            token.clone(),
+            oauth1a::AccessGrant1a {
+                consumer_key: consumer_key.to_owned(),
+                secret,
+                credential: credential.to_owned(),
+            },
+        );
+        Some((token, encrypted))
     }
 
     /// Registers a client while running.
@@ -397,37 +467,30 @@ fn router(state: Shared) -> Router {
                 },
             ),
         )
-        .route(
-            "/v1/api/sso/validate",
-            get(
-                |AxumState(s): AxumState<Shared>, headers: HeaderMap| async move {
-                    answer(&s, "sso/validate", StatusCode::OK, |st| {
-                        brokerage::validate(st, &headers)
-                    })
-                },
-            ),
-        )
-        .route(
-            "/v1/api/iserver/auth/ssodh/init",
-            post(
-                |AxumState(s): AxumState<Shared>, headers: HeaderMap, body: Bytes| async move {
-                    answer(&s, "ssodh/init", StatusCode::OK, |st| {
-                        brokerage::init(st, &headers, &body)
-                    })
-                },
-            ),
-        )
+        .route("/v1/api/sso/validate", get(brokerage_handler))
+        .route("/v1/api/iserver/auth/ssodh/init", post(brokerage_handler))
         .route(
             "/v1/api/iserver/auth/status",
-            post(status_handler).get(status_handler),
+            post(brokerage_handler).get(brokerage_handler),
         )
-        .route("/v1/api/tickle", post(tickle_handler).get(tickle_handler))
         .route(
-            "/v1/api/logout",
+            "/v1/api/tickle",
+            post(brokerage_handler).get(brokerage_handler),
+        )
+        .route("/v1/api/logout", post(brokerage_handler))
+        .route(
+            "/v1/api/oauth/live_session_token",
             post(
-                |AxumState(s): AxumState<Shared>, headers: HeaderMap| async move {
-                    answer(&s, "logout", StatusCode::OK, |st| {
-                        brokerage::logout(st, &headers)
+                |AxumState(s): AxumState<Shared>,
+                 ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                 uri: Uri,
+                 headers: HeaderMap| async move {
+                    answer(&s, "live_session_token", StatusCode::OK, |st| {
+                        let url = format!("{}{}", st.base_url, uri.path());
+                        let authorization = headers
+                            .get(axum::http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok());
+                        oauth1a::live_session_token_endpoint(st, authorization, &url, peer.ip())
                     })
                 },
             ),
@@ -442,14 +505,36 @@ fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-async fn status_handler(AxumState(s): AxumState<Shared>, headers: HeaderMap) -> Response {
-    answer(&s, "auth/status", StatusCode::OK, |st| {
-        brokerage::status(st, &headers)
-    })
-}
-
-async fn tickle_handler(AxumState(s): AxumState<Shared>, headers: HeaderMap) -> Response {
-    answer(&s, "tickle", StatusCode::OK, |st| {
-        brokerage::tickle(st, &headers)
-    })
+/// The brokerage-session endpoints, authorised by bearer token or OAuth 1.0a signature.
+async fn brokerage_handler(
+    AxumState(s): AxumState<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let endpoint = path.trim_start_matches("/v1/api/").to_owned();
+    let mut state = lock(&s);
+    let req = brokerage::Req {
+        method: method.as_str(),
+        url: format!("{}{}", state.base_url, path),
+        headers: &headers,
+    };
+    let result = match endpoint.as_str() {
+        "sso/validate" => brokerage::validate(&mut state, &req),
+        "iserver/auth/ssodh/init" => brokerage::init(&mut state, &req, &body),
+        "iserver/auth/status" => brokerage::status(&mut state, &req),
+        "tickle" => brokerage::tickle(&mut state, &req),
+        "logout" => brokerage::logout(&mut state, &req),
+        _ => Err(Reject::ibkr(404, "Not Found")),
+    };
+    match result {
+        Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
+        Err(reject) => {
+            state.counters.rejections += 1;
+            tracing::info!(endpoint, ?reject, "sandbox refused a request");
+            reject.into_response()
+        }
+    }
 }

@@ -59,6 +59,8 @@ pub struct Counters {
     pub tickles: u64,
     /// `logout` answered.
     pub logouts: u64,
+    /// OAuth 1.0a live session tokens issued.
+    pub live_session_tokens: u64,
     /// Requests refused.
     pub rejections: u64,
 }
@@ -105,6 +107,9 @@ pub(crate) struct State {
     pub seen_jtis: HashMap<String, u64>,
     pub counters: Counters,
     pub issued: Vec<String>,
+    pub oauth1a: crate::oauth1a::Oauth1aState,
+    /// The base URL clients are told to use; OAuth 1.0a signatures are checked against it.
+    pub base_url: String,
 }
 
 impl State {
@@ -119,6 +124,8 @@ impl State {
             seen_jtis: HashMap::new(),
             counters: Counters::default(),
             issued: Vec::new(),
+            oauth1a: Default::default(),
+            base_url: String::new(),
         }
     }
 

@@ -109,6 +109,7 @@ async fn full_flow_connect_status_tickles_logout() {
             statuses: 1,
             tickles: 3,
             logouts: 0,
+            live_session_tokens: 0,
             rejections: 0,
         }
     );
@@ -145,6 +146,7 @@ async fn full_flow_connect_status_tickles_logout() {
             statuses: 1,
             tickles: 3,
             logouts: 1,
+            live_session_tokens: 0,
             rejections: 2,
         }
     );
@@ -263,6 +265,7 @@ async fn host_switch_at_run_time_sends_every_later_call_to_the_new_host() {
             statuses: 0,
             tickles: 1,
             logouts: 0,
+            live_session_tokens: 0,
             rejections: 1,
         }
     );

@@ -27,6 +27,8 @@ pub enum Step {
     Tickle,
     /// `POST /v1/api/logout`.
     Logout,
+    /// `POST /v1/api/oauth/live_session_token` (OAuth 1.0a).
+    LiveSessionToken,
 }
 
 impl Step {
@@ -41,6 +43,7 @@ impl Step {
             Step::AuthStatus => "auth_status",
             Step::Tickle => "tickle",
             Step::Logout => "logout",
+            Step::LiveSessionToken => "live_session_token",
         }
     }
 
@@ -54,6 +57,7 @@ impl Step {
             Step::AuthStatus => "auth status (POST /v1/api/iserver/auth/status)",
             Step::Tickle => "tickle (POST /v1/api/tickle)",
             Step::Logout => "logout (POST /v1/api/logout)",
+            Step::LiveSessionToken => "live session token (POST /v1/api/oauth/live_session_token)",
         }
     }
 }
@@ -128,6 +132,16 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The live session token could not be computed or did not validate.
+    #[error("{step}: {source}")]
+    Lst {
+        /// The step that failed.
+        step: Step,
+        /// What went wrong and what to check.
+        #[source]
+        source: crate::oauth1a::LstError,
+    },
+
     /// Every public-IP lookup URL failed.
     #[error(
         "public IP lookup failed ({detail}); set `public_ip` in the config (or IBAUTH_PUBLIC_IP) to the address IBKR sees"
@@ -147,7 +161,8 @@ impl Error {
             | Error::Timeout { step, .. }
             | Error::Network { step, .. }
             | Error::Protocol { step, .. }
-            | Error::NotReady { step, .. } => Some(*step),
+            | Error::NotReady { step, .. }
+            | Error::Lst { step, .. } => Some(*step),
             Error::PublicIp { .. } => Some(Step::PublicIp),
         }
     }
@@ -170,7 +185,7 @@ impl Error {
             Error::Rejected { status, .. } | Error::Protocol { status, .. } => {
                 *status == 429 || *status >= 500
             }
-            Error::Config(_) | Error::NotReady { .. } => false,
+            Error::Config(_) | Error::NotReady { .. } | Error::Lst { .. } => false,
         }
     }
 }

@@ -28,6 +28,11 @@ pub enum LstError {
     /// The DH prime is not usable.
     #[error("the Diffie-Hellman prime is invalid: {0}")]
     BadPrime(&'static str),
+    /// IBKR's `live_session_token_signature` does not match the LST computed here.
+    #[error(
+        "the live session token does not validate: check the DH prime, the encryption key and the access-token secret"
+    )]
+    Mismatch,
     /// IBKR's DH response is not a usable number.
     #[error("IBKR's diffie_hellman_response is invalid: {0}")]
     BadResponse(&'static str),
@@ -163,7 +168,14 @@ pub fn live_session_token(k: &SecretSlice<u8>, prepend: &SecretString) -> Option
     ))
 }
 
-/// Checks IBKR's `live_session_token_signature`: `hex(HMAC-SHA1(key = LST bytes, consumer key))`.
+/// IBKR's `live_session_token_signature`: `hex(HMAC-SHA1(key = LST bytes, consumer key))`.
+pub fn lst_signature(lst: &SecretString, consumer_key: &str) -> Option<String> {
+    let lst = STANDARD.decode(lst.expose_secret()).ok()?;
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &lst);
+    Some(hex(hmac::sign(&key, consumer_key.as_bytes()).as_ref()))
+}
+
+/// Checks IBKR's `live_session_token_signature` against the LST computed here.
 pub fn lst_matches(lst: &SecretString, consumer_key: &str, signature_hex: &str) -> bool {
     let Ok(lst) = STANDARD.decode(lst.expose_secret()) else {
         return false;

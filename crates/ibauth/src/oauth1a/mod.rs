@@ -2,11 +2,17 @@
 //! signed with HMAC-SHA256. This module holds the byte-exact primitives; the client that drives
 //! them over HTTP builds on top.
 
+mod client;
 mod lst;
 mod signing;
 
+pub use client::{
+    DEFAULT_REST_URL, HmacAuthorizer, LiveSessionToken, Oauth1aClient, Oauth1aConfig, TEST_CONSUMER,
+};
+
 pub use lst::{
-    DH_SECRET_BITS, DhGroup, DhSecret, LstError, live_session_token, lst_matches, prepend,
+    DH_SECRET_BITS, DhGroup, DhSecret, LstError, live_session_token, lst_matches, lst_signature,
+    prepend,
 };
 pub use signing::{
     Nonce, Signer, authorization_header, authorize, base_string, oauth_params, percent_encode,

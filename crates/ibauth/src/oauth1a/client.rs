@@ -1,0 +1,418 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderValue};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use super::{
+    DhGroup, DhSecret, LstError, Nonce, Signer, authorize, live_session_token, lst_matches,
+    oauth_params, prepend,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{DEFAULT_TIMEOUT, parse_base_url};
+use crate::error::{ConfigError, Error, Step};
+use crate::http::HttpClient;
+use crate::key::{DecryptionKey, SigningKey};
+use crate::session::{AuthStatus, Authorizer, BrokerageClient, Logout, SsoValidation, Tickle};
+
+/// IBKR's demo consumer, valid only with the `test_realm` realm.
+pub const TEST_CONSUMER: &str = "TESTCONS";
+/// The default REST base.
+pub const DEFAULT_REST_URL: &str = "https://api.ibkr.com/v1/api/";
+
+/// OAuth 1.0a (first party) credentials and settings.
+///
+/// `Debug` shows no secret.
+#[derive(Clone)]
+pub struct Oauth1aConfig {
+    consumer_key: String,
+    realm: String,
+    access_token: String,
+    access_token_secret: SecretString,
+    signature_key: SigningKey,
+    encryption_key: Arc<DecryptionKey>,
+    dh: DhGroup,
+    rest_url: Url,
+    timeout: Duration,
+    ca_pem: Option<Vec<u8>>,
+    publish: bool,
+    compete: bool,
+}
+
+impl fmt::Debug for Oauth1aConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Oauth1aConfig")
+            .field("consumer_key", &self.consumer_key)
+            .field("realm", &self.realm)
+            .field("access_token", &self.access_token)
+            .field("access_token_secret", &"[REDACTED]")
+            .field("signature_key", &self.signature_key)
+            .field("encryption_key", &self.encryption_key)
+            .field("dh", &self.dh)
+            .field("rest_url", &self.rest_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Oauth1aConfig {
+    /// Credentials with the defaults: realm `limited_poa` (`test_realm` for `TESTCONS`), REST
+    /// base `https://api.ibkr.com/v1/api/`, 10 s timeout, `publish`/`compete` on.
+    pub fn new(
+        consumer_key: impl Into<String>,
+        access_token: impl Into<String>,
+        access_token_secret: SecretString,
+        signature_key: SigningKey,
+        encryption_key: DecryptionKey,
+        dh: DhGroup,
+    ) -> Self {
+        let consumer_key = consumer_key.into();
+        let realm = default_realm(&consumer_key).to_owned();
+        Self {
+            consumer_key,
+            realm,
+            access_token: access_token.into(),
+            access_token_secret,
+            signature_key,
+            encryption_key: Arc::new(encryption_key),
+            dh,
+            rest_url: Url::parse(DEFAULT_REST_URL).unwrap_or_else(|_| unreachable!()),
+            timeout: DEFAULT_TIMEOUT,
+            ca_pem: None,
+            publish: true,
+            compete: true,
+        }
+    }
+
+    /// The realm; a mismatch with the consumer (`TESTCONS` ↔ `test_realm`) is warned about.
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = realm.into();
+        if self.realm != default_realm(&self.consumer_key) {
+            tracing::warn!(
+                consumer = %self.consumer_key,
+                realm = %self.realm,
+                expected = default_realm(&self.consumer_key),
+                "realm does not match the consumer: IBKR answers `invalid consumer`"
+            );
+        }
+        self
+    }
+
+    /// REST base URL (plain http only on loopback).
+    pub fn rest_url(mut self, url: &str) -> Result<Self, ConfigError> {
+        let mut url = parse_base_url("rest_url", url)?;
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        self.rest_url = url;
+        Ok(self)
+    }
+
+    /// Timeout of every call.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Extra trusted CA certificates (PEM).
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// `compete` flag of `ssodh/init`.
+    pub fn compete(mut self, compete: bool) -> Self {
+        self.compete = compete;
+        self
+    }
+
+    /// The consumer key.
+    pub fn consumer_key(&self) -> &str {
+        &self.consumer_key
+    }
+
+    /// The REST base URL.
+    pub fn rest_base(&self) -> &Url {
+        &self.rest_url
+    }
+}
+
+fn default_realm(consumer_key: &str) -> &'static str {
+    if consumer_key == TEST_CONSUMER {
+        "test_realm"
+    } else {
+        "limited_poa"
+    }
+}
+
+/// A validated live session token (about 24 h).
+#[derive(Clone)]
+pub struct LiveSessionToken {
+    token: SecretString,
+    key: Arc<SecretSlice<u8>>,
+    /// When it expires (Unix milliseconds, from IBKR).
+    pub expires_at_ms: u64,
+}
+
+impl fmt::Debug for LiveSessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveSessionToken")
+            .field("token", &"[REDACTED]")
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
+}
+
+impl LiveSessionToken {
+    /// The token (base64), for storing.
+    pub fn token(&self) -> &SecretString {
+        &self.token
+    }
+}
+
+/// OAuth 1.0a: every request signed with HMAC-SHA256 keyed by the live session token, with a
+/// fresh nonce and timestamp on every call (retries included).
+#[derive(Clone)]
+pub struct HmacAuthorizer {
+    consumer_key: String,
+    access_token: String,
+    realm: String,
+    lst: Arc<SecretSlice<u8>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for HmacAuthorizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HmacAuthorizer([REDACTED])")
+    }
+}
+
+impl Authorizer for HmacAuthorizer {
+    fn authorization(&self, method: &Method, url: &Url) -> Result<HeaderValue, Error> {
+        let nonce = Nonce::fresh(self.clock.now_unix());
+        let params = oauth_params(
+            &self.consumer_key,
+            Some(&self.access_token),
+            &nonce,
+            "HMAC-SHA256",
+            &[],
+        );
+        let signer = Signer::HmacSha256 { lst: &self.lst };
+        let header = authorize(&signer, &self.realm, method.as_str(), url.as_str(), &params);
+        let mut value = HeaderValue::from_str(&header).map_err(|_| Error::Protocol {
+            step: Step::Tickle,
+            status: 0,
+            detail: "the consumer key or access token has characters not allowed in a header"
+                .into(),
+        })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+#[derive(Deserialize)]
+struct LstAnswer {
+    diffie_hellman_response: Option<String>,
+    live_session_token_signature: Option<String>,
+    #[serde(default)]
+    live_session_token_expiration: Option<serde_json::Value>,
+}
+
+/// An OAuth 1.0a (first party) client: live session token, then the brokerage session.
+#[derive(Debug)]
+pub struct Oauth1aClient {
+    config: Oauth1aConfig,
+    prepend: SecretString,
+    http: HttpClient,
+    clock: Arc<dyn Clock>,
+    brokerage: BrokerageClient,
+    lst: Option<LiveSessionToken>,
+}
+
+impl Oauth1aClient {
+    /// A client on the system clock. Decrypts the access-token secret once, here, so a wrong
+    /// encryption key or a garbled secret fails before anything is sent.
+    pub fn new(config: Oauth1aConfig) -> Result<Self, Error> {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A client on the given clock.
+    pub fn with_clock(config: Oauth1aConfig, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+        let prepend =
+            prepend(&config.encryption_key, &config.access_token_secret).map_err(|source| {
+                Error::Lst {
+                    step: Step::LiveSessionToken,
+                    source,
+                }
+            })?;
+        let http = HttpClient::new(config.timeout, config.ca_pem.as_deref())?;
+        let brokerage = BrokerageClient::new(http.clone(), config.rest_url.clone());
+        Ok(Self {
+            config,
+            prepend,
+            http,
+            clock,
+            brokerage,
+            lst: None,
+        })
+    }
+
+    /// The current live session token, if any.
+    pub fn live_session_token(&self) -> Option<&LiveSessionToken> {
+        self.lst.as_ref()
+    }
+
+    /// The brokerage-session client.
+    pub fn brokerage(&self) -> &BrokerageClient {
+        &self.brokerage
+    }
+
+    /// Diffie-Hellman with IBKR for a new live session token, validated against IBKR's
+    /// signature of it.
+    pub async fn request_live_session_token(&mut self) -> Result<&LiveSessionToken, Error> {
+        let step = Step::LiveSessionToken;
+        let lst_err = |source| Error::Lst { step, source };
+        let secret = DhSecret::random();
+        let challenge = self.config.dh.challenge(&secret);
+        let nonce = Nonce::fresh(self.clock.now_unix());
+        let params = oauth_params(
+            &self.config.consumer_key,
+            Some(&self.config.access_token),
+            &nonce,
+            "RSA-SHA256",
+            &[("diffie_hellman_challenge", &challenge)],
+        );
+        let url = self
+            .config
+            .rest_url
+            .join("oauth/live_session_token")
+            .map_err(|e| Error::Protocol {
+                step,
+                status: 0,
+                detail: e.to_string(),
+            })?;
+        let signer = Signer::RsaSha256 {
+            key: &self.config.signature_key,
+            prepend: &self.prepend,
+        };
+        let mut header = HeaderValue::from_str(&authorize(
+            &signer,
+            &self.config.realm,
+            "POST",
+            url.as_str(),
+            &params,
+        ))
+        .map_err(|_| Error::Protocol {
+            step,
+            status: 0,
+            detail: "the consumer key or access token has characters not allowed in a header"
+                .into(),
+        })?;
+        header.set_sensitive(true);
+        let request = self
+            .http
+            .reqwest()
+            .post(url)
+            .header(AUTHORIZATION, header)
+            .header(CONTENT_LENGTH, "0");
+        let answer: LstAnswer = self.http.send(step, request).await?.json(step)?;
+        let missing = |field: &str| Error::Protocol {
+            step,
+            status: 200,
+            detail: format!("no {field} in the answer"),
+        };
+        let response = answer
+            .diffie_hellman_response
+            .ok_or_else(|| missing("diffie_hellman_response"))?;
+        let signature = answer
+            .live_session_token_signature
+            .ok_or_else(|| missing("live_session_token_signature"))?;
+        let k = self
+            .config
+            .dh
+            .shared_secret(&response, &secret)
+            .map_err(lst_err)?;
+        let token = live_session_token(&k, &self.prepend).ok_or(lst_err(LstError::Mismatch))?;
+        if !lst_matches(&token, &self.config.consumer_key, &signature) {
+            return Err(lst_err(LstError::Mismatch));
+        }
+        let key = STANDARD
+            .decode(token.expose_secret())
+            .map_err(|_| lst_err(LstError::Mismatch))?;
+        let expires_at_ms = match answer.live_session_token_expiration {
+            Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
+            Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(0),
+            _ => 0,
+        };
+        tracing::info!(expires_at_ms, "live session token obtained and validated");
+        Ok(self.lst.insert(LiveSessionToken {
+            token,
+            key: Arc::new(SecretSlice::from(key)),
+            expires_at_ms,
+        }))
+    }
+
+    /// An authorizer for the current live session token.
+    pub fn authorizer(&self, step: Step) -> Result<HmacAuthorizer, Error> {
+        let lst = self.lst.as_ref().ok_or(Error::NotReady {
+            step,
+            reason: "no live session token yet: call connect() (or request_live_session_token()) first",
+        })?;
+        Ok(HmacAuthorizer {
+            consumer_key: self.config.consumer_key.clone(),
+            access_token: self.config.access_token.clone(),
+            realm: self.config.realm.clone(),
+            lst: lst.key.clone(),
+            clock: self.clock.clone(),
+        })
+    }
+
+    /// Live session token, then `ssodh/init`.
+    pub async fn connect(&mut self) -> Result<AuthStatus, Error> {
+        self.request_live_session_token().await?;
+        self.init_brokerage_session().await
+    }
+
+    /// `ssodh/init`.
+    pub async fn init_brokerage_session(&self) -> Result<AuthStatus, Error> {
+        let auth = self.authorizer(Step::SsodhInit)?;
+        self.brokerage
+            .init(&auth, self.config.publish, self.config.compete)
+            .await
+    }
+
+    /// `sso/validate`.
+    pub async fn validate(&self) -> Result<SsoValidation, Error> {
+        self.brokerage
+            .validate(&self.authorizer(Step::Validate)?)
+            .await
+    }
+
+    /// `iserver/auth/status`.
+    pub async fn auth_status(&self) -> Result<AuthStatus, Error> {
+        self.brokerage
+            .status(&self.authorizer(Step::AuthStatus)?)
+            .await
+    }
+
+    /// `tickle`.
+    pub async fn tickle(&self) -> Result<Tickle, Error> {
+        self.brokerage.tickle(&self.authorizer(Step::Tickle)?).await
+    }
+
+    /// `logout`.
+    pub async fn logout(&mut self) -> Result<Logout, Error> {
+        let logout = self
+            .brokerage
+            .logout(&self.authorizer(Step::Logout)?)
+            .await?;
+        self.lst = None;
+        Ok(logout)
+    }
+}
