@@ -35,7 +35,9 @@ const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other error, 2 usage, 3 configurat
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole OAuth 2.0 flow against an embedded sandbox: no config, no network.
-    #[command(after_help = "Example:\n  ibauth demo\n  ibauth demo --tls --json")]
+    #[command(
+        after_help = "Example:\n  ibauth demo\n  ibauth demo --tls --json\n  ibauth demo --oauth1a"
+    )]
     Demo {
         /// Use HTTPS (the sandbox generates a CA that the client trusts).
         #[arg(long)]
@@ -43,6 +45,9 @@ pub enum Command {
         /// Number of tickles before logging out.
         #[arg(long, default_value_t = 3)]
         tickles: u32,
+        /// Use OAuth 1.0a (live session token by Diffie-Hellman, HMAC-SHA256-signed requests).
+        #[arg(long)]
+        oauth1a: bool,
     },
     /// Log in: access token, SSO session, validate, and initialise the brokerage session.
     #[command(after_help = "Example:\n  ibauth login --config config.yaml\n  ibauth login --json")]

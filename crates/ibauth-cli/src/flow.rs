@@ -2,7 +2,8 @@
 
 use std::time::Instant;
 
-use ibauth::{AuthStatus, Error, Oauth2Client};
+use ibauth::oauth1a::Oauth1aClient;
+use ibauth::{AuthStatus, Error, Logout, Oauth2Client, Tickle};
 use serde_json::json;
 
 use crate::render::{Out, flags, flags_json};
@@ -51,10 +52,41 @@ pub async fn sign_in(client: &mut Oauth2Client, out: Out) -> Result<(), Error> {
     Ok(())
 }
 
+/// The brokerage-session steps, the same for both auth methods.
+pub trait Session {
+    async fn init(&mut self) -> Result<AuthStatus, Error>;
+    async fn tickle(&mut self) -> Result<Tickle, Error>;
+    async fn logout(&mut self) -> Result<Logout, Error>;
+}
+
+impl Session for Oauth2Client {
+    async fn init(&mut self) -> Result<AuthStatus, Error> {
+        self.init_brokerage_session().await
+    }
+    async fn tickle(&mut self) -> Result<Tickle, Error> {
+        Oauth2Client::tickle(self).await
+    }
+    async fn logout(&mut self) -> Result<Logout, Error> {
+        Oauth2Client::logout(self).await
+    }
+}
+
+impl Session for Oauth1aClient {
+    async fn init(&mut self) -> Result<AuthStatus, Error> {
+        self.init_brokerage_session().await
+    }
+    async fn tickle(&mut self) -> Result<Tickle, Error> {
+        Oauth1aClient::tickle(self).await
+    }
+    async fn logout(&mut self) -> Result<Logout, Error> {
+        Oauth1aClient::logout(self).await
+    }
+}
+
 /// `ssodh/init`, reported.
-pub async fn init(client: &mut Oauth2Client, out: Out) -> Result<AuthStatus, Error> {
+pub async fn init(client: &mut impl Session, out: Out) -> Result<AuthStatus, Error> {
     let t = Instant::now();
-    let status = client.init_brokerage_session().await?;
+    let status = client.init().await?;
     out.step(
         "ssodh_init",
         t.elapsed(),
@@ -64,9 +96,22 @@ pub async fn init(client: &mut Oauth2Client, out: Out) -> Result<AuthStatus, Err
     Ok(status)
 }
 
+/// The OAuth 1.0a live session token, reported.
+pub async fn live_session_token(client: &mut Oauth1aClient, out: Out) -> Result<(), Error> {
+    let t = Instant::now();
+    let lst = client.request_live_session_token().await?;
+    out.step(
+        "live_session_token",
+        t.elapsed(),
+        "POST /v1/api/oauth/live_session_token, Diffie-Hellman, validated",
+        json!({ "expires_at_ms": lst.expires_at_ms }),
+    );
+    Ok(())
+}
+
 /// One tickle, reported.
 pub async fn tickle(
-    client: &mut Oauth2Client,
+    client: &mut impl Session,
     out: Out,
     nth: Option<(u32, u32)>,
 ) -> Result<AuthStatus, Error> {
@@ -97,7 +142,7 @@ pub async fn tickle(
 }
 
 /// Logout, reported.
-pub async fn logout(client: &mut Oauth2Client, out: Out) -> Result<(), Error> {
+pub async fn logout(client: &mut impl Session, out: Out) -> Result<(), Error> {
     let t = Instant::now();
     let logout = client.logout().await?;
     out.step(

@@ -38,7 +38,11 @@ async fn run(cli: Cli) -> ExitCode {
     let out = Out { json: cli.json };
     let config = cli.config.as_deref();
     match cli.command {
-        Command::Demo { tls, tickles } => demo::run(out, tls, tickles).await,
+        Command::Demo {
+            tls,
+            tickles,
+            oauth1a,
+        } => demo::run(out, tls, tickles, oauth1a).await,
         Command::Login => commands::run(out, config, Action::Login).await,
         Command::Status => commands::run(out, config, Action::Status).await,
         Command::Tickle => commands::run(out, config, Action::Tickle).await,

@@ -32,7 +32,7 @@ impl Out {
             }
             println!("{fields}");
         } else {
-            println!("  ok  {name:<14} {ms:>8.1} ms  {text}");
+            println!("  ok  {name:<18} {ms:>8.1} ms  {text}");
         }
     }
 

@@ -97,6 +97,34 @@ fn demo_json_over_tls_reports_every_step_and_the_sandbox_counters() {
     assert_eq!(done["sandbox"]["rejections"], 0);
 }
 
+#[test]
+fn demo_oauth1a_runs_the_live_session_token_flow() {
+    let output = ibauth()
+        .args(["demo", "--oauth1a", "--json", "--tickles", "2"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let lines = json_lines(&output.stdout);
+    let steps: Vec<&str> = lines.iter().filter_map(|l| l["step"].as_str()).collect();
+    assert_eq!(
+        steps,
+        [
+            "setup",
+            "live_session_token",
+            "ssodh_init",
+            "tickle",
+            "tickle",
+            "logout",
+            "done"
+        ]
+    );
+    let done = lines.last().unwrap();
+    assert_eq!(done["authenticated"], true);
+    assert_eq!(done["sandbox"]["live_session_tokens"], 1);
+    assert_eq!(done["sandbox"]["tickles"], 2);
+    assert_eq!(done["sandbox"]["rejections"], 0);
+}
+
 /// Kills the child on drop so a failing test leaves no server behind.
 struct Running(Child);
 
