@@ -13,6 +13,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// Use OAuth 1.0a (the `oauth1a:` section, IBAUTH_OAUTH1A_* or ibind's IBIND_* variables).
+    /// Chosen automatically when the environment asks for it or the file has only that section.
+    #[arg(long, global = true)]
+    pub oauth1a: bool,
+
     /// Print JSON (one object per line) instead of text.
     #[arg(long, global = true)]
     pub json: bool,

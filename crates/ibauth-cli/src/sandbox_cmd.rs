@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ibauth_sandbox::{CredentialSet, Lifetimes, Sandbox};
+use ibauth_sandbox::{CredentialSet, Lifetimes, SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL, Sandbox};
 use serde_json::json;
 
 use crate::render::{Out, code};
@@ -39,17 +39,25 @@ async fn serve(out: Out, opts: Options<'_>) -> Result<(), String> {
         .tls(opts.tls)
         .lifetimes(lifetimes)
         .register(set.registration())
+        .register_consumer(set.consumer_registration())
         .start()
         .await
         .map_err(|e| e.to_string())?;
+    let (token, secret) = sandbox
+        .issue_access_token(SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL)
+        .ok_or("the sandbox could not issue an OAuth 1.0a access token")?;
     let config = set
-        .write_config(sandbox.base_url(), sandbox.ca_pem())
+        .write_config_with(
+            sandbox.base_url(),
+            sandbox.ca_pem(),
+            Some((&token, &secret)),
+        )
         .map_err(|e| e.to_string())?;
     out.result(
         &format!(
             "ibauth sandbox serving {base}\n\
              credentials and config in {dir}\n\n\
-             try it:\n  ibauth --config {config} login\n\n\
+             try it:\n  ibauth --config {config} login            (OAuth 2.0)\n  ibauth --config {config} --oauth1a login  (OAuth 1.0a)\n\n\
              Python ibauth: use {config} and set its domain to {host}{ca}\n\
              Ctrl-C stops the sandbox.",
             base = sandbox.base_url(),

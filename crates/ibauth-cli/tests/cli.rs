@@ -146,26 +146,7 @@ fn signal(child: &Child, sig: &str) {
 #[test]
 fn sandbox_command_serves_a_credential_set_the_other_commands_use() {
     let dir = temp_dir("sandbox-cmd");
-    let mut child = ibauth()
-        .args([
-            "sandbox",
-            "--tls",
-            "--json",
-            "--listen",
-            "127.0.0.1:0",
-            "--dir",
-        ])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let mut sandbox = Running(child);
-    let info: Value = serde_json::from_str(&first).unwrap();
+    let (mut sandbox, info) = spawn_sandbox(&dir, true);
     assert!(
         info["base_url"]
             .as_str()
@@ -225,6 +206,104 @@ fn sandbox_command_serves_a_credential_set_the_other_commands_use() {
     signal(&sandbox.0, "-TERM");
     let status = sandbox.0.wait().unwrap();
     assert!(status.success(), "sandbox exit: {status:?}");
+}
+
+/// Starts `ibauth sandbox` in `dir`; returns it and its JSON announcement.
+fn spawn_sandbox(dir: &Path, tls: bool) -> (Running, Value) {
+    let mut cmd = ibauth();
+    cmd.args(["sandbox", "--json", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if tls {
+        cmd.arg("--tls");
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    (Running(child), serde_json::from_str(&first).unwrap())
+}
+
+/// A quoted value of the generated config's `oauth1a:` section.
+fn yaml_value(config: &Path, key: &str) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{key}:")))
+        .unwrap();
+    line.split_once(':')
+        .unwrap()
+        .1
+        .trim()
+        .trim_matches('"')
+        .to_owned()
+}
+
+#[test]
+fn oauth1a_login_from_the_sandbox_config_and_from_ibind_variables_alone() {
+    let dir = temp_dir("oauth1a");
+    let (_sandbox, info) = spawn_sandbox(&dir, true);
+    let config = PathBuf::from(info["config"].as_str().unwrap());
+    let base = info["base_url"].as_str().unwrap().to_owned();
+
+    for command in ["login", "tickle", "logout"] {
+        let output = ibauth()
+            .arg("--config")
+            .arg(&config)
+            .args(["--oauth1a", "--json", command])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{command}: {}", text(&output));
+        let lines = json_lines(&output.stdout);
+        assert_eq!(lines[0]["step"], "live_session_token", "{command}");
+    }
+
+    // An ibind user: no config file, only ibind's own variables (and the sandbox CA, which
+    // ibind would take from its environment too).
+    let empty = temp_dir("oauth1a-ibind-only");
+    let ibind = |consumer: &str| {
+        let mut cmd = ibauth();
+        cmd.current_dir(&empty)
+            .env("IBIND_USE_OAUTH", "True")
+            .env("IBIND_OAUTH1A_CONSUMER_KEY", consumer)
+            .env(
+                "IBIND_OAUTH1A_ACCESS_TOKEN",
+                yaml_value(&config, "access_token"),
+            )
+            .env(
+                "IBIND_OAUTH1A_ACCESS_TOKEN_SECRET",
+                yaml_value(&config, "access_token_secret"),
+            )
+            .env("IBIND_OAUTH1A_DH_PRIME", ibauth_sandbox::RFC3526_PRIME_2048)
+            .env(
+                "IBIND_OAUTH1A_ENCRYPTION_KEY_FP",
+                dir.join("encryption_key.pem"),
+            )
+            .env(
+                "IBIND_OAUTH1A_SIGNATURE_KEY_FP",
+                dir.join("signature_key.pem"),
+            )
+            .env("IBIND_OAUTH1A_REST_URL", format!("{base}/v1/api/"))
+            .env("IBAUTH_OAUTH1A_CA_FILE", dir.join("ca.pem"))
+            .args(["--json", "login"]);
+        cmd.output().unwrap()
+    };
+    assert!(!empty.join("config.yaml").exists());
+    let output = ibind(ibauth_sandbox::SANDBOX_CONSUMER_KEY);
+    assert!(output.status.success(), "{}", text(&output));
+    let lines = json_lines(&output.stdout);
+    assert_eq!(lines.last().unwrap()["authenticated"], true);
+
+    // A consumer IBKR does not know: exit 4 with IBKR's message and what to check.
+    let output = ibind("NOSUCHCON");
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
+    let err = json_lines(&output.stdout).pop().unwrap();
+    assert_eq!(err["step"], "live_session_token");
+    let message = err["error"].as_str().unwrap();
+    assert!(message.contains("invalid consumer"), "{message}");
+    assert!(message.contains("not active yet"), "{message}");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ibauth::SigningKey;
 
-use crate::{ClientRegistration, SandboxError};
+use crate::{ClientRegistration, ConsumerRegistration, SandboxError};
 
 /// Client id of the generated credential set.
 pub const SANDBOX_CLIENT_ID: &str = "SANDBOXCLIENT";
@@ -19,12 +19,20 @@ const PRIVATE_KEY_FILE: &str = "private_key.pem";
 const PUBLIC_KEY_FILE: &str = "public_key.pem";
 const CA_FILE: &str = "ca.pem";
 const CONFIG_FILE: &str = "config.yaml";
+const SIGNATURE_KEY_FILE: &str = "signature_key.pem";
+const ENCRYPTION_KEY_FILE: &str = "encryption_key.pem";
+const DH_PARAM_FILE: &str = "dhparam.pem";
+
+/// Consumer key of the generated OAuth 1.0a credential set (nine characters, like IBKR's).
+pub const SANDBOX_CONSUMER_KEY: &str = "SANDBOXCK";
 
 /// Keys and files of a sandbox credential set in one folder.
 #[derive(Debug, Clone)]
 pub struct CredentialSet {
     dir: PathBuf,
     key: SigningKey,
+    signature_key: SigningKey,
+    encryption_key: SigningKey,
 }
 
 impl CredentialSet {
@@ -36,22 +44,20 @@ impl CredentialSet {
             path: dir.to_owned(),
             source,
         })?;
-        let key_path = dir.join(PRIVATE_KEY_FILE);
-        let key = if key_path.exists() {
-            SigningKey::from_pem_file(&key_path)?
-        } else {
-            let key = SigningKey::generate()?;
-            write_private(&key_path, key.to_pkcs8_pem().as_bytes(), 0o600)?;
-            key
-        };
+        let key = load_or_generate(&dir.join(PRIVATE_KEY_FILE))?;
         write_private(
             &dir.join(PUBLIC_KEY_FILE),
             key.public_key_pem().as_bytes(),
             0o644,
         )?;
+        let signature_key = load_or_generate(&dir.join(SIGNATURE_KEY_FILE))?;
+        let encryption_key = load_or_generate(&dir.join(ENCRYPTION_KEY_FILE))?;
+        write_private(&dir.join(DH_PARAM_FILE), dhparam_pem().as_bytes(), 0o644)?;
         Ok(Self {
             dir: dir.to_owned(),
             key,
+            signature_key,
+            encryption_key,
         })
     }
 
@@ -70,6 +76,44 @@ impl CredentialSet {
         ClientRegistration::new(SANDBOX_CLIENT_ID)
             .key(SANDBOX_KEY_ID, &self.key)
             .credential(SANDBOX_CREDENTIAL)
+    }
+
+    /// The OAuth 1.0a consumer registration to give the sandbox.
+    pub fn consumer_registration(&self) -> ConsumerRegistration {
+        ConsumerRegistration::new(
+            SANDBOX_CONSUMER_KEY,
+            &self.signature_key,
+            &self.encryption_key,
+        )
+    }
+
+    /// Writes `config.yaml` (and `ca.pem` for HTTPS) pointing at `base_url`; returns its path.
+    /// With `oauth1a` = (access token, encrypted secret), adds an `oauth1a:` section.
+    pub fn write_config_with(
+        &self,
+        base_url: &str,
+        ca_pem: Option<&str>,
+        oauth1a: Option<(&str, &str)>,
+    ) -> Result<PathBuf, SandboxError> {
+        let path = self.write_config(base_url, ca_pem)?;
+        let Some((token, secret)) = oauth1a else {
+            return Ok(path);
+        };
+        let ws = base_url.replacen("http", "ws", 1);
+        let mut section = format!(
+            "oauth1a:\n  consumer_key: {SANDBOX_CONSUMER_KEY}\n  realm: limited_poa\n  access_token: \"{token}\"\n  access_token_secret: \"{secret}\"\n  signature_key_file: {SIGNATURE_KEY_FILE}\n  encryption_key_file: {ENCRYPTION_KEY_FILE}\n  dh_param_file: {DH_PARAM_FILE}\n  rest_url: {base_url}/v1/api/\n  ws_url: {ws}/v1/api/ws\n"
+        );
+        if ca_pem.is_some() {
+            section.push_str(&format!("  ca_file: {CA_FILE}\n"));
+        }
+        let mut text = std::fs::read_to_string(&path).map_err(|source| SandboxError::File {
+            what: "cannot read",
+            path: path.clone(),
+            source,
+        })?;
+        text.push_str(&section);
+        write_private(&path, text.as_bytes(), 0o600)?;
+        Ok(path)
     }
 
     /// Writes `config.yaml` (and `ca.pem` for HTTPS) pointing at `base_url`; returns its path.
@@ -117,4 +161,42 @@ fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<(), SandboxE
     file.write_all(contents).map_err(err)?;
     file.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
+}
+
+fn load_or_generate(path: &Path) -> Result<SigningKey, SandboxError> {
+    if path.exists() {
+        return Ok(SigningKey::from_pem_file(path)?);
+    }
+    let key = SigningKey::generate()?;
+    write_private(path, key.to_pkcs8_pem().as_bytes(), 0o600)?;
+    Ok(key)
+}
+
+/// The sandbox's DH group as an `openssl dhparam` file (PKCS#3 `SEQUENCE { p, g }`).
+fn dhparam_pem() -> String {
+    let hex = crate::RFC3526_PRIME_2048;
+    let mut p = vec![0u8]; // INTEGER is signed and the prime's top bit is set.
+    p.extend(
+        (0..hex.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()),
+    );
+    let mut body = der(0x02, &p);
+    body.extend(der(0x02, &[2]));
+    ibauth::pem_encode("DH PARAMETERS", &der(0x30, &body))
+}
+
+fn der(tag: u8, contents: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = contents.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(contents);
+    out
 }

@@ -57,7 +57,9 @@ use ibauth::{Clock, SigningKey, SystemClock};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-pub use credentials::{CredentialSet, SANDBOX_CLIENT_ID, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID};
+pub use credentials::{
+    CredentialSet, SANDBOX_CLIENT_ID, SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID,
+};
 pub use jwt::JwtError;
 pub use oauth1a::RFC3526_PRIME_2048;
 pub use state::{Counters, Flags, Lifetimes, RegisteredClient};

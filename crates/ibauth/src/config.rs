@@ -371,7 +371,8 @@ impl ConfigBuilder {
             serde_saphyr::from_str(text).map_err(malformed)?;
         let raw: RawYaml = serde_saphyr::from_str(text).map_err(malformed)?;
         for key in names.keys() {
-            if KEYS.iter().any(|(k, _)| k == key) {
+            // The `oauth1a:` section belongs to `oauth1a::config`.
+            if key == "oauth1a" || KEYS.iter().any(|(k, _)| k == key) {
                 continue;
             }
             let warning = match did_you_mean(key, KEYS.iter().map(|(k, _)| *k)) {
@@ -428,7 +429,10 @@ impl ConfigBuilder {
             let Some(suffix) = name.strip_prefix("IBAUTH_") else {
                 continue;
             };
-            if OTHER_ENV.contains(&name.as_str()) || value.is_empty() {
+            if OTHER_ENV.contains(&name.as_str())
+                || name.starts_with("IBAUTH_OAUTH1A_")
+                || value.is_empty()
+            {
                 continue;
             }
             let key = suffix.to_ascii_lowercase();

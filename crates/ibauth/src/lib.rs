@@ -54,6 +54,11 @@ pub use http::{HttpClient, USER_AGENT};
 pub use key::{DecryptionKey, SigningKey};
 pub use oauth2::Oauth2Client;
 pub use secrecy;
+
+/// PEM-encodes DER with 64-column lines (for tools that write keys and parameters).
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    pem::encode(label, der)
+}
 pub use session::{
     AuthStatus, Authorizer, BearerAuthorizer, BrokerageClient, IServer, Logout, ServerInfo,
     SsoValidation, Tickle,

@@ -3,6 +3,7 @@
 //! them over HTTP builds on top.
 
 mod client;
+pub mod config;
 mod lst;
 mod signing;
 

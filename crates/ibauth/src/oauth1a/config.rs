@@ -1,0 +1,375 @@
+//! OAuth 1.0a settings from the `oauth1a:` section of the YAML file, `IBAUTH_OAUTH1A_*`
+//! variables, and ibind's own `IBIND_*` variables (so an ibind user switches with no
+//! reconfiguration). Later sources override earlier ones: file, `IBIND_*`, `IBAUTH_OAUTH1A_*`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+
+use super::{DhGroup, Oauth1aConfig};
+use crate::config::DEFAULT_CONFIG_FILE;
+use crate::error::ConfigError;
+use crate::key::{DecryptionKey, SigningKey};
+use crate::pem;
+
+/// Every setting: YAML key in the `oauth1a:` section, our variable, ibind's variable.
+const SETTINGS: &[(&str, &str, &str)] = &[
+    (
+        "consumer_key",
+        "IBAUTH_OAUTH1A_CONSUMER_KEY",
+        "IBIND_OAUTH1A_CONSUMER_KEY",
+    ),
+    ("realm", "IBAUTH_OAUTH1A_REALM", "IBIND_OAUTH1A_REALM"),
+    (
+        "access_token",
+        "IBAUTH_OAUTH1A_ACCESS_TOKEN",
+        "IBIND_OAUTH1A_ACCESS_TOKEN",
+    ),
+    (
+        "access_token_secret",
+        "IBAUTH_OAUTH1A_ACCESS_TOKEN_SECRET",
+        "IBIND_OAUTH1A_ACCESS_TOKEN_SECRET",
+    ),
+    (
+        "signature_key",
+        "IBAUTH_OAUTH1A_SIGNATURE_KEY",
+        "IBIND_OAUTH1A_SIGNATURE_KEY",
+    ),
+    (
+        "signature_key_file",
+        "IBAUTH_OAUTH1A_SIGNATURE_KEY_FILE",
+        "IBIND_OAUTH1A_SIGNATURE_KEY_FP",
+    ),
+    (
+        "encryption_key",
+        "IBAUTH_OAUTH1A_ENCRYPTION_KEY",
+        "IBIND_OAUTH1A_ENCRYPTION_KEY",
+    ),
+    (
+        "encryption_key_file",
+        "IBAUTH_OAUTH1A_ENCRYPTION_KEY_FILE",
+        "IBIND_OAUTH1A_ENCRYPTION_KEY_FP",
+    ),
+    (
+        "dh_prime",
+        "IBAUTH_OAUTH1A_DH_PRIME",
+        "IBIND_OAUTH1A_DH_PRIME",
+    ),
+    ("dh_param_file", "IBAUTH_OAUTH1A_DH_PARAM_FILE", ""),
+    (
+        "dh_generator",
+        "IBAUTH_OAUTH1A_DH_GENERATOR",
+        "IBIND_OAUTH1A_DH_GENERATOR",
+    ),
+    (
+        "rest_url",
+        "IBAUTH_OAUTH1A_REST_URL",
+        "IBIND_OAUTH1A_REST_URL",
+    ),
+    ("ws_url", "IBAUTH_OAUTH1A_WS_URL", "IBIND_OAUTH1A_WS_URL"),
+    ("ca_file", "IBAUTH_OAUTH1A_CA_FILE", ""),
+];
+
+/// Whether the environment asks for OAuth 1.0a (any `IBAUTH_OAUTH1A_*`/`IBIND_OAUTH1A_*`
+/// setting, or `IBIND_USE_OAUTH=true`).
+pub fn requested_by_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> bool {
+    env.iter().any(|(k, v)| {
+        let (k, v) = (k.as_ref(), v.as_ref());
+        (k.starts_with("IBAUTH_OAUTH1A_") || k.starts_with("IBIND_OAUTH1A_")) && !v.is_empty()
+            || k == "IBIND_USE_OAUTH" && matches!(v.to_ascii_lowercase().as_str(), "true" | "1")
+    })
+}
+
+/// Whether a YAML config file has an `oauth1a:` section.
+pub fn file_has_section(path: &Path) -> bool {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Probe {
+        oauth1a: Option<serde::de::IgnoredAny>,
+    }
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_saphyr::from_str::<Probe>(&t).ok())
+        .is_some_and(|p| p.oauth1a.is_some())
+}
+
+/// Raw settings (text as written, with the folder relative paths resolve against).
+#[derive(Debug, Default)]
+struct Raw {
+    values: BTreeMap<&'static str, (String, PathBuf)>,
+    warnings: Vec<String>,
+}
+
+impl Raw {
+    fn set(&mut self, key: &'static str, value: String, base: &Path) {
+        if !value.trim().is_empty() {
+            self.values.insert(key, (value, base.to_owned()));
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(|(v, _)| v.trim())
+    }
+
+    fn path(&self, key: &str) -> Option<PathBuf> {
+        self.values.get(key).map(|(v, base)| base.join(v.trim()))
+    }
+}
+
+/// Loads `path` (or `$IBAUTH_CONFIG`, or `./config.yaml` if present), then `IBIND_*` and
+/// `IBAUTH_OAUTH1A_*` variables from `env`.
+pub fn load_with_env<K: AsRef<str>, V: AsRef<str>>(
+    path: Option<&Path>,
+    env: &[(K, V)],
+) -> Result<Oauth1aConfig, ConfigError> {
+    let var = |name: &str| {
+        env.iter()
+            .find(|(k, v)| k.as_ref() == name && !v.as_ref().is_empty())
+            .map(|(_, v)| v.as_ref().to_owned())
+    };
+    let named = path
+        .map(Path::to_path_buf)
+        .or_else(|| var("IBAUTH_CONFIG").map(PathBuf::from));
+    let mut raw = Raw::default();
+    let file = match named {
+        Some(p) => Some(p),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+    };
+    if let Some(file) = &file {
+        read_yaml(file, &mut raw)?;
+    }
+    let cwd = PathBuf::from(".");
+    for (key, ours, ibind) in SETTINGS {
+        if !ibind.is_empty()
+            && let Some(v) = var(ibind)
+        {
+            raw.set(key, v, &cwd);
+        }
+        if let Some(v) = var(ours) {
+            raw.set(key, v, &cwd);
+        }
+    }
+    for warning in &raw.warnings {
+        tracing::warn!("{warning}");
+    }
+    build(&raw)
+}
+
+/// As [`load_with_env`] with the process environment.
+pub fn load(path: Option<&Path>) -> Result<Oauth1aConfig, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    load_with_env(path, &env)
+}
+
+fn read_yaml(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct File {
+        oauth1a: Option<BTreeMap<String, String>>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ConfigError::FileNotFound {
+            path: path.to_owned(),
+        },
+        _ => ConfigError::FileUnreadable {
+            path: path.to_owned(),
+            source,
+        },
+    })?;
+    let file: File = serde_saphyr::from_str(&text).map_err(|e| ConfigError::MalformedYaml {
+        path: path.to_owned(),
+        detail: e.without_snippet().to_string(),
+    })?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    for (key, value) in file.oauth1a.unwrap_or_default() {
+        match SETTINGS.iter().find(|(k, _, _)| *k == key) {
+            Some((k, _, _)) => raw.set(k, value, &dir),
+            None => raw.warnings.push(format!(
+                "unknown key `oauth1a.{key}` in {} is ignored",
+                path.display()
+            )),
+        }
+    }
+    Ok(())
+}
+
+fn missing(key: &'static str) -> ConfigError {
+    let env = SETTINGS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, e, _)| *e)
+        .unwrap_or("IBAUTH_OAUTH1A_…");
+    // Named as it is written in the file: inside the `oauth1a:` section.
+    let key = match key {
+        "consumer_key" => "oauth1a.consumer_key",
+        "access_token" => "oauth1a.access_token",
+        "access_token_secret" => "oauth1a.access_token_secret",
+        "signature_key_file" => "oauth1a.signature_key_file",
+        "encryption_key_file" => "oauth1a.encryption_key_file",
+        "dh_prime" => "oauth1a.dh_prime",
+        other => other,
+    };
+    ConfigError::Missing { key, env }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: format!("oauth1a.{key}"),
+        reason: reason.into(),
+    }
+}
+
+/// A key given inline (PEM text) or as a file.
+fn key_text(
+    raw: &Raw,
+    inline: &'static str,
+    file: &'static str,
+) -> Result<(String, String), ConfigError> {
+    if let Some(text) = raw.get(inline) {
+        if text.contains("-----BEGIN") {
+            return Ok((text.to_owned(), format!("oauth1a.{inline}")));
+        }
+        // ibind's *_KEY variables may hold a path as well.
+        let path = raw.path(inline).unwrap_or_default();
+        return read(&path).map(|t| (t, path.display().to_string()));
+    }
+    let path = raw.path(file).ok_or_else(|| missing(file))?;
+    read(&path).map(|t| (t, path.display().to_string()))
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| {
+        ConfigError::Key(match source.kind() {
+            std::io::ErrorKind::NotFound => crate::error::KeyError::NotFound {
+                path: path.to_owned(),
+            },
+            _ => crate::error::KeyError::Unreadable {
+                path: path.to_owned(),
+                source,
+            },
+        })
+    })
+}
+
+fn build(raw: &Raw) -> Result<Oauth1aConfig, ConfigError> {
+    let consumer_key = raw
+        .get("consumer_key")
+        .ok_or_else(|| missing("consumer_key"))?;
+    let access_token = raw
+        .get("access_token")
+        .ok_or_else(|| missing("access_token"))?;
+    let secret = raw
+        .get("access_token_secret")
+        .ok_or_else(|| missing("access_token_secret"))?;
+    let (signature_pem, _) = key_text(raw, "signature_key", "signature_key_file")?;
+    let signature_key = SigningKey::from_pem(&signature_pem)?;
+    let (encryption_pem, _) = key_text(raw, "encryption_key", "encryption_key_file")?;
+    let encryption_key = DecryptionKey::from_pem(&encryption_pem)?;
+    let generator = match raw.get("dh_generator") {
+        Some(g) => g
+            .parse::<u32>()
+            .map_err(|_| invalid("dh_generator", "must be a small integer, normally 2"))?,
+        None => 2,
+    };
+    let dh = match (raw.get("dh_prime"), raw.path("dh_param_file")) {
+        (Some(prime), _) if looks_hex(prime) => {
+            DhGroup::from_hex(prime, generator).map_err(|e| invalid("dh_prime", e.to_string()))?
+        }
+        // ibind users sometimes point the prime at the dhparam.pem file itself.
+        (Some(_), _) => dh_param_file(&raw.path("dh_prime").unwrap_or_default(), generator)?,
+        (None, Some(path)) => dh_param_file(&path, generator)?,
+        (None, None) => return Err(missing("dh_prime")),
+    };
+    let mut config = Oauth1aConfig::new(
+        consumer_key,
+        access_token,
+        SecretString::from(secret.to_owned()),
+        signature_key,
+        encryption_key,
+        dh,
+    );
+    if let Some(realm) = raw.get("realm") {
+        config = config.realm(realm);
+    }
+    if let Some(url) = raw.get("rest_url") {
+        config = config.rest_url(url)?;
+    }
+    if let Some(path) = raw.path("ca_file") {
+        let pem = std::fs::read(&path)
+            .map_err(|e| invalid("ca_file", format!("cannot read {}: {e}", path.display())))?;
+        config = config.ca_pem(pem);
+    }
+    Ok(config)
+}
+
+fn looks_hex(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c.is_whitespace() || c == ':')
+}
+
+/// Reads `dhparam.pem` (PKCS#3 `DHParameter ::= SEQUENCE { prime INTEGER, base INTEGER, … }`).
+fn dh_param_file(path: &Path, fallback_generator: u32) -> Result<DhGroup, ConfigError> {
+    let text = read(path)?;
+    let bad = |why: &str| invalid("dh_param_file", format!("{}: {why}", path.display()));
+    let block = pem::first_block(&text).map_err(|e| bad(&e.to_string()))?;
+    if block.label != "DH PARAMETERS" {
+        return Err(bad(
+            "expected `-----BEGIN DH PARAMETERS-----` (openssl dhparam)",
+        ));
+    }
+    let (prime, generator) =
+        parse_dhparam(&block.der).ok_or_else(|| bad("not a PKCS#3 DHParameter"))?;
+    let generator = if generator == 0 {
+        fallback_generator
+    } else {
+        generator
+    };
+    DhGroup::from_be_bytes(&prime, generator).map_err(|e| bad(&e.to_string()))
+}
+
+/// `SEQUENCE { INTEGER p, INTEGER g, … }` → (p bytes, g).
+fn parse_dhparam(der: &[u8]) -> Option<(Vec<u8>, u32)> {
+    let (tag, body, _) = der_item(der)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, p, rest) = der_item(body)?;
+    if tag != 0x02 {
+        return None;
+    }
+    let (tag, g, _) = der_item(rest)?;
+    if tag != 0x02 || g.len() > 4 {
+        return None;
+    }
+    let g = g.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+    Some((p.to_vec(), g))
+}
+
+/// One DER item: (tag, contents, rest).
+fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
