@@ -160,7 +160,11 @@ pub(crate) fn logout(state: &mut State, req: &Req<'_>) -> Result<Value, Reject> 
     if state.has_bridge(&token, &credential) {
         state.brokerage.remove(&credential);
     }
-    state.sso.remove(&token);
+    // An OAuth 2.0 logout ends the SSO session (its bearer is dead); an OAuth 1.0a live
+    // session token outlives the brokerage session (about 24 h), so logging out twice is fine.
+    if !token.starts_with("oauth1a:") {
+        state.sso.remove(&token);
+    }
     state.counters.logouts += 1;
     Ok(json!({ "status": true }))
 }
