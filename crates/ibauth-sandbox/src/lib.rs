@@ -41,6 +41,7 @@ mod oauth2;
 mod reply;
 mod state;
 pub mod tls;
+mod ws;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -67,7 +68,7 @@ pub use state::{Counters, Flags, Lifetimes, RegisteredClient};
 use crate::reply::Reject;
 use crate::state::State;
 
-type Shared = Arc<Mutex<State>>;
+pub(crate) type Shared = Arc<Mutex<State>>;
 
 /// Errors starting the sandbox or preparing its files.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +164,7 @@ pub struct SandboxBuilder {
     tls: bool,
     lifetimes: Lifetimes,
     clock: Arc<dyn Clock>,
+    ws_heartbeat: Duration,
     clients: Vec<RegisteredClient>,
     consumers: Vec<oauth1a::RegisteredConsumer>,
 }
@@ -193,6 +195,12 @@ impl SandboxBuilder {
         self
     }
 
+    /// Interval of the WebSocket heartbeat messages (default 10 s).
+    pub fn ws_heartbeat(mut self, interval: Duration) -> Self {
+        self.ws_heartbeat = interval;
+        self
+    }
+
     /// Registers a client.
     pub fn register(mut self, client: ClientRegistration) -> Self {
         self.clients.push(client.0);
@@ -208,6 +216,7 @@ impl SandboxBuilder {
     /// Binds and serves in the background until the [`Sandbox`] is dropped or shut down.
     pub async fn start(self) -> Result<Sandbox, SandboxError> {
         let mut state = State::new(self.lifetimes, self.clock);
+        state.ws_heartbeat = self.ws_heartbeat;
         for client in self.clients {
             state.clients.insert(client.client_id.clone(), client);
         }
@@ -320,6 +329,7 @@ impl Sandbox {
             tls: false,
             lifetimes: Lifetimes::default(),
             clock: Arc::new(SystemClock),
+            ws_heartbeat: Duration::from_secs(10),
             clients: Vec::new(),
             consumers: Vec::new(),
         }
@@ -419,7 +429,7 @@ impl Drop for Sandbox {
     }
 }
 
-fn lock(state: &Shared) -> MutexGuard<'_, State> {
+pub(crate) fn lock(state: &Shared) -> MutexGuard<'_, State> {
     // A panic in one handler must not take the whole sandbox down.
     state
         .lock()
@@ -494,6 +504,17 @@ fn router(state: Shared) -> Router {
                             .and_then(|v| v.to_str().ok());
                         oauth1a::live_session_token_endpoint(st, authorization, &url, peer.ip())
                     })
+                },
+            ),
+        )
+        .route(
+            "/v1/api/ws",
+            get(
+                |AxumState(s): AxumState<Shared>,
+                 upgrade: axum::extract::WebSocketUpgrade,
+                 axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+                 headers: HeaderMap| async move {
+                    ws::handler(s, upgrade, query, headers).await
                 },
             ),
         )

@@ -61,6 +61,8 @@ pub struct Counters {
     pub logouts: u64,
     /// OAuth 1.0a live session tokens issued.
     pub live_session_tokens: u64,
+    /// WebSocket connections accepted.
+    pub ws_connections: u64,
     /// Requests refused.
     pub rejections: u64,
 }
@@ -110,6 +112,8 @@ pub(crate) struct State {
     pub oauth1a: crate::oauth1a::Oauth1aState,
     /// The base URL clients are told to use; OAuth 1.0a signatures are checked against it.
     pub base_url: String,
+    /// Interval of the WebSocket heartbeat messages.
+    pub ws_heartbeat: Duration,
 }
 
 impl State {
@@ -126,6 +130,7 @@ impl State {
             issued: Vec::new(),
             oauth1a: Default::default(),
             base_url: String::new(),
+            ws_heartbeat: Duration::from_secs(10),
         }
     }
 

@@ -110,6 +110,7 @@ async fn full_flow_connect_status_tickles_logout() {
             tickles: 3,
             logouts: 0,
             live_session_tokens: 0,
+            ws_connections: 0,
             rejections: 0,
         }
     );
@@ -147,6 +148,7 @@ async fn full_flow_connect_status_tickles_logout() {
             tickles: 3,
             logouts: 1,
             live_session_tokens: 0,
+            ws_connections: 0,
             rejections: 2,
         }
     );
@@ -266,6 +268,7 @@ async fn host_switch_at_run_time_sends_every_later_call_to_the_new_host() {
             tickles: 1,
             logouts: 0,
             live_session_tokens: 0,
+            ws_connections: 0,
             rejections: 1,
         }
     );

@@ -29,6 +29,8 @@ pub enum Step {
     Logout,
     /// `POST /v1/api/oauth/live_session_token` (OAuth 1.0a).
     LiveSessionToken,
+    /// The WebSocket handshake or stream (`/v1/api/ws`).
+    WebSocket,
 }
 
 impl Step {
@@ -44,6 +46,7 @@ impl Step {
             Step::Tickle => "tickle",
             Step::Logout => "logout",
             Step::LiveSessionToken => "live_session_token",
+            Step::WebSocket => "websocket",
         }
     }
 
@@ -58,6 +61,7 @@ impl Step {
             Step::Tickle => "tickle (POST /v1/api/tickle)",
             Step::Logout => "logout (POST /v1/api/logout)",
             Step::LiveSessionToken => "live session token (POST /v1/api/oauth/live_session_token)",
+            Step::WebSocket => "WebSocket (/v1/api/ws)",
         }
     }
 }

@@ -43,6 +43,7 @@ pub mod oauth2;
 mod pem;
 mod public_ip;
 mod session;
+pub mod ws;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{

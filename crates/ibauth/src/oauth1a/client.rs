@@ -25,6 +25,8 @@ use crate::session::{AuthStatus, Authorizer, BrokerageClient, Logout, SsoValidat
 pub const TEST_CONSUMER: &str = "TESTCONS";
 /// The default REST base.
 pub const DEFAULT_REST_URL: &str = "https://api.ibkr.com/v1/api/";
+/// The default WebSocket URL.
+pub const DEFAULT_WS_URL: &str = "wss://api.ibkr.com/v1/api/ws";
 
 /// OAuth 1.0a (first party) credentials and settings.
 ///
@@ -39,6 +41,7 @@ pub struct Oauth1aConfig {
     encryption_key: Arc<DecryptionKey>,
     dh: DhGroup,
     rest_url: Url,
+    ws_url: Url,
     timeout: Duration,
     ca_pem: Option<Vec<u8>>,
     publish: bool,
@@ -82,6 +85,7 @@ impl Oauth1aConfig {
             encryption_key: Arc::new(encryption_key),
             dh,
             rest_url: Url::parse(DEFAULT_REST_URL).unwrap_or_else(|_| unreachable!()),
+            ws_url: Url::parse(DEFAULT_WS_URL).unwrap_or_else(|_| unreachable!()),
             timeout: DEFAULT_TIMEOUT,
             ca_pem: None,
             publish: true,
@@ -111,6 +115,27 @@ impl Oauth1aConfig {
             url.set_path(&path);
         }
         self.rest_url = url;
+        Ok(self)
+    }
+
+    /// WebSocket URL (`ws://` only on loopback).
+    pub fn ws_url(mut self, url: &str) -> Result<Self, ConfigError> {
+        let parsed = Url::parse(url.trim()).map_err(|e| ConfigError::Invalid {
+            key: "ws_url".into(),
+            reason: format!("`{}` is not a URL ({e})", url.trim()),
+        })?;
+        let ok = match parsed.scheme() {
+            "wss" => true,
+            "ws" => crate::config::is_loopback(&parsed),
+            _ => false,
+        };
+        if !ok {
+            return Err(ConfigError::Invalid {
+                key: "ws_url".into(),
+                reason: "must be wss:// (ws:// only on loopback)".into(),
+            });
+        }
+        self.ws_url = parsed;
         Ok(self)
     }
 
@@ -404,6 +429,23 @@ impl Oauth1aClient {
     /// `tickle`.
     pub async fn tickle(&self) -> Result<Tickle, Error> {
         self.brokerage.tickle(&self.authorizer(Step::Tickle)?).await
+    }
+
+    /// An authenticated WebSocket: `?oauth_token=<access token>` and the `api` cookie from a
+    /// fresh tickle.
+    pub async fn connect_websocket(&self) -> Result<crate::ws::IbkrWebSocket, Error> {
+        let tickle = self.tickle().await?;
+        let mut url = self.config.ws_url.clone();
+        url.query_pairs_mut()
+            .append_pair("oauth_token", &self.config.access_token);
+        let target = crate::ws::WsTarget {
+            url,
+            session: tickle.session,
+            authorization: None,
+            ca_pem: self.config.ca_pem.clone(),
+            timeout: self.config.timeout,
+        };
+        crate::ws::connect(&target, crate::ws::DEFAULT_PING_INTERVAL).await
     }
 
     /// `logout`.

@@ -299,6 +299,9 @@ fn build(raw: &Raw) -> Result<Oauth1aConfig, ConfigError> {
     if let Some(url) = raw.get("rest_url") {
         config = config.rest_url(url)?;
     }
+    if let Some(url) = raw.get("ws_url") {
+        config = config.ws_url(url)?;
+    }
     if let Some(path) = raw.path("ca_file") {
         let pem = std::fs::read(&path)
             .map_err(|e| invalid("ca_file", format!("cannot read {}: {e}", path.display())))?;

@@ -8,7 +8,8 @@ mod lst;
 mod signing;
 
 pub use client::{
-    DEFAULT_REST_URL, HmacAuthorizer, LiveSessionToken, Oauth1aClient, Oauth1aConfig, TEST_CONSUMER,
+    DEFAULT_REST_URL, DEFAULT_WS_URL, HmacAuthorizer, LiveSessionToken, Oauth1aClient,
+    Oauth1aConfig, TEST_CONSUMER,
 };
 
 pub use lst::{

@@ -335,6 +335,28 @@ impl Oauth2Client {
         Ok(tickle)
     }
 
+    /// An authenticated WebSocket on the current host: the bearer token and the `api` cookie
+    /// from a fresh tickle.
+    pub async fn connect_websocket(&mut self) -> Result<crate::ws::IbkrWebSocket, Error> {
+        let auth = self.authorizer(Step::WebSocket)?.header();
+        let tickle = self.tickle().await?;
+        let mut url = join(&self.api_base, "/v1/api/ws");
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme).map_err(|()| Error::Protocol {
+            step: Step::WebSocket,
+            status: 0,
+            detail: "cannot derive the WebSocket URL".into(),
+        })?;
+        let target = crate::ws::WsTarget {
+            url,
+            session: tickle.session,
+            authorization: Some(auth),
+            ca_pem: self.config.ca_pem().map(<[u8]>::to_vec),
+            timeout: self.config.timeout(),
+        };
+        crate::ws::connect(&target, crate::ws::DEFAULT_PING_INTERVAL).await
+    }
+
     /// `logout`: ends the brokerage session and forgets the bearer token.
     pub async fn logout(&mut self) -> Result<Logout, Error> {
         let auth = self.authorizer(Step::Logout)?;
