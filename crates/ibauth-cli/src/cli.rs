@@ -68,6 +68,14 @@ pub enum Command {
     /// Log in and log out again (ends the brokerage session of this login).
     #[command(after_help = "Example:\n  ibauth logout")]
     Logout,
+    /// Log in, open the authenticated WebSocket and print each message (one JSON per line) until
+    /// Ctrl-C; then log out.
+    #[command(after_help = "Example:\n  ibauth ws --oauth1a\n  ibauth ws --count 3")]
+    Ws {
+        /// Stop after this many messages.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// Serve a local IBKR auth emulator with a generated credential set, until Ctrl-C.
     #[command(
         after_help = "Example:\n  ibauth sandbox --dir ./sandbox --tls\n  ibauth --config ./sandbox/config.yaml login"

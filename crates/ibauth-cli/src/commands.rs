@@ -32,7 +32,7 @@ impl Action {
 
 /// Whether to use OAuth 1.0a: asked for, or implied by the environment or a file that only has
 /// an `oauth1a:` section.
-fn wants_oauth1a(flag: bool, config: Option<&Path>) -> bool {
+pub fn wants_oauth1a(flag: bool, config: Option<&Path>) -> bool {
     let env: Vec<(String, String)> = std::env::vars().collect();
     if flag || oauth1a::config::requested_by_env(&env) {
         return true;

@@ -6,6 +6,8 @@ mod demo;
 mod flow;
 mod render;
 mod sandbox_cmd;
+mod signal;
+mod ws_cmd;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -47,6 +49,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Status => commands::run(out, config, Action::Status, cli.oauth1a).await,
         Command::Tickle => commands::run(out, config, Action::Tickle, cli.oauth1a).await,
         Command::Logout => commands::run(out, config, Action::Logout, cli.oauth1a).await,
+        Command::Ws { count } => ws_cmd::run(out, config, cli.oauth1a, count).await,
         Command::Sandbox {
             dir,
             listen,

@@ -76,31 +76,9 @@ async fn serve(out: Out, opts: Options<'_>) -> Result<(), String> {
             "ca_file": sandbox.ca_pem().map(|_| opts.dir.join("ca.pem")),
         }),
     );
-    wait_for_signal().await;
+    crate::signal::wait_for_signal().await;
     let counters = sandbox.counters();
     sandbox.shutdown().await;
     tracing::info!(?counters, "sandbox stopped");
     Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -307,6 +307,27 @@ fn oauth1a_login_from_the_sandbox_config_and_from_ibind_variables_alone() {
 }
 
 #[test]
+fn ws_streams_json_lines_for_both_auth_methods() {
+    let dir = temp_dir("ws");
+    let (_sandbox, info) = spawn_sandbox(&dir, true);
+    let config = PathBuf::from(info["config"].as_str().unwrap());
+    for method in [None, Some("--oauth1a")] {
+        let mut cmd = ibauth();
+        cmd.arg("--config").arg(&config);
+        if let Some(flag) = method {
+            cmd.arg(flag);
+        }
+        let output = cmd.args(["ws", "--count", "2"]).output().unwrap();
+        assert!(output.status.success(), "{method:?}: {}", text(&output));
+        let lines = json_lines(&output.stdout);
+        assert_eq!(lines.len(), 2, "{method:?}");
+        assert_eq!(lines[0]["topic"], "system", "{method:?}");
+        assert_eq!(lines[1]["topic"], "sts", "{method:?}");
+        assert_eq!(lines[1]["args"]["authenticated"], true, "{method:?}");
+    }
+}
+
+#[test]
 fn config_errors_exit_3_with_a_message_naming_the_fix() {
     let dir = temp_dir("config-errors");
     let output = ibauth().current_dir(&dir).arg("login").output().unwrap();
