@@ -28,10 +28,9 @@ fn python() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ibind_logs_in_tickles_and_logs_out_with_only_its_own_variables() {
-    let python = tokio::task::spawn_blocking(python).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("ibauth-ibind-{}", std::process::id()));
+/// A sandbox over HTTPS with the generated consumer, and ibind's variables pointing at it.
+async fn sandbox_and_ibind_env(name: &str) -> (Sandbox, PathBuf, Vec<(String, String)>) {
+    let dir = std::env::temp_dir().join(format!("ibauth-ibind-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let set = CredentialSet::load_or_create(&dir).unwrap();
     let sandbox = Sandbox::builder()
@@ -45,32 +44,52 @@ async fn ibind_logs_in_tickles_and_logs_out_with_only_its_own_variables() {
     let (token, secret) = sandbox
         .issue_access_token(SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL)
         .unwrap();
-
-    let output = tokio::process::Command::new(&python)
-        .arg(workspace().join("scripts/ibind_interop.py"))
-        .current_dir(&dir)
-        .env("IBIND_USE_OAUTH", "True")
-        .env("IBIND_OAUTH1A_CONSUMER_KEY", SANDBOX_CONSUMER_KEY)
-        .env("IBIND_OAUTH1A_ACCESS_TOKEN", &token)
-        .env("IBIND_OAUTH1A_ACCESS_TOKEN_SECRET", &secret)
-        .env("IBIND_OAUTH1A_DH_PRIME", RFC3526_PRIME_2048)
-        .env(
+    let path = |file: &str| dir.join(file).display().to_string();
+    let env = [
+        ("IBIND_USE_OAUTH", "True".to_owned()),
+        (
+            "IBIND_OAUTH1A_CONSUMER_KEY",
+            SANDBOX_CONSUMER_KEY.to_owned(),
+        ),
+        ("IBIND_OAUTH1A_ACCESS_TOKEN", token),
+        ("IBIND_OAUTH1A_ACCESS_TOKEN_SECRET", secret),
+        ("IBIND_OAUTH1A_DH_PRIME", RFC3526_PRIME_2048.to_owned()),
+        (
             "IBIND_OAUTH1A_ENCRYPTION_KEY_FP",
-            dir.join("encryption_key.pem"),
-        )
-        .env(
-            "IBIND_OAUTH1A_SIGNATURE_KEY_FP",
-            dir.join("signature_key.pem"),
-        )
-        .env(
+            path("encryption_key.pem"),
+        ),
+        ("IBIND_OAUTH1A_SIGNATURE_KEY_FP", path("signature_key.pem")),
+        (
             "IBIND_OAUTH1A_REST_URL",
             format!("{}/v1/api/", sandbox.base_url()),
-        )
-        .env("IBIND_LOG_TO_FILE", "False")
-        // requests verifies against this bundle: TLS stays on, trusting only the sandbox CA.
-        .env("REQUESTS_CA_BUNDLE", dir.join("ca.pem"))
-        .env("NO_PROXY", "127.0.0.1,localhost,::1")
-        .env("no_proxy", "127.0.0.1,localhost,::1")
+        ),
+        (
+            "IBIND_OAUTH1A_WS_URL",
+            format!(
+                "{}/v1/api/ws",
+                sandbox.base_url().replacen("https", "wss", 1)
+            ),
+        ),
+        // ibind's own CA setting for its socket; requests reads REQUESTS_CA_BUNDLE for REST.
+        // TLS verification stays on in both, trusting only the sandbox CA.
+        ("IBIND_CACERT", path("ca.pem")),
+        ("REQUESTS_CA_BUNDLE", path("ca.pem")),
+        ("IBIND_LOG_TO_FILE", "False".to_owned()),
+        ("NO_PROXY", "127.0.0.1,localhost,::1".to_owned()),
+        ("no_proxy", "127.0.0.1,localhost,::1".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    (sandbox, dir, env)
+}
+
+async fn run_script(script: &str, dir: &PathBuf, env: &[(String, String)]) -> Value {
+    let python = tokio::task::spawn_blocking(python).await.unwrap();
+    let output = tokio::process::Command::new(&python)
+        .arg(workspace().join("scripts").join(script))
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .await
         .unwrap();
@@ -79,7 +98,13 @@ async fn ibind_logs_in_tickles_and_logs_out_with_only_its_own_variables() {
     assert!(output.status.success(), "ibind failed:\n{stdout}\n{stderr}");
     // ibind's exit handler logs out again; that must not fail either.
     assert!(!stderr.contains("Traceback"), "{stderr}");
-    let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ibind_logs_in_tickles_and_logs_out_with_only_its_own_variables() {
+    let (sandbox, dir, env) = sandbox_and_ibind_env("rest").await;
+    let seen = run_script("ibind_interop.py", &dir, &env).await;
     assert_eq!(seen["lst_validated"], true, "{seen}");
     assert_eq!(seen["tickle_authenticated"], true, "{seen}");
     assert_eq!(seen["status"]["authenticated"], true, "{seen}");
@@ -92,4 +117,19 @@ async fn ibind_logs_in_tickles_and_logs_out_with_only_its_own_variables() {
     assert!(c.logouts >= 1, "{c:?}");
     assert_eq!(c.rejections, 0, "{c:?}");
     assert!(!sandbox.has_brokerage_session(SANDBOX_CREDENTIAL));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ibind_ws_client_receives_system_and_sts_from_our_websocket() {
+    let (sandbox, dir, env) = sandbox_and_ibind_env("ws").await;
+    let seen = run_script("ibind_ws_interop.py", &dir, &env).await;
+    assert_eq!(seen["received"], true, "{seen}");
+    assert_eq!(
+        seen["events"]["system"]["data"]["success"], SANDBOX_CREDENTIAL,
+        "{seen}"
+    );
+    assert_eq!(seen["events"]["sts"]["authenticated"], true, "{seen}");
+    let c = sandbox.counters();
+    assert_eq!(c.ws_connections, 1, "{c:?}");
+    assert_eq!(c.rejections, 0, "{c:?}");
 }
