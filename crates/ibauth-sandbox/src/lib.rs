@@ -406,6 +406,17 @@ impl Sandbox {
         Some((token, encrypted))
     }
 
+    /// Gives every SSO session of `credential` a new session id, as IBKR's nightly reset does;
+    /// open WebSockets of the old session are closed at their next heartbeat.
+    pub fn rotate_session(&self, credential: &str) {
+        let mut state = self.lock();
+        for session in state.sso.values_mut() {
+            if session.credential == credential {
+                session.session_id = state::random_hex(16);
+            }
+        }
+    }
+
     /// Registers a client while running.
     pub fn register(&self, client: ClientRegistration) {
         let client = client.0;

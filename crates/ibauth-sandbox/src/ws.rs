@@ -78,7 +78,12 @@ pub(crate) async fn handler(
             }
         }
     };
-    upgrade.on_upgrade(move |socket| serve(socket, shared, key, credential, heartbeat))
+    let session_id = lock(&shared)
+        .sso
+        .get(&key)
+        .map(|s| s.session_id.clone())
+        .unwrap_or_default();
+    upgrade.on_upgrade(move |socket| serve(socket, shared, key, credential, session_id, heartbeat))
 }
 
 async fn serve(
@@ -86,6 +91,7 @@ async fn serve(
     shared: Shared,
     key: String,
     credential: String,
+    session_id: String,
     heartbeat: Duration,
 ) {
     let sts = || {
@@ -120,6 +126,13 @@ async fn serve(
     loop {
         tokio::select! {
             _ = beat.tick() => {
+                // A socket belongs to one session: when it ends or changes, close, so the
+                // client reconnects with the current session's cookie.
+                let current = lock(&shared).sso.get(&key).map(|s| s.session_id.clone());
+                if current.as_deref() != Some(session_id.as_str()) {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
                 let now_ms = lock(&shared).now() * 1000;
                 let hb = json!({"topic": "system", "hb": now_ms}).to_string();
                 if socket.send(Message::Text(hb.into())).await.is_err() {

@@ -162,3 +162,92 @@ async fn a_wrong_cookie_or_no_token_is_refused_before_the_upgrade() {
     }
     assert_eq!(sandbox.counters().ws_connections, 0);
 }
+
+#[tokio::test]
+async fn the_socket_reconnects_when_the_session_changes() {
+    let key = SigningKey::generate().unwrap();
+    let sandbox = Sandbox::builder()
+        .register(
+            ClientRegistration::new("WSCLIENT")
+                .key("k", &key)
+                .credential("carol"),
+        )
+        .ws_heartbeat(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    let config = Config::builder()
+        .client_id("WSCLIENT")
+        .client_key_id("k")
+        .credential("carol")
+        .private_key(key)
+        .base_url(sandbox.base_url())
+        .public_ip("127.0.0.1".parse().unwrap())
+        .build()
+        .unwrap();
+    let mut client = Oauth2Client::new(config).unwrap();
+    client.connect().await.unwrap();
+    let mut ws = client.connect_websocket().await.unwrap();
+    assert_eq!(next_json(&mut ws).await["topic"], "system");
+    let first_session = client.tickle().await.unwrap().session;
+
+    // IBKR's nightly reset gives the session a new id: the server closes the old socket and
+    // the client reopens it with the new session's cookie.
+    sandbox.rotate_session("carol");
+    let mut systems = 0;
+    while systems < 1 {
+        let message = next_json(&mut ws).await;
+        if message["topic"] == "system" && message.get("success").is_some() {
+            systems += 1;
+        }
+    }
+    assert_eq!(ws.reconnects(), 1);
+    assert_eq!(sandbox.counters().ws_connections, 2);
+    assert_ne!(client.tickle().await.unwrap().session, first_session);
+    ws.close().await;
+}
+
+#[tokio::test]
+async fn keep_alives_are_sent_on_the_interval() {
+    let key = SigningKey::generate().unwrap();
+    let sandbox = Sandbox::builder()
+        .register(
+            ClientRegistration::new("WSCLIENT")
+                .key("k", &key)
+                .credential("dave"),
+        )
+        .start()
+        .await
+        .unwrap();
+    let config = Config::builder()
+        .client_id("WSCLIENT")
+        .client_key_id("k")
+        .credential("dave")
+        .private_key(key)
+        .base_url(sandbox.base_url())
+        .public_ip("127.0.0.1".parse().unwrap())
+        .build()
+        .unwrap();
+    let mut client = Oauth2Client::new(config).unwrap();
+    client.connect().await.unwrap();
+    let target = WsTarget {
+        url: url::Url::parse(&format!(
+            "{}/v1/api/ws",
+            sandbox.base_url().replacen("http", "ws", 1)
+        ))
+        .unwrap(),
+        session: client.tickle().await.unwrap().session,
+        authorization: Some(client.authorizer(Step::WebSocket).unwrap().header()),
+        ca_pem: None,
+        timeout: Duration::from_secs(5),
+    };
+    // Nothing is sent by hand: the sandbox's "tic" answers prove the keep-alives went out.
+    let mut ws = connect(&target, Duration::from_millis(50)).await.unwrap();
+    let mut answers = 0;
+    while answers < 2 {
+        if next_json(&mut ws).await["topic"] == "tic" {
+            answers += 1;
+        }
+    }
+    ws.close().await;
+}

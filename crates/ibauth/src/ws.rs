@@ -45,10 +45,21 @@ impl std::fmt::Debug for WsTarget {
     }
 }
 
-/// An open, authenticated IBKR WebSocket that sends `tic` keep-alives on an interval.
+/// Produces a fresh [`WsTarget`] (a new tickle, so the current session id) for reconnecting.
+pub type Retarget =
+    Box<dyn FnMut() -> futures_util::future::BoxFuture<'static, Result<WsTarget, Error>> + Send>;
+
+/// How many times in a row a closed socket is reopened before giving up.
+const RECONNECT_ATTEMPTS: u32 = 5;
+
+/// An open, authenticated IBKR WebSocket that sends `tic` keep-alives on an interval and, when
+/// the server closes it (the session ended or changed), reconnects with the current session.
 pub struct IbkrWebSocket {
     stream: Stream,
     ping: tokio::time::Interval,
+    ping_interval: Duration,
+    retarget: Option<Retarget>,
+    reconnects: u64,
 }
 
 impl std::fmt::Debug for IbkrWebSocket {
@@ -113,13 +124,74 @@ pub async fn connect(target: &WsTarget, ping_interval: Duration) -> Result<IbkrW
     let mut ping = tokio::time::interval(ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.reset();
-    Ok(IbkrWebSocket { stream, ping })
+    Ok(IbkrWebSocket {
+        stream,
+        ping,
+        ping_interval,
+        retarget: None,
+        reconnects: 0,
+    })
 }
 
 impl IbkrWebSocket {
-    /// The next text message (IBKR sends JSON), sending `tic` keep-alives while waiting.
-    /// `None` when the server closed the socket.
+    /// Reconnect with targets from `retarget` when the server closes the socket.
+    pub fn with_reconnect(mut self, retarget: Retarget) -> Self {
+        self.retarget = Some(retarget);
+        self
+    }
+
+    /// How many times the socket was reopened.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// The next text message (IBKR sends JSON), sending `tic` keep-alives while waiting and
+    /// reconnecting (if enabled) when the server closes the socket. `None` when the socket is
+    /// closed for good.
     pub async fn next_text(&mut self) -> Option<Result<String, Error>> {
+        loop {
+            match self.next_text_once().await {
+                None | Some(Err(_)) if self.retarget.is_some() => {
+                    if let Err(e) = self.reconnect().await {
+                        return Some(Err(e));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn reconnect(&mut self) -> Result<(), Error> {
+        let mut delay = Duration::from_millis(250);
+        let mut last = None;
+        for attempt in 1..=RECONNECT_ATTEMPTS {
+            let Some(retarget) = self.retarget.as_mut() else {
+                break;
+            };
+            let result = match retarget().await {
+                Ok(target) => connect(&target, self.ping_interval).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(fresh) => {
+                    self.stream = fresh.stream;
+                    self.ping = fresh.ping;
+                    self.reconnects += 1;
+                    tracing::info!(attempt, "WebSocket reconnected to the current session");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "WebSocket reconnect failed");
+                    last = Some(e);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(8));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ws_err("the WebSocket closed")))
+    }
+
+    async fn next_text_once(&mut self) -> Option<Result<String, Error>> {
         loop {
             tokio::select! {
                 _ = self.ping.tick() => {

@@ -433,19 +433,33 @@ impl Oauth1aClient {
 
     /// An authenticated WebSocket: `?oauth_token=<access token>` and the `api` cookie from a
     /// fresh tickle.
+    /// It reconnects by itself (after a fresh tickle) when the server closes it.
     pub async fn connect_websocket(&self) -> Result<crate::ws::IbkrWebSocket, Error> {
-        let tickle = self.tickle().await?;
         let mut url = self.config.ws_url.clone();
         url.query_pairs_mut()
             .append_pair("oauth_token", &self.config.access_token);
-        let target = crate::ws::WsTarget {
-            url,
-            session: tickle.session,
-            authorization: None,
-            ca_pem: self.config.ca_pem.clone(),
-            timeout: self.config.timeout,
-        };
-        crate::ws::connect(&target, crate::ws::DEFAULT_PING_INTERVAL).await
+        let (brokerage, auth) = (self.brokerage.clone(), self.authorizer(Step::WebSocket)?);
+        let (ca_pem, timeout) = (self.config.ca_pem.clone(), self.config.timeout);
+        let mut retarget: crate::ws::Retarget = Box::new(move || {
+            let (brokerage, auth, url, ca_pem) =
+                (brokerage.clone(), auth.clone(), url.clone(), ca_pem.clone());
+            Box::pin(async move {
+                let tickle = brokerage.tickle(&auth).await?;
+                Ok(crate::ws::WsTarget {
+                    url,
+                    session: tickle.session,
+                    authorization: None,
+                    ca_pem,
+                    timeout,
+                })
+            })
+        });
+        let target = retarget().await?;
+        Ok(
+            crate::ws::connect(&target, crate::ws::DEFAULT_PING_INTERVAL)
+                .await?
+                .with_reconnect(retarget),
+        )
     }
 
     /// `logout`.

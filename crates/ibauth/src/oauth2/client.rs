@@ -337,9 +337,9 @@ impl Oauth2Client {
 
     /// An authenticated WebSocket on the current host: the bearer token and the `api` cookie
     /// from a fresh tickle.
+    /// It reconnects by itself (after a fresh tickle) when the server closes it.
     pub async fn connect_websocket(&mut self) -> Result<crate::ws::IbkrWebSocket, Error> {
-        let auth = self.authorizer(Step::WebSocket)?.header();
-        let tickle = self.tickle().await?;
+        let auth = self.authorizer(Step::WebSocket)?;
         let mut url = join(&self.api_base, "/v1/api/ws");
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         url.set_scheme(scheme).map_err(|()| Error::Protocol {
@@ -347,14 +347,29 @@ impl Oauth2Client {
             status: 0,
             detail: "cannot derive the WebSocket URL".into(),
         })?;
-        let target = crate::ws::WsTarget {
-            url,
-            session: tickle.session,
-            authorization: Some(auth),
-            ca_pem: self.config.ca_pem().map(<[u8]>::to_vec),
-            timeout: self.config.timeout(),
-        };
-        crate::ws::connect(&target, crate::ws::DEFAULT_PING_INTERVAL).await
+        let brokerage = self.brokerage.clone();
+        let ca_pem = self.config.ca_pem().map(<[u8]>::to_vec);
+        let timeout = self.config.timeout();
+        let mut retarget: crate::ws::Retarget = Box::new(move || {
+            let (brokerage, auth, url, ca_pem) =
+                (brokerage.clone(), auth.clone(), url.clone(), ca_pem.clone());
+            Box::pin(async move {
+                let tickle = brokerage.tickle(&auth).await?;
+                Ok(crate::ws::WsTarget {
+                    url,
+                    session: tickle.session,
+                    authorization: Some(auth.header()),
+                    ca_pem,
+                    timeout,
+                })
+            })
+        });
+        let target = retarget().await?;
+        Ok(
+            crate::ws::connect(&target, crate::ws::DEFAULT_PING_INTERVAL)
+                .await?
+                .with_reconnect(retarget),
+        )
     }
 
     /// `logout`: ends the brokerage session and forgets the bearer token.
