@@ -467,3 +467,29 @@ async fn no_secret_reaches_the_output_even_at_trace_level() {
         assert!(!seen.contains(line), "private key material leaked");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_stops_on_ctrl_c_and_logs_out_once() {
+    let dir = temp_dir("ws-sigint");
+    let (sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    let mut child = ibauth()
+        .arg("--config")
+        .arg(&config)
+        .arg("ws")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("\"topic\":\"system\""), "{line}");
+    let mut running = Running(child);
+    signal(&running.0, "-INT");
+    let status = tokio::task::spawn_blocking(move || running.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(sandbox.counters().logouts, 1);
+    assert_eq!(sandbox.counters().ws_connections, 1);
+}

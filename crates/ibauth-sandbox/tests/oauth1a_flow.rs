@@ -347,3 +347,79 @@ async fn a_signature_over_another_url_is_refused() {
     assert_eq!(reply.status(), 401);
     assert!(reply.text().await.unwrap().contains("invalid signature"));
 }
+
+#[tokio::test]
+async fn a_wrong_dh_prime_gives_a_validation_mismatch_that_says_what_to_check() {
+    let sandbox = sandbox_with(None).await;
+    let k = keys();
+    let (token, secret) = sandbox.issue_access_token(CONSUMER, USER).unwrap();
+    // Another odd 2048-bit modulus: both sides compute, and the LSTs differ.
+    let wrong_prime = format!("{}fd", &RFC3526_PRIME_2048[..RFC3526_PRIME_2048.len() - 2]);
+    let config = Oauth1aConfig::new(
+        CONSUMER,
+        token,
+        SecretString::from(secret),
+        k.signature.clone(),
+        decryption(&k.encryption),
+        DhGroup::from_hex(&wrong_prime, 2).unwrap(),
+    )
+    .rest_url(&format!("{}/v1/api/", sandbox.base_url()))
+    .unwrap();
+    let err = Oauth1aClient::new(config)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Lst {
+                step: Step::LiveSessionToken,
+                source: LstError::Mismatch
+            }
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("DH prime") && text.contains("encryption key"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_live_session_token_request_signed_with_a_wrong_prepend_is_refused() {
+    use ibauth::oauth1a::{Nonce, Signer, authorize, oauth_params};
+    let sandbox = sandbox_with(None).await;
+    let (token, _) = sandbox.issue_access_token(CONSUMER, USER).unwrap();
+    let url = format!("{}/v1/api/oauth/live_session_token", sandbox.base_url());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let params = oauth_params(
+        CONSUMER,
+        Some(&token),
+        &Nonce::fresh(now),
+        "RSA-SHA256",
+        &[("diffie_hellman_challenge", "02")],
+    );
+    let wrong = SecretString::from("00".repeat(32));
+    let signer = Signer::RsaSha256 {
+        key: &keys().signature,
+        prepend: &wrong,
+    };
+    let header = authorize(&signer, "limited_poa", "POST", &url, &params);
+    let http = http_client();
+    let reply = http
+        .reqwest()
+        .post(&url)
+        .header("authorization", header)
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 401);
+    assert!(reply.text().await.unwrap().contains("invalid signature"));
+    assert_eq!(sandbox.counters().live_session_tokens, 0);
+}
