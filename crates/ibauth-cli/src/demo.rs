@@ -83,12 +83,7 @@ async fn demo(out: Out, tls: bool, tickles: u32) -> Result<(), DemoError> {
 
     let login = Instant::now();
     flow::sign_in(&mut client, out).await?;
-    let status = flow::init(&mut client, out).await?;
-    let login_ms = login.elapsed().as_secs_f64() * 1000.0;
-    for i in 1..=tickles {
-        flow::tickle(&mut client, out, Some((i, tickles))).await?;
-    }
-    flow::logout(&mut client, out).await?;
+    let (status, login_ms) = brokerage_steps(&mut client, out, login, tickles).await?;
     finish(out, sandbox, &status, login_ms, total).await;
     Ok(())
 }
@@ -139,14 +134,26 @@ async fn demo_oauth1a(out: Out, tls: bool, tickles: u32) -> Result<(), DemoError
 
     let login = Instant::now();
     flow::live_session_token(&mut client, out).await?;
-    let status = flow::init(&mut client, out).await?;
-    let login_ms = login.elapsed().as_secs_f64() * 1000.0;
-    for i in 1..=tickles {
-        flow::tickle(&mut client, out, Some((i, tickles))).await?;
-    }
-    flow::logout(&mut client, out).await?;
+    let (status, login_ms) = brokerage_steps(&mut client, out, login, tickles).await?;
     finish(out, sandbox, &status, login_ms, total).await;
     Ok(())
+}
+
+/// `ssodh/init` (ending the login that started at `login`), the tickles, and logout — the same
+/// for both auth methods. Returns the flags after init and the login time in ms.
+async fn brokerage_steps(
+    client: &mut impl flow::Session,
+    out: Out,
+    login: Instant,
+    tickles: u32,
+) -> Result<(ibauth::AuthStatus, f64), Error> {
+    let status = flow::init(client, out).await?;
+    let login_ms = login.elapsed().as_secs_f64() * 1000.0;
+    for i in 1..=tickles {
+        flow::tickle(client, out, Some((i, tickles))).await?;
+    }
+    flow::logout(client, out).await?;
+    Ok((status, login_ms))
 }
 
 /// The closing line: how long the login took, and what the sandbox saw.

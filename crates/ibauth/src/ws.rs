@@ -228,6 +228,44 @@ impl IbkrWebSocket {
     }
 }
 
+/// Opens a socket for `auth`'s session at `url` (a tickle gives the `api` cookie) that
+/// reconnects by itself, after a fresh tickle, when the server closes it.
+pub(crate) async fn open_reconnecting<A>(
+    brokerage: crate::session::BrokerageClient,
+    auth: A,
+    url: Url,
+    bearer: Option<HeaderValue>,
+    ca_pem: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<IbkrWebSocket, Error>
+where
+    A: crate::session::Authorizer + Clone + 'static,
+{
+    let mut retarget: Retarget = Box::new(move || {
+        let (brokerage, auth, url, bearer, ca_pem) = (
+            brokerage.clone(),
+            auth.clone(),
+            url.clone(),
+            bearer.clone(),
+            ca_pem.clone(),
+        );
+        Box::pin(async move {
+            let tickle = brokerage.tickle(&auth).await?;
+            Ok(WsTarget {
+                url,
+                session: tickle.session,
+                authorization: bearer,
+                ca_pem,
+                timeout,
+            })
+        })
+    });
+    let target = retarget().await?;
+    Ok(connect(&target, DEFAULT_PING_INTERVAL)
+        .await?
+        .with_reconnect(retarget))
+}
+
 /// rustls with the platform verifier plus `extra_ca_pem`, as the REST client uses.
 fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

@@ -438,28 +438,15 @@ impl Oauth1aClient {
         let mut url = self.config.ws_url.clone();
         url.query_pairs_mut()
             .append_pair("oauth_token", &self.config.access_token);
-        let (brokerage, auth) = (self.brokerage.clone(), self.authorizer(Step::WebSocket)?);
-        let (ca_pem, timeout) = (self.config.ca_pem.clone(), self.config.timeout);
-        let mut retarget: crate::ws::Retarget = Box::new(move || {
-            let (brokerage, auth, url, ca_pem) =
-                (brokerage.clone(), auth.clone(), url.clone(), ca_pem.clone());
-            Box::pin(async move {
-                let tickle = brokerage.tickle(&auth).await?;
-                Ok(crate::ws::WsTarget {
-                    url,
-                    session: tickle.session,
-                    authorization: None,
-                    ca_pem,
-                    timeout,
-                })
-            })
-        });
-        let target = retarget().await?;
-        Ok(
-            crate::ws::connect(&target, crate::ws::DEFAULT_PING_INTERVAL)
-                .await?
-                .with_reconnect(retarget),
+        crate::ws::open_reconnecting(
+            self.brokerage.clone(),
+            self.authorizer(Step::WebSocket)?,
+            url,
+            None,
+            self.config.ca_pem.clone(),
+            self.config.timeout,
         )
+        .await
     }
 
     /// `logout`.

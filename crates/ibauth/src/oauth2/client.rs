@@ -347,29 +347,16 @@ impl Oauth2Client {
             status: 0,
             detail: "cannot derive the WebSocket URL".into(),
         })?;
-        let brokerage = self.brokerage.clone();
-        let ca_pem = self.config.ca_pem().map(<[u8]>::to_vec);
-        let timeout = self.config.timeout();
-        let mut retarget: crate::ws::Retarget = Box::new(move || {
-            let (brokerage, auth, url, ca_pem) =
-                (brokerage.clone(), auth.clone(), url.clone(), ca_pem.clone());
-            Box::pin(async move {
-                let tickle = brokerage.tickle(&auth).await?;
-                Ok(crate::ws::WsTarget {
-                    url,
-                    session: tickle.session,
-                    authorization: Some(auth.header()),
-                    ca_pem,
-                    timeout,
-                })
-            })
-        });
-        let target = retarget().await?;
-        Ok(
-            crate::ws::connect(&target, crate::ws::DEFAULT_PING_INTERVAL)
-                .await?
-                .with_reconnect(retarget),
+        let bearer = Some(auth.header());
+        crate::ws::open_reconnecting(
+            self.brokerage.clone(),
+            auth,
+            url,
+            bearer,
+            self.config.ca_pem().map(<[u8]>::to_vec),
+            self.config.timeout(),
         )
+        .await
     }
 
     /// `logout`: ends the brokerage session and forgets the bearer token.
