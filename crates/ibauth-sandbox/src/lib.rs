@@ -35,6 +35,7 @@
 
 mod brokerage;
 mod credentials;
+mod faults;
 mod jwt;
 mod oauth1a;
 mod oauth2;
@@ -61,6 +62,7 @@ use tokio::sync::oneshot;
 pub use credentials::{
     CredentialSet, SANDBOX_CLIENT_ID, SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID,
 };
+pub use faults::FailWith;
 pub use jwt::JwtError;
 pub use oauth1a::RFC3526_PRIME_2048;
 pub use state::{Counters, Flags, Lifetimes, RegisteredClient};
@@ -361,7 +363,63 @@ impl Sandbox {
 
     /// What the sandbox has answered so far.
     pub fn counters(&self) -> Counters {
-        self.lock().counters
+        let state = self.lock();
+        Counters {
+            faults_injected: state.faults.injected,
+            ..state.counters
+        }
+    }
+
+    /// Answers the next `n` API requests with `fail` instead of serving them.
+    pub fn fail_next(&self, n: usize, fail: FailWith) {
+        let mut state = self.lock();
+        state.faults.fail_next.extend(std::iter::repeat_n(fail, n));
+    }
+
+    /// Delays every API response by `delay` (`None` to stop).
+    pub fn delay_responses(&self, delay: Option<Duration>) {
+        self.lock().faults.delay = delay;
+    }
+
+    /// Drops `credential`'s brokerage session as IBKR does: later calls see
+    /// `authenticated: false` until `ssodh/init` again.
+    pub fn drop_session(&self, credential: &str) {
+        if let Some(b) = self.lock().brokerage.get_mut(credential) {
+            b.authenticated = false;
+            b.connected = false;
+        }
+    }
+
+    /// Hands `credential`'s brokerage session to another login: the current one sees
+    /// `competing: true` until it initialises again with `compete`.
+    pub fn report_competing(&self, credential: &str) {
+        if let Some(b) = self.lock().brokerage.get_mut(credential) {
+            b.owner_bearer = "another-login".to_owned();
+            b.authenticated = true;
+        }
+    }
+
+    /// Expires every token now: access tokens, SSO sessions (bearers) and live session tokens.
+    pub fn expire_tokens_now(&self) {
+        let mut state = self.lock();
+        let now = state.now();
+        state.access.values_mut().for_each(|g| g.expires_at = now);
+        state.sso.values_mut().for_each(|s| s.expires_at = now);
+        state
+            .oauth1a
+            .lsts
+            .values_mut()
+            .for_each(|l| l.expires_at = now);
+    }
+
+    /// IBKR's nightly reset: every brokerage session ends and every session id changes (open
+    /// WebSockets close at their next heartbeat); tokens stay valid.
+    pub fn nightly_reset(&self) {
+        let mut state = self.lock();
+        state.brokerage.clear();
+        for session in state.sso.values_mut() {
+            session.session_id = state::random_hex(16);
+        }
     }
 
     /// Every token the sandbox has issued (for tests that scan output for leaks).
@@ -536,6 +594,10 @@ fn router(state: Shared) -> Router {
             }),
         )
         .fallback(|| async { Reject::ibkr(404, "Not Found").into_response() })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            faults::middleware,
+        ))
         .with_state(state)
 }
 

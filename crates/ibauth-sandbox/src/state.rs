@@ -65,6 +65,8 @@ pub struct Counters {
     pub ws_connections: u64,
     /// Requests refused.
     pub rejections: u64,
+    /// Scripted failures answered (fault injection).
+    pub faults_injected: u64,
 }
 
 pub(crate) struct AccessGrant {
@@ -114,6 +116,7 @@ pub(crate) struct State {
     pub base_url: String,
     /// Interval of the WebSocket heartbeat messages.
     pub ws_heartbeat: Duration,
+    pub faults: crate::faults::Faults,
 }
 
 impl State {
@@ -131,6 +134,7 @@ impl State {
             oauth1a: Default::default(),
             base_url: String::new(),
             ws_heartbeat: Duration::from_secs(10),
+            faults: Default::default(),
         }
     }
 

@@ -112,6 +112,7 @@ async fn full_flow_connect_status_tickles_logout() {
             live_session_tokens: 0,
             ws_connections: 0,
             rejections: 0,
+            faults_injected: 0,
         }
     );
 
@@ -150,6 +151,7 @@ async fn full_flow_connect_status_tickles_logout() {
             live_session_tokens: 0,
             ws_connections: 0,
             rejections: 2,
+            faults_injected: 0,
         }
     );
 }
@@ -270,6 +272,7 @@ async fn host_switch_at_run_time_sends_every_later_call_to_the_new_host() {
             live_session_tokens: 0,
             ws_connections: 0,
             rejections: 1,
+            faults_injected: 0,
         }
     );
     assert_eq!(

@@ -1,0 +1,93 @@
+//! Fault injection: make the sandbox misbehave the way IBKR does (dropped or competing
+//! sessions, expired tokens, error statuses, slowness, nightly resets) so recovery code can be
+//! tested in seconds. Applied by a middleware in front of every endpoint.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use axum::extract::{Request, State as AxumState};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::reply::Reject;
+use crate::{Shared, lock};
+
+/// One scripted answer: a status, IBKR's message, and an optional `Retry-After` (seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailWith {
+    /// HTTP status.
+    pub status: u16,
+    /// The `error` message of the body.
+    pub message: String,
+    /// `Retry-After` header, in seconds.
+    pub retry_after: Option<u64>,
+}
+
+impl FailWith {
+    /// `status` with `message`.
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Adds `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+}
+
+/// Faults waiting to be applied.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    pub fail_next: VecDeque<FailWith>,
+    pub delay: Option<Duration>,
+    pub injected: u64,
+}
+
+/// Applies the scripted failures and delays to `/v1/api`, `/gw` and `/oauth2` requests (not
+/// to the `/ip` helper).
+pub(crate) async fn middleware(
+    AxumState(shared): AxumState<Shared>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    let applies =
+        path.starts_with("/v1/api") || path.starts_with("/gw/") || path.starts_with("/oauth2/");
+    if !applies {
+        return next.run(request).await;
+    }
+    let (fail, delay) = {
+        let mut state = lock(&shared);
+        let fail = state.faults.fail_next.pop_front();
+        if fail.is_some() {
+            state.faults.injected += 1;
+        }
+        (fail, state.faults.delay)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    match fail {
+        Some(fail) => {
+            let mut response = Reject::ibkr(fail.status, fail.message).into_response();
+            if let Some(secs) = fail.retry_after
+                && let Ok(value) = HeaderValue::from_str(&secs.to_string())
+            {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+            if response.status() == StatusCode::OK {
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            response
+        }
+        None => next.run(request).await,
+    }
+}
