@@ -294,6 +294,9 @@ impl SandboxBuilder {
         tracing::info!(%base_url, "sandbox listening");
         lock(&shared).base_url = base_url.clone();
         Ok(Sandbox {
+            control: Control {
+                state: shared.clone(),
+            },
             addr,
             base_url,
             ca_pem,
@@ -304,9 +307,133 @@ impl SandboxBuilder {
     }
 }
 
-/// A running sandbox. Dropping it stops the server.
+/// Fault injection and session control over a running sandbox (also reachable over HTTP at
+/// `/__sandbox/…` for tests that drive another process).
+#[derive(Debug, Clone)]
+pub struct Control {
+    state: Shared,
+}
+
+impl Control {
+    /// What the sandbox has answered so far.
+    pub fn counters(&self) -> Counters {
+        let state = lock(&self.state);
+        Counters {
+            faults_injected: state.faults.injected,
+            ..state.counters
+        }
+    }
+
+    /// Answers the next `n` API requests with `fail` instead of serving them.
+    pub fn fail_next(&self, n: usize, fail: FailWith) {
+        let mut state = lock(&self.state);
+        state.faults.fail_next.extend(std::iter::repeat_n(fail, n));
+    }
+
+    /// Delays every API response by `delay` (`None` to stop).
+    pub fn delay_responses(&self, delay: Option<Duration>) {
+        lock(&self.state).faults.delay = delay;
+    }
+
+    /// Drops `credential`'s brokerage session as IBKR does: later calls see
+    /// `authenticated: false` until `ssodh/init` again.
+    pub fn drop_session(&self, credential: &str) {
+        if let Some(b) = lock(&self.state).brokerage.get_mut(credential) {
+            b.authenticated = false;
+            b.connected = false;
+        }
+    }
+
+    /// Hands `credential`'s brokerage session to another login: the current one sees
+    /// `competing: true` until it initialises again with `compete`.
+    pub fn report_competing(&self, credential: &str) {
+        if let Some(b) = lock(&self.state).brokerage.get_mut(credential) {
+            b.owner_bearer = "another-login".to_owned();
+            b.authenticated = true;
+        }
+    }
+
+    /// Expires every token now: access tokens, SSO sessions (bearers) and live session tokens.
+    pub fn expire_tokens_now(&self) {
+        let mut state = lock(&self.state);
+        let now = state.now();
+        state.access.values_mut().for_each(|g| g.expires_at = now);
+        state.sso.values_mut().for_each(|s| s.expires_at = now);
+        state
+            .oauth1a
+            .lsts
+            .values_mut()
+            .for_each(|l| l.expires_at = now);
+    }
+
+    /// IBKR's nightly reset: every brokerage session ends and every session id changes (open
+    /// WebSockets close at their next heartbeat); tokens stay valid.
+    pub fn nightly_reset(&self) {
+        let mut state = lock(&self.state);
+        state.brokerage.clear();
+        for session in state.sso.values_mut() {
+            session.session_id = state::random_hex(16);
+        }
+    }
+
+    /// Every token the sandbox has issued (for tests that scan output for leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.state).issued.clone()
+    }
+
+    /// The brokerage flags as seen by the SSO session of `bearer`, if it is live.
+    pub fn flags_for_bearer(&self, bearer: &str) -> Option<Flags> {
+        let state = lock(&self.state);
+        let session = state.sso.get(bearer)?;
+        Some(state.flags(bearer, &session.credential))
+    }
+
+    /// Whether `credential` has a brokerage session.
+    pub fn has_brokerage_session(&self, credential: &str) -> bool {
+        lock(&self.state).brokerage.contains_key(credential)
+    }
+
+    /// Issues an OAuth 1.0a access token for `credential` under `consumer_key`: the token and
+    /// its secret encrypted to the consumer's encryption key (base64), as IBKR's portal shows
+    /// them. `None` if the consumer is unknown.
+    pub fn issue_access_token(
+        &self,
+        consumer_key: &str,
+        credential: &str,
+    ) -> Option<(String, String)> {
+        let mut state = lock(&self.state);
+        let consumer = state.oauth1a.consumers.get(consumer_key)?.clone();
+        let mut secret = vec![0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret).ok()?;
+        let encrypted = oauth1a::encrypt_secret(&consumer.encryption_key, &secret)?;
+        let token = state::random_hex(10);
+        state.oauth1a.tokens.insert(
+            token.clone(),
+            oauth1a::AccessGrant1a {
+                consumer_key: consumer_key.to_owned(),
+                secret,
+                credential: credential.to_owned(),
+            },
+        );
+        Some((token, encrypted))
+    }
+
+    /// Gives every SSO session of `credential` a new session id, as IBKR's nightly reset does;
+    /// open WebSockets of the old session are closed at their next heartbeat.
+    pub fn rotate_session(&self, credential: &str) {
+        let mut state = lock(&self.state);
+        for session in state.sso.values_mut() {
+            if session.credential == credential {
+                session.session_id = state::random_hex(16);
+            }
+        }
+    }
+}
+
+/// A running sandbox. Dropping it stops the server. Derefs to its [`Control`].
 #[derive(Debug)]
 pub struct Sandbox {
+    control: Control,
     addr: SocketAddr,
     base_url: String,
     ca_pem: Option<String>,
@@ -361,120 +488,6 @@ impl Sandbox {
         lock(&self.state)
     }
 
-    /// What the sandbox has answered so far.
-    pub fn counters(&self) -> Counters {
-        let state = self.lock();
-        Counters {
-            faults_injected: state.faults.injected,
-            ..state.counters
-        }
-    }
-
-    /// Answers the next `n` API requests with `fail` instead of serving them.
-    pub fn fail_next(&self, n: usize, fail: FailWith) {
-        let mut state = self.lock();
-        state.faults.fail_next.extend(std::iter::repeat_n(fail, n));
-    }
-
-    /// Delays every API response by `delay` (`None` to stop).
-    pub fn delay_responses(&self, delay: Option<Duration>) {
-        self.lock().faults.delay = delay;
-    }
-
-    /// Drops `credential`'s brokerage session as IBKR does: later calls see
-    /// `authenticated: false` until `ssodh/init` again.
-    pub fn drop_session(&self, credential: &str) {
-        if let Some(b) = self.lock().brokerage.get_mut(credential) {
-            b.authenticated = false;
-            b.connected = false;
-        }
-    }
-
-    /// Hands `credential`'s brokerage session to another login: the current one sees
-    /// `competing: true` until it initialises again with `compete`.
-    pub fn report_competing(&self, credential: &str) {
-        if let Some(b) = self.lock().brokerage.get_mut(credential) {
-            b.owner_bearer = "another-login".to_owned();
-            b.authenticated = true;
-        }
-    }
-
-    /// Expires every token now: access tokens, SSO sessions (bearers) and live session tokens.
-    pub fn expire_tokens_now(&self) {
-        let mut state = self.lock();
-        let now = state.now();
-        state.access.values_mut().for_each(|g| g.expires_at = now);
-        state.sso.values_mut().for_each(|s| s.expires_at = now);
-        state
-            .oauth1a
-            .lsts
-            .values_mut()
-            .for_each(|l| l.expires_at = now);
-    }
-
-    /// IBKR's nightly reset: every brokerage session ends and every session id changes (open
-    /// WebSockets close at their next heartbeat); tokens stay valid.
-    pub fn nightly_reset(&self) {
-        let mut state = self.lock();
-        state.brokerage.clear();
-        for session in state.sso.values_mut() {
-            session.session_id = state::random_hex(16);
-        }
-    }
-
-    /// Every token the sandbox has issued (for tests that scan output for leaks).
-    pub fn issued_tokens(&self) -> Vec<String> {
-        self.lock().issued.clone()
-    }
-
-    /// The brokerage flags as seen by the SSO session of `bearer`, if it is live.
-    pub fn flags_for_bearer(&self, bearer: &str) -> Option<Flags> {
-        let state = self.lock();
-        let session = state.sso.get(bearer)?;
-        Some(state.flags(bearer, &session.credential))
-    }
-
-    /// Whether `credential` has a brokerage session.
-    pub fn has_brokerage_session(&self, credential: &str) -> bool {
-        self.lock().brokerage.contains_key(credential)
-    }
-
-    /// Issues an OAuth 1.0a access token for `credential` under `consumer_key`: the token and
-    /// its secret encrypted to the consumer's encryption key (base64), as IBKR's portal shows
-    /// them. `None` if the consumer is unknown.
-    pub fn issue_access_token(
-        &self,
-        consumer_key: &str,
-        credential: &str,
-    ) -> Option<(String, String)> {
-        let mut state = self.lock();
-        let consumer = state.oauth1a.consumers.get(consumer_key)?.clone();
-        let mut secret = vec![0u8; 32];
-        aws_lc_rs::rand::fill(&mut secret).ok()?;
-        let encrypted = oauth1a::encrypt_secret(&consumer.encryption_key, &secret)?;
-        let token = state::random_hex(10);
-        state.oauth1a.tokens.insert(
-            token.clone(),
-            oauth1a::AccessGrant1a {
-                consumer_key: consumer_key.to_owned(),
-                secret,
-                credential: credential.to_owned(),
-            },
-        );
-        Some((token, encrypted))
-    }
-
-    /// Gives every SSO session of `credential` a new session id, as IBKR's nightly reset does;
-    /// open WebSockets of the old session are closed at their next heartbeat.
-    pub fn rotate_session(&self, credential: &str) {
-        let mut state = self.lock();
-        for session in state.sso.values_mut() {
-            if session.credential == credential {
-                session.session_id = state::random_hex(16);
-            }
-        }
-    }
-
     /// Registers a client while running.
     pub fn register(&self, client: ClientRegistration) {
         let client = client.0;
@@ -487,6 +500,13 @@ impl Sandbox {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+    }
+}
+
+impl std::ops::Deref for Sandbox {
+    type Target = Control;
+    fn deref(&self) -> &Control {
+        &self.control
     }
 }
 
@@ -593,12 +613,70 @@ fn router(state: Shared) -> Router {
                 peer.ip().to_canonical().to_string()
             }),
         )
+        .route("/__sandbox/counters", get(admin_counters))
+        .route("/__sandbox/{action}", post(admin_action))
         .fallback(|| async { Reject::ibkr(404, "Not Found").into_response() })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             faults::middleware,
         ))
         .with_state(state)
+}
+
+/// `GET /__sandbox/counters`: what the sandbox has answered (for tests in other processes).
+async fn admin_counters(AxumState(s): AxumState<Shared>) -> Response {
+    axum::Json(Control { state: s }.counters()).into_response()
+}
+
+/// `POST /__sandbox/{action}` with a JSON body: the fault-injection handle over HTTP, for
+/// tests that drive a separate process. Sandbox only; it never exists on IBKR.
+async fn admin_action(
+    AxumState(s): AxumState<Shared>,
+    axum::extract::Path(action): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    let args: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(_) => return Reject::ibkr(400, "body is not JSON").into_response(),
+        }
+    };
+    let text = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_owned);
+    let number = |k: &str| args.get(k).and_then(Value::as_u64);
+    let handle = Control { state: s };
+    match action.as_str() {
+        "fail_next" => {
+            let Some(status) = number("status").and_then(|n| u16::try_from(n).ok()) else {
+                return Reject::ibkr(400, "status missing").into_response();
+            };
+            let mut fail = FailWith::new(status, text("message").unwrap_or_default());
+            if let Some(secs) = number("retry_after") {
+                fail = fail.retry_after(secs);
+            }
+            handle.fail_next(number("n").unwrap_or(1) as usize, fail);
+        }
+        "delay" => {
+            handle.delay_responses(number("ms").filter(|ms| *ms > 0).map(Duration::from_millis))
+        }
+        "drop_session" | "competing" | "rotate_session" => {
+            let Some(credential) = text("credential") else {
+                return Reject::ibkr(400, "credential missing").into_response();
+            };
+            match action.as_str() {
+                "drop_session" => handle.drop_session(&credential),
+                "competing" => handle.report_competing(&credential),
+                _ => handle.rotate_session(&credential),
+            }
+        }
+        "expire_tokens" => handle.expire_tokens_now(),
+        "nightly_reset" => handle.nightly_reset(),
+        _ => {
+            return Reject::ibkr(404, format!("unknown sandbox action `{action}`")).into_response();
+        }
+    }
+    axum::Json(serde_json::json!({ "ok": true })).into_response()
 }
 
 /// The brokerage-session endpoints, authorised by bearer token or OAuth 1.0a signature.

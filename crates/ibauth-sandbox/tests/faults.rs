@@ -141,3 +141,42 @@ async fn delayed_responses_and_the_client_timeout() {
     sandbox.delay_responses(None);
     assert!(client.tickle().await.is_ok());
 }
+
+#[tokio::test]
+async fn the_admin_api_injects_the_same_faults_over_http() {
+    let (sandbox, mut client) = setup().await;
+    let http = ibauth::HttpClient::new(Duration::from_secs(2), None).unwrap();
+    let admin = |action: &str, body: serde_json::Value| {
+        http.reqwest()
+            .post(format!("{}/__sandbox/{action}", sandbox.base_url()))
+            .json(&body)
+            .send()
+    };
+    let reply = admin(
+        "fail_next",
+        serde_json::json!({"n": 2, "status": 503, "message": "down"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status(), 200);
+    for _ in 0..2 {
+        assert_eq!(client.tickle().await.unwrap_err().status(), Some(503));
+    }
+    admin("drop_session", serde_json::json!({"credential": "erin"}))
+        .await
+        .unwrap();
+    assert!(!client.tickle().await.unwrap().auth_status().authenticated);
+    let reply = admin("no_such_thing", serde_json::json!({})).await.unwrap();
+    assert_eq!(reply.status(), 404);
+    let counters: serde_json::Value = http
+        .reqwest()
+        .get(format!("{}/__sandbox/counters", sandbox.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counters["faults_injected"], 2);
+    assert_eq!(counters["tickles"], 1);
+}
