@@ -45,6 +45,8 @@ impl FailWith {
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
     pub fail_next: VecDeque<FailWith>,
+    /// Responses to cut off halfway (the connection closes mid-body).
+    pub cut_next: u32,
     pub delay: Option<Duration>,
     pub injected: u64,
 }
@@ -62,13 +64,17 @@ pub(crate) async fn middleware(
     if !applies {
         return next.run(request).await;
     }
-    let (fail, delay) = {
+    let (fail, delay, cut) = {
         let mut state = lock(&shared);
         let fail = state.faults.fail_next.pop_front();
-        if fail.is_some() {
+        let cut = fail.is_none() && state.faults.cut_next > 0;
+        if cut {
+            state.faults.cut_next -= 1;
+        }
+        if fail.is_some() || cut {
             state.faults.injected += 1;
         }
-        (fail, state.faults.delay)
+        (fail, state.faults.delay, cut)
     };
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
@@ -88,6 +94,29 @@ pub(crate) async fn middleware(
             }
             response
         }
+        None if cut => cut_off(next.run(request).await).await,
         None => next.run(request).await,
     }
+}
+
+/// Sends the first half of `response`'s body, then fails the stream, so the server closes
+/// the connection mid-response as a dying proxy or an IBKR restart would.
+async fn cut_off(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let half = bytes.slice(..bytes.len() / 2);
+    let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = vec![
+        Ok(half),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "sandbox fault: connection closed mid-response",
+        )),
+    ];
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(
+        parts,
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+    )
 }

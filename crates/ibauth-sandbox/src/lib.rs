@@ -330,6 +330,11 @@ impl Control {
         state.faults.fail_next.extend(std::iter::repeat_n(fail, n));
     }
 
+    /// Serves the next `n` API requests but closes the connection halfway through the answer.
+    pub fn cut_next(&self, n: u32) {
+        lock(&self.state).faults.cut_next += n;
+    }
+
     /// Delays every API response by `delay` (`None` to stop).
     pub fn delay_responses(&self, delay: Option<Duration>) {
         lock(&self.state).faults.delay = delay;
@@ -670,6 +675,7 @@ async fn admin_action(
                 _ => handle.rotate_session(&credential),
             }
         }
+        "cut" => handle.cut_next(number("n").unwrap_or(1) as u32),
         "expire_tokens" => handle.expire_tokens_now(),
         "nightly_reset" => handle.nightly_reset(),
         _ => {

@@ -180,3 +180,24 @@ async fn the_admin_api_injects_the_same_faults_over_http() {
     assert_eq!(counters["faults_injected"], 2);
     assert_eq!(counters["tickles"], 1);
 }
+
+#[tokio::test]
+async fn a_connection_closed_mid_response_is_a_transient_network_error() {
+    let (sandbox, mut client) = setup().await;
+    sandbox.cut_next(1);
+    let err = client.tickle().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Network {
+                step: Step::Tickle,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_transient(), "{err}");
+    // The next request gets a new connection and a whole answer.
+    assert!(client.tickle().await.unwrap().auth_status().authenticated);
+    assert_eq!(sandbox.counters().faults_injected, 1);
+}
