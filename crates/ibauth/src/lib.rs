@@ -38,6 +38,7 @@ mod error;
 mod http;
 mod jwt;
 mod key;
+pub mod manager;
 pub mod oauth1a;
 pub mod oauth2;
 mod pem;

@@ -406,9 +406,14 @@ impl Oauth1aClient {
 
     /// `ssodh/init`.
     pub async fn init_brokerage_session(&self) -> Result<AuthStatus, Error> {
+        self.init_brokerage_session_with(self.config.compete).await
+    }
+
+    /// `ssodh/init` with an explicit `compete`.
+    pub async fn init_brokerage_session_with(&self, compete: bool) -> Result<AuthStatus, Error> {
         let auth = self.authorizer(Step::SsodhInit)?;
         self.brokerage
-            .init(&auth, self.config.publish, self.config.compete)
+            .init(&auth, self.config.publish, compete)
             .await
     }
 

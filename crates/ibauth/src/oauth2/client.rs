@@ -296,10 +296,16 @@ impl Oauth2Client {
 
     /// Step 4: `ssodh/init` with the configured `publish`/`compete`.
     pub async fn init_brokerage_session(&self) -> Result<AuthStatus, Error> {
+        self.init_brokerage_session_with(self.config.compete())
+            .await
+    }
+
+    /// `ssodh/init` with an explicit `compete`.
+    pub async fn init_brokerage_session_with(&self, compete: bool) -> Result<AuthStatus, Error> {
         let auth = self.authorizer(Step::SsodhInit)?;
         let status = self
             .brokerage
-            .init(&auth, self.config.publish(), self.config.compete())
+            .init(&auth, self.config.publish(), compete)
             .await?;
         tracing::info!(
             authenticated = status.authenticated,
