@@ -76,6 +76,23 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Keep the brokerage session alive until Ctrl-C/SIGTERM: tickle, recover, log out once.
+    #[command(
+        after_help = "Example:\n  ibauth keepalive --health 127.0.0.1:8080\n  ibauth keepalive --json --interval 30"
+    )]
+    Keepalive {
+        /// Seconds between tickles (IBAUTH_TICKLE_INTERVAL).
+        #[arg(
+            long,
+            value_name = "SECS",
+            env = "IBAUTH_TICKLE_INTERVAL",
+            default_value_t = 60.0
+        )]
+        interval: f64,
+        /// Serve /livez, /readyz and /status on this address.
+        #[arg(long, value_name = "ADDR")]
+        health: Option<SocketAddr>,
+    },
     /// Serve a local IBKR auth emulator with a generated credential set, until Ctrl-C.
     #[command(
         after_help = "Example:\n  ibauth sandbox --dir ./sandbox --tls\n  ibauth --config ./sandbox/config.yaml login"

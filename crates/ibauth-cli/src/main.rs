@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod demo;
 mod flow;
+mod keepalive;
 mod render;
 mod sandbox_cmd;
 mod signal;
@@ -49,6 +50,25 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Status => commands::run(out, config, Action::Status, cli.oauth1a).await,
         Command::Tickle => commands::run(out, config, Action::Tickle, cli.oauth1a).await,
         Command::Logout => commands::run(out, config, Action::Logout, cli.oauth1a).await,
+        Command::Keepalive { interval, health } => {
+            let interval = match std::time::Duration::try_from_secs_f64(interval) {
+                Ok(d) if !d.is_zero() => d,
+                _ => {
+                    eprintln!("error: --interval must be a positive number of seconds");
+                    return ExitCode::from(2);
+                }
+            };
+            keepalive::run(
+                out,
+                keepalive::Options {
+                    config,
+                    oauth1a: cli.oauth1a,
+                    interval,
+                    health,
+                },
+            )
+            .await
+        }
         Command::Ws { count } => ws_cmd::run(out, config, cli.oauth1a, count).await,
         Command::Sandbox {
             dir,

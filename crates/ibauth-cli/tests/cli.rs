@@ -493,3 +493,85 @@ async fn ws_stops_on_ctrl_c_and_logs_out_once() {
     assert_eq!(sandbox.counters().logouts, 1);
     assert_eq!(sandbox.counters().ws_connections, 1);
 }
+
+async fn keepalive_until_signal(sig: &str) {
+    let dir = temp_dir(&format!("keepalive{sig}"));
+    let (sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    let mut child = ibauth()
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--json",
+            "keepalive",
+            "--interval",
+            "0.05",
+            "--health",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut running = Running(child);
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let health = first["health"].as_str().unwrap().to_owned();
+    // Status lines until a few tickles went through.
+    loop {
+        let line: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if line["tickles"].as_u64().unwrap() >= 3 {
+            assert_eq!(line["state"], "authenticated");
+            break;
+        }
+    }
+    let http = ibauth::HttpClient::new(std::time::Duration::from_secs(2), None).unwrap();
+    let tickles_before = sandbox.counters().tickles;
+    for path in ["livez", "readyz"] {
+        let reply = http
+            .reqwest()
+            .get(format!("http://{health}/{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200, "{path}");
+    }
+    let status: Value = http
+        .reqwest()
+        .get(format!("http://{health}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "authenticated");
+    assert!(!status.to_string().contains(SANDBOX_CREDENTIAL));
+    // Probes answer from the cached state: they add no tickles of their own beyond the loop's.
+    assert!(sandbox.counters().tickles - tickles_before <= 3);
+
+    signal(&running.0, sig);
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = running.0.wait().unwrap();
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        (status, rest)
+    })
+    .await
+    .unwrap();
+    assert!(exit.0.success(), "{sig}: {:?}", exit.0);
+    assert!(
+        exit.1.iter().any(|l| l.contains("logged_out")),
+        "{:?}",
+        exit.1
+    );
+    assert_eq!(sandbox.counters().logouts, 1, "exactly one logout on {sig}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keepalive_logs_out_exactly_once_on_sigterm() {
+    keepalive_until_signal("-TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keepalive_logs_out_exactly_once_on_sigint() {
+    keepalive_until_signal("-INT").await;
+}

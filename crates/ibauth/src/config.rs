@@ -59,7 +59,7 @@ const KEYS: &[(&str, &str)] = &[
 ];
 
 /// Variables that are read elsewhere and must not be reported as unknown.
-const OTHER_ENV: &[&str] = &["IBAUTH_CONFIG", "IBAUTH_LOG"];
+const OTHER_ENV: &[&str] = &["IBAUTH_CONFIG", "IBAUTH_LOG", "IBAUTH_TICKLE_INTERVAL"];
 
 fn env_name(key: &str) -> &'static str {
     KEYS.iter()
