@@ -23,8 +23,9 @@ use crate::render::Out;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread is plenty for a client that waits on the network most of the time, and each
+    // extra worker costs resident memory in a long-running keepalive (docs/benchmarks.md).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
