@@ -65,7 +65,7 @@ fn status_json(s: &Status) -> serde_json::Value {
     json!({
         "state": state_name(&s.state),
         "reason": match &s.state { SessionState::Failed(r) => Some(r.message.clone()), _ => None },
-        "session": s.session.as_ref().map(|id| format!("{}…", id.chars().take(6).collect::<String>())),
+        "session": s.session.as_deref().map(ibauth::short_id),
         "tickles": s.tickles,
         "logins": s.logins,
         "rtt_ms": s.last_rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1000.0),
@@ -133,8 +133,8 @@ fn print_status(out: Out, s: &Status) {
         s.tickles,
         s.logins,
         s.session
-            .as_ref()
-            .map(|id| format!("{}…", id.chars().take(6).collect::<String>()))
+            .as_deref()
+            .map(ibauth::short_id)
             .unwrap_or_else(|| "-".into()),
         s.last_rtt
             .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))

@@ -101,7 +101,14 @@ fn init_logging(cli: &Cli) {
         (false, 2) => "debug",
         (false, _) => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // tungstenite logs the raw WebSocket handshake at TRACE — URL query (oauth_token), cookie
+    // and Authorization included — so it never goes above DEBUG, whatever RUST_LOG says.
+    for target in ["tungstenite=debug", "tokio_tungstenite=debug"] {
+        if let Ok(directive) = target.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -355,16 +355,25 @@ fn config_errors_exit_3_with_a_message_naming_the_fix() {
     assert_eq!(err["exit_code"], 3);
 }
 
+/// An in-process sandbox with the generated credential set (OAuth 2.0 and 1.0a) and its config.
 async fn sandbox_with_set(dir: &Path, tls: bool) -> (Sandbox, PathBuf, CredentialSet) {
     let set = CredentialSet::load_or_create(dir).unwrap();
     let sandbox = Sandbox::builder()
         .tls(tls)
         .register(set.registration())
+        .register_consumer(set.consumer_registration())
         .start()
         .await
         .unwrap();
+    let (token, secret) = sandbox
+        .issue_access_token(ibauth_sandbox::SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL)
+        .unwrap();
     let config = set
-        .write_config(sandbox.base_url(), sandbox.ca_pem())
+        .write_config_with(
+            sandbox.base_url(),
+            sandbox.ca_pem(),
+            Some((&token, &secret)),
+        )
         .unwrap();
     (sandbox, config, set)
 }
@@ -424,26 +433,51 @@ async fn no_secret_reaches_the_output_even_at_trace_level() {
     let dir = temp_dir("log-scan");
     let (sandbox, config, set) = sandbox_with_set(&dir, true).await;
     let mut seen = String::new();
-    for command in ["login", "status", "tickle", "logout"] {
+    let mut stream = String::new();
+    let runs: [&[&str]; 7] = [
+        &["login"],
+        &["status"],
+        &["tickle"],
+        &["ws", "--count", "2"],
+        &["logout"],
+        &["--oauth1a", "login"],
+        &["--oauth1a", "ws", "--count", "2"],
+    ];
+    for command in runs {
         let output = ibauth()
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "trace")
-            .args(["-vvv", command])
+            .arg("-vvv")
+            .args(command)
             .output()
             .unwrap();
         // `status` exits 6: it sees the earlier login's session as competing.
         assert!(
             matches!(output.status.code(), Some(0 | 6)),
-            "{command}: {}",
+            "{command:?}: {}",
             text(&output)
         );
-        seen.push_str(&text(&output));
+        if command.contains(&"ws") {
+            // stdout of `ws` is IBKR's own message stream, which names the user (system/sts
+            // messages): scanned for tokens and keys below, not for the username.
+            seen.push_str(&String::from_utf8_lossy(&output.stderr));
+            stream.push_str(&String::from_utf8_lossy(&output.stdout));
+        } else {
+            seen.push_str(&text(&output));
+        }
     }
     // The scan must have had something to scan: every step logged at trace level.
     assert!(seen.contains("http exchange"), "no trace output:\n{seen}");
     assert!(seen.contains("access token obtained"));
 
+    assert!(!seen.contains(SANDBOX_CREDENTIAL), "the credential leaked");
+    assert!(
+        stream.contains("\"topic\":\"sts\""),
+        "the ws streams were read"
+    );
+    // From here on, everything printed is scanned, the message stream included.
+    seen.push_str(&stream);
     let tokens = sandbox.issued_tokens();
     assert!(
         tokens.len() >= 8,
@@ -456,7 +490,20 @@ async fn no_secret_reaches_the_output_even_at_trace_level() {
             "a token leaked into the output"
         );
     }
-    assert!(!seen.contains(SANDBOX_CREDENTIAL), "the credential leaked");
+    // OAuth 1.0a: the access token, its secret, and the keys.
+    let text = std::fs::read_to_string(&config).unwrap();
+    for key in ["access_token", "access_token_secret"] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{key}:")))
+            .unwrap();
+        let value = line.split_once(':').unwrap().1.trim().trim_matches('"');
+        assert!(!seen.contains(value), "the OAuth 1.0a {key} leaked");
+    }
+    assert!(
+        seen.contains("WebSocket connected"),
+        "the ws runs were scanned"
+    );
     // Any JWT (ours start with the base64url of {"alg":"RS256"…) would show as eyJ…
     assert!(
         !seen.contains("eyJhbGciOiJSUzI1NiI"),

@@ -533,7 +533,7 @@ pub(crate) fn lock(state: &Shared) -> MutexGuard<'_, State> {
 /// Runs one handler under the lock, counting and logging refusals.
 fn answer(
     state: &Shared,
-    endpoint: &'static str,
+    endpoint: &str,
     ok: StatusCode,
     handler: impl FnOnce(&mut State) -> Result<Value, Reject>,
 ) -> Response {
@@ -693,28 +693,21 @@ async fn brokerage_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = uri.path().to_owned();
-    let endpoint = path.trim_start_matches("/v1/api/").to_owned();
-    let mut state = lock(&s);
-    let req = brokerage::Req {
-        method: method.as_str(),
-        url: format!("{}{}", state.base_url, path),
-        headers: &headers,
-    };
-    let result = match endpoint.as_str() {
-        "sso/validate" => brokerage::validate(&mut state, &req),
-        "iserver/auth/ssodh/init" => brokerage::init(&mut state, &req, &body),
-        "iserver/auth/status" => brokerage::status(&mut state, &req),
-        "tickle" => brokerage::tickle(&mut state, &req),
-        "logout" => brokerage::logout(&mut state, &req),
-        _ => Err(Reject::ibkr(404, "Not Found")),
-    };
-    match result {
-        Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
-        Err(reject) => {
-            state.counters.rejections += 1;
-            tracing::info!(endpoint, ?reject, "sandbox refused a request");
-            reject.into_response()
+    let path = uri.path();
+    let endpoint = path.trim_start_matches("/v1/api/");
+    answer(&s, endpoint, StatusCode::OK, |state| {
+        let req = brokerage::Req {
+            method: method.as_str(),
+            url: format!("{}{path}", state.base_url),
+            headers: &headers,
+        };
+        match endpoint {
+            "sso/validate" => brokerage::validate(state, &req),
+            "iserver/auth/ssodh/init" => brokerage::init(state, &req, &body),
+            "iserver/auth/status" => brokerage::status(state, &req),
+            "tickle" => brokerage::tickle(state, &req),
+            "logout" => brokerage::logout(state, &req),
+            _ => Err(Reject::ibkr(404, "Not Found")),
         }
-    }
+    })
 }

@@ -63,7 +63,7 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
 }
 pub use session::{
     AuthStatus, Authorizer, BearerAuthorizer, BrokerageClient, IServer, Logout, ServerInfo,
-    SsoValidation, Tickle,
+    SsoValidation, Tickle, short_id,
 };
 
 /// The README's library example, compiled as a doc test so it cannot rot.

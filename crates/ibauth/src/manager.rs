@@ -54,8 +54,9 @@ pub struct FailReason {
     pub message: String,
 }
 
-/// The observable status: state plus the last tickle.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The observable status: state plus the last tickle. `Debug` shows only the start of the
+/// session id (it doubles as the WebSocket cookie).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Status {
     /// The state.
     pub state: SessionState,
@@ -67,6 +68,21 @@ pub struct Status {
     pub tickles: u64,
     /// Full logins so far (the first included).
     pub logins: u64,
+}
+
+impl std::fmt::Debug for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Status")
+            .field("state", &self.state)
+            .field(
+                "session",
+                &self.session.as_deref().map(crate::session::short_id),
+            )
+            .field("last_rtt", &self.last_rtt)
+            .field("tickles", &self.tickles)
+            .field("logins", &self.logins)
+            .finish()
+    }
 }
 
 /// What the manager does, and how often.

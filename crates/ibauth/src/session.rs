@@ -243,7 +243,7 @@ impl fmt::Debug for Tickle {
 impl Tickle {
     /// The start of the session id: enough to tell sessions apart in logs, not enough to use.
     pub fn session_short(&self) -> String {
-        format!("{}…", self.session.chars().take(6).collect::<String>())
+        short_id(&self.session)
     }
 
     /// Time left on the SSO session.
@@ -264,6 +264,12 @@ pub struct IServer {
     /// The brokerage session's flags.
     #[serde(rename = "authStatus")]
     pub auth_status: AuthStatus,
+}
+
+/// The first characters of a session id, for logs and status output: enough to tell sessions
+/// apart, not enough to use (the id doubles as the WebSocket cookie).
+pub fn short_id(id: &str) -> String {
+    format!("{}…", id.chars().take(6).collect::<String>())
 }
 
 /// The answer of `sso/validate` (IBKR's fields vary; these are the ones used). `Debug` hides

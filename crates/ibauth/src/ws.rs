@@ -2,6 +2,9 @@
 //! passes `?oauth_token=<access token>`, OAuth 2.0 the bearer token; both send the cookie
 //! `api=<session id from tickle>`. TLS uses the same rustls and platform verifier as the REST
 //! client, with the same extra CA roots.
+//!
+//! Logging: `tungstenite` prints the raw handshake (query, cookie, `Authorization`) at TRACE.
+//! Keep its target at DEBUG or below in your subscriber; the `ibauth` binary always does.
 
 use std::sync::Arc;
 use std::time::Duration;

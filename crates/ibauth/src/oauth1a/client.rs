@@ -53,7 +53,7 @@ impl fmt::Debug for Oauth1aConfig {
         f.debug_struct("Oauth1aConfig")
             .field("consumer_key", &self.consumer_key)
             .field("realm", &self.realm)
-            .field("access_token", &self.access_token)
+            .field("access_token", &"[REDACTED]")
             .field("access_token_secret", &"[REDACTED]")
             .field("signature_key", &self.signature_key)
             .field("encryption_key", &self.encryption_key)
