@@ -81,14 +81,10 @@ pub enum Command {
         after_help = "Example:\n  ibauth keepalive --health 127.0.0.1:8080\n  ibauth keepalive --json --interval 30"
     )]
     Keepalive {
-        /// Seconds between tickles (IBAUTH_TICKLE_INTERVAL).
-        #[arg(
-            long,
-            value_name = "SECS",
-            env = "IBAUTH_TICKLE_INTERVAL",
-            default_value_t = 60.0
-        )]
-        interval: f64,
+        /// Seconds between tickles [default: `tickle_interval` in the config file, or
+        /// IBAUTH_TICKLE_INTERVAL, or 60].
+        #[arg(long, value_name = "SECS")]
+        interval: Option<f64>,
         /// Serve /livez, /readyz and /status on this address.
         #[arg(long, value_name = "ADDR")]
         health: Option<SocketAddr>,

@@ -20,16 +20,19 @@ use crate::render::{Out, code, config_fail, fail};
 pub struct Options<'a> {
     pub config: Option<&'a Path>,
     pub oauth1a: bool,
-    pub interval: Duration,
+    pub interval: Option<Duration>,
     pub health: Option<SocketAddr>,
 }
 
 pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
-    let policy = Policy {
-        tickle_interval: opts.interval,
-        jitter: opts.interval / 10,
-        ..Policy::default()
+    let mut policy = match Policy::load(opts.config) {
+        Ok(policy) => policy,
+        Err(e) => return config_fail(out, e),
     };
+    if let Some(interval) = opts.interval {
+        policy.tickle_interval = interval;
+        policy.jitter = (interval / 10).min(Duration::from_secs(5));
+    }
     if crate::commands::wants_oauth1a(opts.oauth1a, opts.config) {
         match oauth1a::config::load(opts.config) {
             Ok(config) => match Oauth1aClient::new(config) {
@@ -66,9 +69,21 @@ fn status_json(s: &Status) -> serde_json::Value {
         "state": state_name(&s.state),
         "reason": match &s.state { SessionState::Failed(r) => Some(r.message.clone()), _ => None },
         "session": s.session.as_deref().map(ibauth::short_id),
+        "api_base": s.api_base,
         "tickles": s.tickles,
         "logins": s.logins,
+        "renewals": s.renewals,
+        "recoveries": s.recoveries,
+        "transient_failures": s.transient_failures,
         "rtt_ms": s.last_rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1000.0),
+        "last_tickle": s.last_tickle
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs()),
+        "tokens": s.tokens.iter().map(|t| json!({
+            "kind": t.kind.name(),
+            "obtained_at": t.obtained_at,
+            "expires_at": t.expires_at,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -93,7 +108,7 @@ async fn keep<C: Client + 'static>(
         }
     }
     let running = manager.spawn();
-    let signal = crate::signal::wait_for_signal();
+    let signal = ibauth::signal::shutdown_signal();
     tokio::pin!(signal);
     let mut last = (rx.borrow().state.clone(), rx.borrow().tickles);
     loop {

@@ -7,7 +7,6 @@ mod flow;
 mod keepalive;
 mod render;
 mod sandbox_cmd;
-mod signal;
 mod ws_cmd;
 
 use std::io::IsTerminal;
@@ -52,9 +51,10 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Tickle => commands::run(out, config, Action::Tickle, cli.oauth1a).await,
         Command::Logout => commands::run(out, config, Action::Logout, cli.oauth1a).await,
         Command::Keepalive { interval, health } => {
-            let interval = match std::time::Duration::try_from_secs_f64(interval) {
-                Ok(d) if !d.is_zero() => d,
-                _ => {
+            let interval = match interval.map(std::time::Duration::try_from_secs_f64) {
+                None => None,
+                Some(Ok(d)) if !d.is_zero() => Some(d),
+                Some(_) => {
                     eprintln!("error: --interval must be a positive number of seconds");
                     return ExitCode::from(2);
                 }

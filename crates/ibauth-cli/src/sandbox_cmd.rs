@@ -76,7 +76,7 @@ async fn serve(out: Out, opts: Options<'_>) -> Result<(), String> {
             "ca_file": sandbox.ca_pem().map(|_| opts.dir.join("ca.pem")),
         }),
     );
-    crate::signal::wait_for_signal().await;
+    ibauth::signal::shutdown_signal().await;
     let counters = sandbox.counters();
     sandbox.shutdown().await;
     tracing::info!(?counters, "sandbox stopped");

@@ -52,7 +52,7 @@ pub async fn run(
 /// Prints messages until a signal, the server closing, or `count` messages.
 async fn stream(mut ws: IbkrWebSocket, count: Option<u64>) -> Result<(), Error> {
     let mut seen = 0u64;
-    let signal = crate::signal::wait_for_signal();
+    let signal = ibauth::signal::shutdown_signal();
     tokio::pin!(signal);
     loop {
         if count.is_some_and(|c| seen >= c) {

@@ -423,6 +423,18 @@ impl Control {
         Some((token, encrypted))
     }
 
+    /// Copies this sandbox's OAuth 1.0a access tokens to `other`, as IBKR's numbered hosts
+    /// share one account backend (for host-failover tests).
+    pub fn share_access_tokens_with(&self, other: &Control) {
+        let grants: Vec<_> = lock(&self.state)
+            .oauth1a
+            .tokens
+            .iter()
+            .map(|(token, grant)| (token.clone(), grant.clone()))
+            .collect();
+        lock(&other.state).oauth1a.tokens.extend(grants);
+    }
+
     /// Gives every SSO session of `credential` a new session id, as IBKR's nightly reset does;
     /// open WebSockets of the old session are closed at their next heartbeat.
     pub fn rotate_session(&self, credential: &str) {

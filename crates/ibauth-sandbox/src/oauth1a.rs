@@ -29,6 +29,7 @@ pub struct RegisteredConsumer {
 }
 
 /// An access token the sandbox issued: its plain secret (the prepend) and its user.
+#[derive(Clone)]
 pub(crate) struct AccessGrant1a {
     pub consumer_key: String,
     pub secret: Vec<u8>,

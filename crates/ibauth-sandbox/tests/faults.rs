@@ -47,11 +47,22 @@ async fn scripted_statuses_then_normal_service() {
                 status,
                 message,
                 hint,
-            } => seen.push((status, message, hint.is_some())),
+                retry_after,
+            } => seen.push((status, message, hint.is_some(), retry_after)),
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(seen[0], (429, "Too many requests".to_owned(), true));
+    assert_eq!(
+        seen[0],
+        (
+            429,
+            "Too many requests".to_owned(),
+            true,
+            Some(Duration::from_secs(3))
+        ),
+        "the client reads Retry-After"
+    );
+    assert_eq!(seen[1].3, None);
     assert_eq!(seen[1].0, 500);
     assert!(seen[1].2, "a hint for 'Please query /accounts first'");
     assert_eq!(seen[2].0, 503);

@@ -59,7 +59,7 @@ const KEYS: &[(&str, &str)] = &[
 ];
 
 /// Variables that are read elsewhere and must not be reported as unknown.
-const OTHER_ENV: &[&str] = &["IBAUTH_CONFIG", "IBAUTH_LOG", "IBAUTH_TICKLE_INTERVAL"];
+const OTHER_ENV: &[&str] = &["IBAUTH_CONFIG", "IBAUTH_LOG"];
 
 fn env_name(key: &str) -> &'static str {
     KEYS.iter()
@@ -87,7 +87,7 @@ struct RawYaml {
 }
 
 /// A single string or a list of strings.
-struct OneOrMany(Vec<String>);
+pub(crate) struct OneOrMany(pub(crate) Vec<String>);
 
 impl<'de> serde::Deserialize<'de> for OneOrMany {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -371,11 +371,19 @@ impl ConfigBuilder {
             serde_saphyr::from_str(text).map_err(malformed)?;
         let raw: RawYaml = serde_saphyr::from_str(text).map_err(malformed)?;
         for key in names.keys() {
-            // The `oauth1a:` section belongs to `oauth1a::config`.
-            if key == "oauth1a" || KEYS.iter().any(|(k, _)| k == key) {
+            // The `oauth1a:` section belongs to `oauth1a::config`, the session manager's keys
+            // to `manager::Policy`.
+            if key == "oauth1a"
+                || KEYS.iter().any(|(k, _)| k == key)
+                || crate::manager::policy::is_policy_key(key)
+            {
                 continue;
             }
-            let warning = match did_you_mean(key, KEYS.iter().map(|(k, _)| *k)) {
+            let known = KEYS
+                .iter()
+                .map(|(k, _)| *k)
+                .chain(crate::manager::policy::SETTINGS.iter().map(|(k, _, _)| *k));
+            let warning = match did_you_mean(key, known) {
                 Some(m) => format!(
                     "unknown key `{key}` in {} is ignored; did you mean `{m}`?",
                     path.display()
@@ -430,6 +438,7 @@ impl ConfigBuilder {
                 continue;
             };
             if OTHER_ENV.contains(&name.as_str())
+                || crate::manager::policy::is_policy_env(&name) && name != "IBAUTH_COMPETE"
                 || name.starts_with("IBAUTH_OAUTH1A_")
                 || value.is_empty()
             {
@@ -462,7 +471,8 @@ impl ConfigBuilder {
                     let known = KEYS
                         .iter()
                         .map(|(_, e)| *e)
-                        .chain(OTHER_ENV.iter().copied());
+                        .chain(OTHER_ENV.iter().copied())
+                        .chain(crate::manager::policy::SETTINGS.iter().map(|(_, e, _)| *e));
                     let warning = match did_you_mean(&name, known) {
                         Some(m) => format!("unknown variable {name} is ignored; did you mean {m}?"),
                         None => format!("unknown variable {name} is ignored"),

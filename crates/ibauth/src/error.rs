@@ -91,6 +91,8 @@ pub enum Error {
         message: String,
         /// What usually fixes it, when known.
         hint: Option<&'static str>,
+        /// How long the server asked us to wait (`Retry-After`), when it did.
+        retry_after: Option<Duration>,
     },
 
     /// No answer within the configured timeout.
@@ -175,6 +177,14 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Rejected { status, .. } | Error::Protocol { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked to wait before trying again (`Retry-After` on a 429 or 503).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Rejected { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -387,6 +397,7 @@ mod tests {
             status: 400,
             message: "Bad Request: no bridge".into(),
             hint: hint_for(Step::SsodhInit, 400, "Bad Request: no bridge"),
+            retry_after: None,
         };
         let text = err.to_string();
         assert!(text.starts_with("brokerage session init (POST /v1/api/iserver/auth/ssodh/init)"));
@@ -428,6 +439,7 @@ mod tests {
             status,
             message: String::new(),
             hint: None,
+            retry_after: None,
         };
         assert!(rejected(503).is_transient());
         assert!(rejected(429).is_transient());

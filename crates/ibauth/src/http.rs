@@ -22,6 +22,8 @@ pub struct HttpClient {
 pub(crate) struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The server's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
 }
 
 impl HttpClient {
@@ -86,6 +88,11 @@ impl HttpClient {
             .await
             .map_err(|e| self.transport(step, &host, e))?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
         let body = response
             .bytes()
             .await
@@ -101,7 +108,11 @@ impl HttpClient {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "http exchange"
         );
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            body,
+            retry_after,
+        })
     }
 
     fn transport(&self, step: Step, host: &str, e: reqwest::Error) -> Error {
@@ -179,8 +190,27 @@ impl Reply {
             status: self.status,
             hint: hint_for(step, self.status, &message),
             message,
+            retry_after: self.retry_after,
         })
     }
+}
+
+/// The longest wait taken from a `Retry-After`; a garbled or hostile value must not park a
+/// keep-alive for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3), capped at
+/// [`MAX_RETRY_AFTER`]; a date in the past means no wait.
+pub(crate) fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// IBKR's message from an error body: `{"error": …}`, problem+json `title`/`detail`, or text.
@@ -251,6 +281,7 @@ mod tests {
         let reply = Reply {
             status: 200,
             body: br#"{"error":"not authenticated"}"#.to_vec(),
+            retry_after: None,
         };
         let err = reply.json::<Value>(Step::Tickle).unwrap_err();
         assert!(
@@ -259,15 +290,49 @@ mod tests {
         let ok = Reply {
             status: 200,
             body: br#"{"session":"abc","extra":1}"#.to_vec(),
+            retry_after: None,
         };
         assert!(ok.json::<Value>(Step::Tickle).is_ok());
         let garbled = Reply {
             status: 200,
             body: b"<html>".to_vec(),
+            retry_after: None,
         };
         assert!(matches!(
             garbled.json::<Value>(Step::Tickle),
             Err(Error::Protocol { .. })
         ));
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date_and_capped() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        // 1_700_000_000 is Tue, 14 Nov 2023 22:13:20 GMT.
+        assert_eq!(
+            parse_retry_after("Tue, 14 Nov 2023 22:13:50 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 14 Nov 2023 22:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past means retry now"
+        );
+        assert_eq!(parse_retry_after("999999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn a_rejection_carries_retry_after() {
+        let reply = Reply {
+            status: 429,
+            body: br#"{"error":"Too Many Requests"}"#.to_vec(),
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        let err = reply.check(Step::Tickle).unwrap_err();
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
+        assert!(err.is_transient());
     }
 }

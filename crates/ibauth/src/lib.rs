@@ -44,6 +44,7 @@ pub mod oauth2;
 mod pem;
 mod public_ip;
 mod session;
+pub mod signal;
 pub mod ws;
 
 pub use clock::{Clock, FixedClock, SystemClock};
@@ -52,7 +53,7 @@ pub use config::{
     DEFAULT_TIMEOUT,
 };
 pub use error::{ConfigError, Error, KeyError, Step};
-pub use http::{HttpClient, USER_AGENT};
+pub use http::{HttpClient, MAX_RETRY_AFTER, USER_AGENT};
 pub use key::{DecryptionKey, SigningKey};
 pub use oauth2::Oauth2Client;
 pub use secrecy;

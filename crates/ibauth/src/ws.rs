@@ -119,6 +119,7 @@ pub async fn connect(target: &WsTarget, ping_interval: Duration) -> Result<IbkrW
                     status,
                     hint: crate::error::hint_for(Step::WebSocket, status, &body),
                     message: body,
+                    retry_after: None,
                 }
             }
             other => ws_err(format!("WebSocket handshake failed: {other}")),

@@ -102,6 +102,7 @@ pub fn assert_rejected(
             status,
             message,
             hint,
+            ..
         } => {
             assert_eq!(*step, want_step, "step of: {err}");
             assert_eq!(*status, want_status, "status of: {err}");

@@ -181,6 +181,8 @@ fn default_realm(consumer_key: &str) -> &'static str {
 pub struct LiveSessionToken {
     token: SecretString,
     key: Arc<SecretSlice<u8>>,
+    /// When it was obtained (Unix seconds, local clock).
+    pub obtained_at: u64,
     /// When it expires (Unix milliseconds, from IBKR).
     pub expires_at_ms: u64,
 }
@@ -189,6 +191,7 @@ impl fmt::Debug for LiveSessionToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LiveSessionToken")
             .field("token", &"[REDACTED]")
+            .field("obtained_at", &self.obtained_at)
             .field("expires_at_ms", &self.expires_at_ms)
             .finish()
     }
@@ -298,6 +301,51 @@ impl Oauth1aClient {
         &self.brokerage
     }
 
+    /// The clock the client signs and times tokens with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The REST base URL in use (`https://api.ibkr.com/v1/api/`).
+    pub fn base_url(&self) -> &Url {
+        &self.config.rest_url
+    }
+
+    /// Switches to another API host (`api.ibkr.com`, `5.api.ibkr.com`, …): REST and WebSocket
+    /// calls follow. The live session token is kept (IBKR's hosts share it); it is the host
+    /// that requests are signed for that changes.
+    pub fn set_domain(&mut self, domain: &str) -> Result<(), ConfigError> {
+        let domain = domain.trim();
+        if domain.is_empty() || domain.contains('/') {
+            return Err(ConfigError::Invalid {
+                key: "domain".into(),
+                reason: "must be a host name such as 5.api.ibkr.com".into(),
+            });
+        }
+        self.set_base_url(&format!("https://{domain}"))
+    }
+
+    /// Switches to another base URL (`https://host[:port]`, plain http only on loopback); the
+    /// REST base becomes `{base}/v1/api/` and the WebSocket `ws(s)://host[:port]/v1/api/ws`.
+    pub fn set_base_url(&mut self, base_url: &str) -> Result<(), ConfigError> {
+        let base = crate::config::parse_base_url("base_url", base_url)?;
+        let root = base.as_str().trim_end_matches('/');
+        let ws_root = match root.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}"),
+            Some((_, rest)) => format!("ws://{rest}"),
+            None => root.to_owned(),
+        };
+        let config = self
+            .config
+            .clone()
+            .rest_url(&format!("{root}/v1/api/"))?
+            .ws_url(&format!("{ws_root}/v1/api/ws"))?;
+        tracing::info!(from = %self.config.rest_url, to = %config.rest_url, "API host switched");
+        self.brokerage = BrokerageClient::new(self.http.clone(), config.rest_url.clone());
+        self.config = config;
+        Ok(())
+    }
+
     /// Diffie-Hellman with IBKR for a new live session token, validated against IBKR's
     /// signature of it.
     pub async fn request_live_session_token(&mut self) -> Result<&LiveSessionToken, Error> {
@@ -379,6 +427,7 @@ impl Oauth1aClient {
         Ok(self.lst.insert(LiveSessionToken {
             token,
             key: Arc::new(SecretSlice::from(key)),
+            obtained_at: self.clock.now_unix(),
             expires_at_ms,
         }))
     }

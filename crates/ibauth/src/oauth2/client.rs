@@ -123,6 +123,11 @@ impl Oauth2Client {
         &self.config
     }
 
+    /// The clock the client signs and times tokens with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// Where requests go now.
     pub fn api_base(&self) -> &Url {
         &self.api_base
