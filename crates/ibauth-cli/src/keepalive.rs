@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -11,11 +12,24 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use ibauth::manager::{Client, Policy, SessionManager, SessionState, Status};
 use ibauth::oauth1a::{self, Oauth1aClient};
+use ibauth::store::{FileStore, TokenStore, default_token_file};
 use ibauth::{Config, Oauth2Client};
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::render::{Out, code, config_fail, fail};
+
+/// The token file from the config (`token_file`, IBAUTH_TOKEN_FILE) or the platform default;
+/// without either (no home folder), tokens live only as long as the process.
+pub fn token_store(policy: &Policy) -> Option<Arc<dyn TokenStore>> {
+    match policy.token_file.clone().or_else(default_token_file) {
+        Some(path) => Some(Arc::new(FileStore::new(path))),
+        None => {
+            tracing::warn!("no token_file and no home folder: tokens are not kept between runs");
+            None
+        }
+    }
+}
 
 pub struct Options<'a> {
     pub config: Option<&'a Path>,
@@ -33,10 +47,11 @@ pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
         policy.tickle_interval = interval;
         policy.jitter = (interval / 10).min(Duration::from_secs(5));
     }
+    let store = token_store(&policy);
     if crate::commands::wants_oauth1a(opts.oauth1a, opts.config) {
         match oauth1a::config::load(opts.config) {
             Ok(config) => match Oauth1aClient::new(config) {
-                Ok(client) => keep(out, client, policy, opts.health).await,
+                Ok(client) => keep(out, client, policy, store, opts.health).await,
                 Err(e) => fail(out, &e),
             },
             Err(e) => config_fail(out, e),
@@ -44,7 +59,7 @@ pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
     } else {
         match Config::load(opts.config) {
             Ok(config) => match Oauth2Client::new(config) {
-                Ok(client) => keep(out, client, policy, opts.health).await,
+                Ok(client) => keep(out, client, policy, store, opts.health).await,
                 Err(e) => fail(out, &e),
             },
             Err(e) => config_fail(out, e),
@@ -91,9 +106,13 @@ async fn keep<C: Client + 'static>(
     out: Out,
     client: C,
     policy: Policy,
+    store: Option<Arc<dyn TokenStore>>,
     health: Option<SocketAddr>,
 ) -> ExitCode {
-    let manager = SessionManager::new(client, policy);
+    let mut manager = SessionManager::new(client, policy);
+    if let Some(store) = store {
+        manager = manager.with_store(store);
+    }
     let mut rx = manager.watch();
     if let Some(addr) = health {
         match serve_health(addr, manager.watch()).await {

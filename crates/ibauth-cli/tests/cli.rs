@@ -16,6 +16,14 @@ fn ibauth() -> Command {
             cmd.env_remove(name);
         }
     }
+    // Nor their token file: each command gets a default one of its own, so tokens are only
+    // shared where a test names a file (IBAUTH_TOKEN_FILE).
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    cmd.env(
+        "XDG_STATE_HOME",
+        std::env::temp_dir().join(format!("ibauth-cli-state-{}-{n}", std::process::id())),
+    );
     cmd
 }
 
@@ -621,4 +629,85 @@ async fn keepalive_logs_out_exactly_once_on_sigterm() {
 #[tokio::test(flavor = "multi_thread")]
 async fn keepalive_logs_out_exactly_once_on_sigint() {
     keepalive_until_signal("-INT").await;
+}
+
+/// Starts `ibauth keepalive` on `config` with `token_file`; returns it once it reported
+/// `tickles` tickles, with the rest of its JSON lines.
+fn keepalive_with_store(
+    config: &Path,
+    token_file: &Path,
+    tickles: u64,
+) -> (
+    Running,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut child = ibauth()
+        .arg("--config")
+        .arg(config)
+        .env("IBAUTH_TOKEN_FILE", token_file)
+        .args(["--json", "keepalive", "--interval", "0.05"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if line["tickles"].as_u64().unwrap_or(0) >= tickles {
+            assert_eq!(line["state"], "authenticated");
+            break;
+        }
+    }
+    (Running(child), lines)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keepalive_killed_hard_leaves_a_whole_token_file_the_next_run_reuses() {
+    let dir = temp_dir("killhard");
+    let (sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    let token_file = dir.join("state").join("tokens.json");
+
+    let (mut first, _lines) = keepalive_with_store(&config, &token_file, 3);
+    let stored: Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
+    assert_eq!(stored["method"], "oauth2");
+    assert!(stored["session_id"].is_string(), "{stored}");
+    first.0.kill().unwrap(); // SIGKILL: no handler, no logout, no cleanup
+    first.0.wait().unwrap();
+    assert_eq!(sandbox.counters().logouts, 0);
+
+    // Nothing half-written: the document is whole, nothing but the lock file beside it.
+    let after: Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
+    assert_eq!(after["bearer"], stored["bearer"]);
+    let mut names: Vec<String> = std::fs::read_dir(token_file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["tokens.json", "tokens.json.lock"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // The next run takes the stored tokens over: no new login, and the session goes on.
+    let logins = sandbox.counters().access_tokens;
+    let (second, lines) = keepalive_with_store(&config, &token_file, 3);
+    assert_eq!(
+        sandbox.counters().access_tokens,
+        logins,
+        "reused, not a new login"
+    );
+    signal(&second.0, "-TERM");
+    let mut second = second;
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = second.0.wait().unwrap();
+        (status, lines.map_while(Result::ok).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    assert!(exit.0.success(), "{:?}", exit.1);
+    assert_eq!(sandbox.counters().logouts, 1);
+    assert!(!token_file.exists(), "logged out: the tokens are gone too");
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use ibauth::manager::{Policy, SessionManager, SessionState, Status, TokenKind};
 use ibauth::oauth1a::{DhGroup, Oauth1aClient, Oauth1aConfig};
 use ibauth::secrecy::SecretString;
+use ibauth::store::{FileStore, TokenStore};
 use ibauth::{Config, DecryptionKey, Oauth2Client, SigningKey};
 use ibauth_sandbox::{
     ClientRegistration, ConsumerRegistration, FailWith, Lifetimes, RFC3526_PRIME_2048, Sandbox,
@@ -642,4 +643,57 @@ async fn shutdown_is_bounded_when_the_server_hangs() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
     assert_ne!(rx.borrow().state, SessionState::LoggedOut);
+}
+
+#[tokio::test]
+async fn managers_sharing_a_token_file_log_in_once_even_after_revocation() {
+    let sandbox = sandbox(Lifetimes::default()).await;
+    let dir = std::env::temp_dir().join(format!("ibauth-manager-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store: Arc<dyn TokenStore> = Arc::new(FileStore::new(dir.join("tokens.json")));
+    let mut receivers = Vec::new();
+    let mut running = Vec::new();
+    for _ in 0..4 {
+        let manager = SessionManager::new(client(sandbox.base_url(), USER), policy())
+            .with_store(store.clone());
+        receivers.push(manager.watch());
+        running.push(manager.spawn());
+    }
+    for rx in &mut receivers {
+        wait_until(rx, |s| {
+            s.tickles >= 2 && s.state == SessionState::Authenticated
+        })
+        .await;
+    }
+    assert_eq!(
+        sandbox.counters().access_tokens,
+        1,
+        "one login for four managers"
+    );
+    let logins: u64 = receivers.iter().map(|rx| rx.borrow().logins).sum();
+    assert_eq!(logins, 1, "the others adopted the stored tokens");
+
+    // The server revokes every token: all four see 401 at once, one logs in again.
+    sandbox.expire_tokens_now();
+    for rx in &mut receivers {
+        let before = rx.borrow().tickles;
+        wait_until(rx, |s| {
+            s.tickles >= before + 3 && s.state == SessionState::Authenticated
+        })
+        .await;
+    }
+    assert_eq!(sandbox.counters().access_tokens, 2, "exactly one new login");
+    // All at once, as processes stopped together would: one logout ends the shared session.
+    let stopping: Vec<_> = running
+        .into_iter()
+        .map(|r| tokio::spawn(r.shutdown()))
+        .collect();
+    for s in stopping {
+        s.await.unwrap();
+    }
+    assert!(
+        store.load().unwrap().is_none(),
+        "cleared by the logout that ended the shared session"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -148,6 +148,10 @@ pub enum Error {
         source: crate::oauth1a::LstError,
     },
 
+    /// The token store failed (unreadable, exposed to other users, from a newer ibauth, …).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+
     /// Every public-IP lookup URL failed.
     #[error(
         "public IP lookup failed ({detail}); set `public_ip` in the config (or IBAUTH_PUBLIC_IP) to the address IBKR sees"
@@ -162,7 +166,7 @@ impl Error {
     /// The step that failed, if the error happened at one.
     pub fn step(&self) -> Option<Step> {
         match self {
-            Error::Config(_) => None,
+            Error::Config(_) | Error::Store(_) => None,
             Error::Rejected { step, .. }
             | Error::Timeout { step, .. }
             | Error::Network { step, .. }
@@ -199,7 +203,9 @@ impl Error {
             Error::Rejected { status, .. } | Error::Protocol { status, .. } => {
                 *status == 429 || *status >= 500
             }
-            Error::Config(_) | Error::NotReady { .. } | Error::Lst { .. } => false,
+            Error::Config(_) | Error::NotReady { .. } | Error::Lst { .. } | Error::Store(_) => {
+                false
+            }
         }
     }
 }

@@ -45,6 +45,7 @@ mod pem;
 mod public_ip;
 mod session;
 pub mod signal;
+pub mod store;
 pub mod ws;
 
 pub use clock::{Clock, FixedClock, SystemClock};

@@ -6,6 +6,7 @@ use crate::error::{ConfigError, Error};
 use crate::oauth1a::Oauth1aClient;
 use crate::oauth2::Oauth2Client;
 use crate::session::{AuthStatus, Logout, Tickle};
+use crate::store::StoredTokens;
 
 /// A token the manager keeps fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,6 +77,12 @@ pub trait Client: Send {
     fn api_base(&self) -> String;
     /// Moves to another API host: a host name (`1.api.ibkr.com`) or a base URL.
     fn switch_host(&mut self, host: &str) -> Result<(), ConfigError>;
+    /// A fingerprint of the credentials, which stored tokens must match.
+    fn identity(&self) -> String;
+    /// The tokens held, as a document to store (`created_at` = `now`).
+    fn stored_tokens(&self, now: u64) -> Option<StoredTokens>;
+    /// Takes over stored tokens; false (and nothing changed) if they are not this client's.
+    fn restore_tokens(&mut self, stored: &StoredTokens) -> bool;
 }
 
 impl Client for Oauth2Client {
@@ -144,6 +151,15 @@ impl Client for Oauth2Client {
             self.set_domain(host)
         }
     }
+    fn identity(&self) -> String {
+        Self::identity(self)
+    }
+    fn stored_tokens(&self, now: u64) -> Option<StoredTokens> {
+        Self::stored_tokens(self, now)
+    }
+    fn restore_tokens(&mut self, stored: &StoredTokens) -> bool {
+        Self::restore_tokens(self, stored)
+    }
 }
 
 impl Client for Oauth1aClient {
@@ -194,6 +210,15 @@ impl Client for Oauth1aClient {
         } else {
             self.set_domain(host)
         }
+    }
+    fn identity(&self) -> String {
+        Self::identity(self)
+    }
+    fn stored_tokens(&self, now: u64) -> Option<StoredTokens> {
+        Self::stored_tokens(self, now)
+    }
+    fn restore_tokens(&mut self, stored: &StoredTokens) -> bool {
+        Self::restore_tokens(self, stored)
     }
 }
 

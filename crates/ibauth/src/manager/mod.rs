@@ -24,12 +24,15 @@ pub(crate) mod policy;
 pub use client::{Client, TokenExpiry, TokenKind};
 pub use policy::Policy;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{oneshot, watch};
 
 use crate::error::Error;
 use crate::session::AuthStatus;
+use crate::store::TokenStore;
+use crate::store::shared::{self, Source};
 
 /// Where the brokerage session stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +117,7 @@ impl std::fmt::Debug for Status {
 pub struct SessionManager<C: Client> {
     client: C,
     policy: Policy,
+    store: Option<Arc<dyn TokenStore>>,
     status: watch::Sender<Status>,
     failed_logins: u32,
     backoff: Duration,
@@ -157,10 +161,19 @@ impl<C: Client + 'static> SessionManager<C> {
         Self {
             client,
             policy,
+            store: None,
             status,
             failed_logins: 0,
             backoff,
         }
+    }
+
+    /// Keeps tokens in `store`: valid stored tokens are used instead of a first login, every
+    /// login and renewal is saved, a refresh takes the store's lock and adopts what another
+    /// process refreshed meanwhile, and the logout on shutdown clears them.
+    pub fn with_store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// A receiver of every status change.
@@ -243,7 +256,19 @@ impl<C: Client + 'static> SessionManager<C> {
         {
             return;
         }
-        match tokio::time::timeout(self.policy.shutdown_timeout, self.client.logout()).await {
+        let before = self.client.stored_tokens(self.client.now_unix());
+        let store = self.store.clone();
+        let timeout = self.policy.shutdown_timeout;
+        let logout = async {
+            let result = self.client.logout().await;
+            if let (Ok(_), Some(store), Some(before)) = (&result, &store, &before)
+                && let Err(e) = shared::forget(store, before).await
+            {
+                tracing::warn!(error = %e, "cannot clear the stored tokens after logout");
+            }
+            result
+        };
+        match tokio::time::timeout(timeout, logout).await {
             Ok(Ok(_)) => self.set(SessionState::LoggedOut, "shutdown"),
             Ok(Err(e)) => tracing::warn!(error = %e, "logout on shutdown failed"),
             Err(_) => tracing::warn!(
@@ -323,8 +348,24 @@ impl<C: Client + 'static> SessionManager<C> {
         tracing::info!(host = %self.client.api_base(), "logging in");
         let init = self.policy.init_brokerage_session;
         let compete = self.policy.compete;
+        let store = self.store.clone();
+        let margin = self.policy.renew_margin;
+        let mut source = Source::Refreshed;
         let result = async {
-            self.client.login().await?;
+            match &store {
+                Some(store) => {
+                    source = shared::refresh(
+                        &mut self.client,
+                        store,
+                        margin,
+                        true,
+                        async |c: &mut C| c.login().await,
+                    )
+                    .await?
+                    .0;
+                }
+                None => self.client.login().await?,
+            }
             if init {
                 self.client.init(compete).await.map(Some)
             } else {
@@ -338,8 +379,12 @@ impl<C: Client + 'static> SessionManager<C> {
                 let again = self.status.borrow().logins > 0;
                 self.failed_logins = 0;
                 self.backoff = self.policy.min_backoff;
+                let logged_in = source == Source::Refreshed;
+                if !logged_in {
+                    tracing::info!("using stored tokens (no new login)");
+                }
                 self.status.send_modify(|s| {
-                    s.logins += 1;
+                    s.logins += u64::from(logged_in);
                     s.recoveries += u64::from(again);
                 });
                 match status {
@@ -353,15 +398,21 @@ impl<C: Client + 'static> SessionManager<C> {
             }
             Err(e) => {
                 self.failed_logins += 1;
-                let gone = e.status() == Some(410) && self.fail_over();
-                let transient = e.is_transient() || gone;
-                if !transient || self.failed_logins >= self.policy.max_failed_logins {
+                // 410 asks for another host or a fresh token: worth another try. So is any
+                // rejection once these credentials have worked (IBKR answers oddly while it
+                // restarts); the cap still stops a revoked key from hammering the login.
+                let gone = e.status() == Some(410);
+                let moved = gone && self.fail_over();
+                let proven = self.status.borrow().logins > 0;
+                let retry = e.is_transient() || gone || proven;
+                if !retry || self.failed_logins >= self.policy.max_failed_logins {
+                    let permanent = !e.is_transient() && !gone;
                     self.set(
                         SessionState::Failed(FailReason {
-                            permanent: !transient,
+                            permanent,
                             message: e.to_string(),
                         }),
-                        if transient {
+                        if retry {
                             "too many failed logins"
                         } else {
                             "login rejected"
@@ -369,12 +420,10 @@ impl<C: Client + 'static> SessionManager<C> {
                     );
                     return Next::Stop;
                 }
-                if gone {
+                if moved {
                     return Next::After(Duration::ZERO);
                 }
-                if self.state() == SessionState::Reauthenticating {
-                    self.status.send_modify(|s| s.transient_failures += 1);
-                }
+                self.status.send_modify(|s| s.transient_failures += 1);
                 Next::After(self.back_off(&e))
             }
         }
@@ -451,7 +500,22 @@ impl<C: Client + 'static> SessionManager<C> {
         let held = self.state() == SessionState::Authenticated;
         let names: Vec<&str> = due.iter().map(|k| k.name()).collect();
         tracing::info!(tokens = ?names, "renewing tokens before they expire");
-        let renewed = self.client.renew(&due).await;
+        let renewed = match self.store.clone() {
+            Some(store) => {
+                let margin = self.policy.renew_margin;
+                let due = due.clone();
+                shared::refresh(
+                    &mut self.client,
+                    &store,
+                    margin,
+                    false,
+                    async |c: &mut C| c.renew(&due).await,
+                )
+                .await
+                .map(|_| ())
+            }
+            None => self.client.renew(&due).await,
+        };
         self.refresh_tokens();
         if let Err(e) = renewed {
             return Some(self.on_error(e, "token renewal failed").await);
@@ -482,12 +546,22 @@ impl<C: Client + 'static> SessionManager<C> {
                 self.backoff = self.policy.min_backoff;
                 let rtt = started.elapsed();
                 let was = self.state();
+                let new_session = self.status.borrow().session.as_deref() != Some(&tickle.session);
                 self.status.send_modify(|s| {
                     s.tickles += 1;
                     s.last_rtt = Some(rtt);
                     s.last_tickle = Some(SystemTime::now());
                     s.session = Some(tickle.session.clone());
                 });
+                if new_session
+                    && let Some(store) = self.store.clone()
+                    && let Some(mut doc) = self.client.stored_tokens(self.client.now_unix())
+                {
+                    doc.session_id = Some(tickle.session.clone());
+                    if let Err(e) = shared::save(&store, doc).await {
+                        tracing::warn!(error = %e, "cannot store the session id");
+                    }
+                }
                 self.refresh_tokens();
                 let flags = tickle.auth_status().clone();
                 if flags.authenticated || !self.policy.init_brokerage_session {

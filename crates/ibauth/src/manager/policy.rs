@@ -54,6 +54,10 @@ pub struct Policy {
     pub failover_hosts: Vec<String>,
     /// Longest wait for the logout on shutdown.
     pub shutdown_timeout: Duration,
+    /// Where tokens are kept between runs (`token_file`, `IBAUTH_TOKEN_FILE`); `None`: the
+    /// platform's default ([`crate::store::default_token_file`]). Read by whoever builds the
+    /// store (the CLI does); the manager itself takes a store, not a path.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for Policy {
@@ -72,6 +76,7 @@ impl Default for Policy {
             renew_margin: Duration::from_secs(600),
             failover_hosts: Vec::new(),
             shutdown_timeout: Duration::from_secs(5),
+            token_file: None,
         }
     }
 }
@@ -100,6 +105,7 @@ pub(crate) const SETTINGS: &[(&str, &str, &str)] = &[
     ("renew_margin", "IBAUTH_RENEW_MARGIN", ""),
     ("failover_hosts", "IBAUTH_FAILOVER_HOSTS", ""),
     ("shutdown_timeout", "IBAUTH_SHUTDOWN_TIMEOUT", ""),
+    ("token_file", "IBAUTH_TOKEN_FILE", ""),
 ];
 
 /// ibind's names for two of the keys, accepted in the YAML file too.
@@ -203,6 +209,7 @@ fn read_yaml(
         renew_margin: Option<String>,
         failover_hosts: Option<OneOrMany>,
         shutdown_timeout: Option<String>,
+        token_file: Option<String>,
     }
     if !map.keys().any(|k| is_policy_key(k)) {
         return Ok(());
@@ -228,6 +235,17 @@ fn read_yaml(
     put("max_failed_logins", file.max_failed_logins);
     put("renew_margin", file.renew_margin);
     put("shutdown_timeout", file.shutdown_timeout);
+    // Relative to the config file's folder, as every path in it.
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+    put(
+        "token_file",
+        file.token_file
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| match folder {
+                Some(folder) => folder.join(t.trim()).to_string_lossy().into_owned(),
+                None => t.trim().to_owned(),
+            }),
+    );
     if let Some(hosts) = file.failover_hosts {
         raw.insert("failover_hosts", (hosts.0, origin));
     }
@@ -288,6 +306,7 @@ fn build(raw: &BTreeMap<&'static str, (Vec<String>, String)>) -> Result<Policy, 
             }
             "renew_margin" => policy.renew_margin = seconds(0.0, 86_400.0)?,
             "shutdown_timeout" => policy.shutdown_timeout = seconds(0.1, 300.0)?,
+            "token_file" => policy.token_file = Some(PathBuf::from(text)),
             "failover_hosts" => {
                 let hosts: Vec<String> = values
                     .iter()
@@ -379,6 +398,19 @@ mod tests {
         assert!(!p.init_brokerage_session);
         assert!(!p.logout_on_shutdown);
         assert_eq!(p.failover_hosts, ["5.api.ibkr.com", "https://127.0.0.1:9"]);
+    }
+
+    #[test]
+    fn token_file_is_relative_to_the_config_file_and_overridable() {
+        let path = temp_yaml("tokens.yaml", "token_file: state/tokens.json\n");
+        let p = Policy::load_with_env(Some(&path), NO_ENV).unwrap();
+        assert_eq!(
+            p.token_file.unwrap(),
+            path.parent().unwrap().join("state/tokens.json")
+        );
+        let p =
+            Policy::load_with_env(Some(&path), &[("IBAUTH_TOKEN_FILE", "/tmp/t.json")]).unwrap();
+        assert_eq!(p.token_file.unwrap(), PathBuf::from("/tmp/t.json"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::error::{ConfigError, Error, Step};
 use crate::http::HttpClient;
 use crate::key::{DecryptionKey, SigningKey};
 use crate::session::{AuthStatus, Authorizer, BrokerageClient, Logout, SsoValidation, Tickle};
+use crate::store::{StoredLst, StoredTokens};
 
 /// IBKR's demo consumer, valid only with the `test_realm` realm.
 pub const TEST_CONSUMER: &str = "TESTCONS";
@@ -289,6 +290,54 @@ impl Oauth1aClient {
             brokerage,
             lst: None,
         })
+    }
+
+    /// A fingerprint of the consumer key and access token: stored tokens are only used by the
+    /// client they were issued to. Neither can be read back from it.
+    pub fn identity(&self) -> String {
+        crate::store::fingerprint(&[
+            "oauth1a",
+            &self.config.consumer_key,
+            &self.config.access_token,
+        ])
+    }
+
+    /// The live session token, as a document to store (`created_at` = `now`).
+    pub fn stored_tokens(&self, now: u64) -> Option<StoredTokens> {
+        let lst = self.lst.as_ref()?;
+        let mut doc = StoredTokens::new(
+            "oauth1a",
+            self.identity(),
+            self.config.rest_url.to_string(),
+            now,
+        );
+        doc.live_session_token = Some(StoredLst {
+            token: lst.token.clone(),
+            obtained_at: lst.obtained_at,
+            expires_at_ms: lst.expires_at_ms,
+        });
+        Some(doc)
+    }
+
+    /// Takes over a stored live session token. Refused (nothing changes) if it belongs to
+    /// another consumer or access token, or is not valid base64.
+    pub fn restore_tokens(&mut self, stored: &StoredTokens) -> bool {
+        if stored.method != "oauth1a" || stored.identity != self.identity() {
+            return false;
+        }
+        let Some(lst) = &stored.live_session_token else {
+            return false;
+        };
+        let Ok(key) = STANDARD.decode(lst.token.expose_secret()) else {
+            return false;
+        };
+        self.lst = Some(LiveSessionToken {
+            token: lst.token.clone(),
+            key: Arc::new(SecretSlice::from(key)),
+            obtained_at: lst.obtained_at,
+            expires_at_ms: lst.expires_at_ms,
+        });
+        true
     }
 
     /// The current live session token, if any.

@@ -19,6 +19,7 @@ use crate::public_ip;
 use crate::session::{
     AuthStatus, BearerAuthorizer, BrokerageClient, Logout, SsoValidation, Tickle,
 };
+use crate::store::{StoredBearer, StoredToken, StoredTokens};
 
 /// The OAuth 2.0 access token (about 24 h), which opens SSO sessions.
 #[derive(Debug, Clone)]
@@ -154,6 +155,65 @@ impl Oauth2Client {
         self.api_base = url;
         self.brokerage = brokerage;
         Ok(())
+    }
+
+    /// A fingerprint of the credentials (client id, key id, credential): stored tokens are
+    /// only used by the client they were issued to. No credential can be read back from it.
+    pub fn identity(&self) -> String {
+        crate::store::fingerprint(&[
+            "oauth2",
+            self.config.client_id(),
+            self.config.client_key_id(),
+            self.config.credential().expose_secret(),
+        ])
+    }
+
+    /// The tokens held, as a document to store (`created_at` = `now`; keep the stored one
+    /// across renewals). `None` without a bearer token.
+    pub fn stored_tokens(&self, now: u64) -> Option<StoredTokens> {
+        let bearer = self.bearer.as_ref()?;
+        let mut doc = StoredTokens::new("oauth2", self.identity(), self.api_base.to_string(), now);
+        doc.access_token = self.access.as_ref().map(|a| StoredToken {
+            token: a.token.clone(),
+            token_type: a.token_type.clone(),
+            scope: a.scope.clone(),
+            obtained_at: a.obtained_at,
+            expires_at: a.expires_at,
+        });
+        doc.bearer = Some(StoredBearer {
+            token: bearer.token.clone(),
+            ip: bearer.ip,
+            obtained_at: bearer.obtained_at,
+            expires_at: bearer.expires_at,
+        });
+        Some(doc)
+    }
+
+    /// Takes over stored tokens. Refused (nothing changes) if they belong to other
+    /// credentials or another auth method, or hold no bearer token.
+    pub fn restore_tokens(&mut self, stored: &StoredTokens) -> bool {
+        if stored.method != "oauth2" || stored.identity != self.identity() {
+            return false;
+        }
+        let Some(bearer) = &stored.bearer else {
+            return false;
+        };
+        self.access = stored.access_token.as_ref().map(|a| AccessToken {
+            token: a.token.clone(),
+            token_type: a.token_type.clone(),
+            scope: a.scope.clone(),
+            obtained_at: a.obtained_at,
+            expires_at: a.expires_at,
+        });
+        self.bearer = Some(BearerToken {
+            token: bearer.token.clone(),
+            active: true,
+            ip: bearer.ip,
+            obtained_at: bearer.obtained_at,
+            expires_at: bearer.expires_at,
+        });
+        self.last_ip = Some(bearer.ip);
+        true
     }
 
     /// The current access token, if any.

@@ -1,0 +1,165 @@
+//! Tokens that outlive the process: a [`TokenStore`] trait (load / save / lock) with a file
+//! store (the default: atomic, private, locked) and an in-memory store, and the document they
+//! keep — only tokens IBKR issued, never a private key.
+//!
+//! ```
+//! # fn main() -> Result<(), ibauth::store::StoreError> {
+//! use ibauth::store::{FileStore, TokenStore};
+//! let dir = std::env::temp_dir().join(format!("ibauth-doc-{}", std::process::id()));
+//! let store = FileStore::new(dir.join("tokens.json"));
+//! assert!(store.load()?.is_none()); // nothing stored yet
+//! let _guard = store.lock()?;       // other processes wait here while this one logs in
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(()) }
+//! ```
+
+mod file;
+mod session;
+pub mod shared;
+
+pub use file::{FileStore, default_token_file};
+pub(crate) use session::fingerprint;
+pub use session::{StoredBearer, StoredLst, StoredToken, StoredTokens};
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// The version of the stored document this build writes; it reads this and older ones.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Where tokens are kept between runs.
+///
+/// Implementations must make `save` atomic (a reader sees the old or the new document, never
+/// part of one) and `lock` exclusive across every process that shares the store.
+pub trait TokenStore: Send + Sync {
+    /// The stored tokens, if any.
+    fn load(&self) -> Result<Option<StoredTokens>, StoreError>;
+    /// Replaces the stored tokens.
+    fn save(&self, tokens: &StoredTokens) -> Result<(), StoreError>;
+    /// Removes the stored tokens (after a logout).
+    fn clear(&self) -> Result<(), StoreError>;
+    /// Takes the store's exclusive lock, waiting for it; held until the guard is dropped. Take
+    /// it around a refresh, then `load` again: another process may have refreshed meanwhile.
+    fn lock(&self) -> Result<StoreLock, StoreError>;
+}
+
+/// Holds a store's lock until dropped.
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct StoreLock(#[allow(dead_code)] Box<dyn Send>);
+
+impl StoreLock {
+    /// A guard that releases whatever `held` holds when dropped.
+    pub fn new(held: impl Send + 'static) -> Self {
+        Self(Box::new(held))
+    }
+}
+
+impl std::fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreLock")
+    }
+}
+
+/// What can go wrong with a token store; every message says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Reading, writing or locking failed.
+    #[error("token file {}: cannot {action}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file (or its folder) can be read by other users; it is refused, not used.
+    #[error(
+        "token file {} is readable by other users (mode {mode:o}); it holds live session tokens: run `chmod 600 {}` (and `chmod 700` on its folder), or delete it and log in again",
+        .path.display(), .path.display()
+    )]
+    Exposed {
+        /// The file or folder.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file was written by a newer ibauth.
+    #[error(
+        "token file {} has schema version {found}, newer than this ibauth understands ({SCHEMA_VERSION}); upgrade ibauth, or point `token_file` elsewhere",
+        .path.display()
+    )]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+    },
+    /// A custom store failed.
+    #[error("token store: {0}")]
+    Other(String),
+}
+
+/// Tokens kept in memory: shared by clones, gone when the process ends. For tests, and for
+/// programs that keep tokens elsewhere and only want the locking discipline.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    tokens: Arc<Mutex<Option<StoredTokens>>>,
+    held: Arc<(Mutex<bool>, Condvar)>,
+}
+
+/// Releases a [`MemoryStore`]'s lock.
+struct MemoryLock(Arc<(Mutex<bool>, Condvar)>);
+
+impl Drop for MemoryLock {
+    fn drop(&mut self) {
+        let (held, freed) = &*self.0;
+        *held.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        freed.notify_one();
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl TokenStore for MemoryStore {
+    fn load(&self) -> Result<Option<StoredTokens>, StoreError> {
+        Ok(self
+            .tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone())
+    }
+
+    fn save(&self, tokens: &StoredTokens) -> Result<(), StoreError> {
+        *self
+            .tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(tokens.clone());
+        Ok(())
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        *self
+            .tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<StoreLock, StoreError> {
+        let (held, freed) = &*self.held;
+        let mut taken = held.lock().unwrap_or_else(|p| p.into_inner());
+        while *taken {
+            taken = freed.wait(taken).unwrap_or_else(|p| p.into_inner());
+        }
+        *taken = true;
+        Ok(StoreLock::new(MemoryLock(self.held.clone())))
+    }
+}
