@@ -349,6 +349,14 @@ impl Control {
         }
     }
 
+    /// Loses `credential`'s bridge to the backend: still authenticated, `connected: false`
+    /// until `ssodh/init` again.
+    pub fn disconnect(&self, credential: &str) {
+        if let Some(b) = lock(&self.state).brokerage.get_mut(credential) {
+            b.connected = false;
+        }
+    }
+
     /// Hands `credential`'s brokerage session to another login: the current one sees
     /// `competing: true` until it initialises again with `compete`.
     pub fn report_competing(&self, credential: &str) {
@@ -677,13 +685,14 @@ async fn admin_action(
         "delay" => {
             handle.delay_responses(number("ms").filter(|ms| *ms > 0).map(Duration::from_millis))
         }
-        "drop_session" | "competing" | "rotate_session" => {
+        "drop_session" | "competing" | "rotate_session" | "disconnect" => {
             let Some(credential) = text("credential") else {
                 return Reject::ibkr(400, "credential missing").into_response();
             };
             match action.as_str() {
                 "drop_session" => handle.drop_session(&credential),
                 "competing" => handle.report_competing(&credential),
+                "disconnect" => handle.disconnect(&credential),
                 _ => handle.rotate_session(&credential),
             }
         }

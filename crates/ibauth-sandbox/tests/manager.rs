@@ -697,3 +697,54 @@ async fn managers_sharing_a_token_file_log_in_once_even_after_revocation() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_lost_bridge_is_re_initialised() {
+    let (sandbox, client) = setup(USER).await;
+    let manager = SessionManager::new(client, policy());
+    let mut rx = manager.watch();
+    let seen = record(manager.watch());
+    let running = manager.spawn();
+    wait_until(&mut rx, |s| s.tickles >= 1).await;
+    let inits = sandbox.counters().inits;
+    sandbox.disconnect(USER);
+    let status = wait_until(&mut rx, |s| {
+        s.recoveries >= 1 && s.state == SessionState::Authenticated
+    })
+    .await;
+    assert!(
+        seen.lock()
+            .unwrap()
+            .contains(&SessionState::Reauthenticating)
+    );
+    assert_eq!(sandbox.counters().inits, inits + 1, "re-initialised once");
+    assert_eq!(sandbox.counters().access_tokens, 1);
+    assert_eq!(status.logins, 1);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn please_query_accounts_first_starts_recovery_not_a_backoff() {
+    let (sandbox, client) = setup(USER).await;
+    let manager = SessionManager::new(client, policy());
+    let mut rx = manager.watch();
+    let seen = record(manager.watch());
+    let running = manager.spawn();
+    wait_until(&mut rx, |s| s.tickles >= 1).await;
+    let statuses = sandbox.counters().statuses;
+    sandbox.fail_next(1, FailWith::new(500, "Please query /accounts first"));
+    let status = wait_until(&mut rx, |s| {
+        s.recoveries >= 1 && s.state == SessionState::Authenticated
+    })
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.contains(&SessionState::Reauthenticating), "{seen:?}");
+    assert!(!seen.contains(&SessionState::Disconnected), "{seen:?}");
+    assert_eq!(
+        sandbox.counters().statuses,
+        statuses + 1,
+        "status re-checked first"
+    );
+    assert_eq!(status.transient_failures, 0);
+    running.shutdown().await;
+}

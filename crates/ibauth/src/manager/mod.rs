@@ -564,13 +564,15 @@ impl<C: Client + 'static> SessionManager<C> {
                 }
                 self.refresh_tokens();
                 let flags = tickle.auth_status().clone();
-                if flags.authenticated || !self.policy.init_brokerage_session {
+                if flags.authenticated && flags.connected || !self.policy.init_brokerage_session {
                     if was == SessionState::Disconnected {
                         self.status.send_modify(|s| s.recoveries += 1);
                     }
                     self.set(SessionState::Authenticated, "tickle");
                 } else if flags.competing && !self.policy.compete {
                     self.set(SessionState::Competing, "another login holds the session");
+                } else if flags.authenticated {
+                    self.recover("tickle: not connected").await;
                 } else {
                     self.recover("tickle: not authenticated").await;
                 }
@@ -603,6 +605,13 @@ impl<C: Client + 'static> SessionManager<C> {
                 );
                 Next::After(Duration::ZERO)
             }
+            // IBKR's way of saying the brokerage session is gone (or about to go), whatever
+            // the status code: recover, do not just wait.
+            _ if session_trouble(&e) => {
+                tracing::warn!(error = %e, "{what}; recovering");
+                self.recover(what).await;
+                Next::After(self.interval())
+            }
             _ if e.is_transient() => {
                 self.status.send_modify(|s| s.transient_failures += 1);
                 self.set(SessionState::Disconnected, "transient failure");
@@ -625,6 +634,7 @@ impl<C: Client + 'static> SessionManager<C> {
         tracing::info!("recovery: re-checking the session status");
         if let Ok(status) = self.client.status().await
             && status.authenticated
+            && status.connected
         {
             self.status.send_modify(|s| s.recoveries += 1);
             self.set(SessionState::Authenticated, "status: still authenticated");
@@ -642,6 +652,18 @@ impl<C: Client + 'static> SessionManager<C> {
             // Still Reauthenticating: the next step logs in again.
             _ => tracing::info!("recovery: re-init did not help; logging in again"),
         }
+    }
+}
+
+/// "no bridge" (no brokerage session) and "Please query /accounts first" (which IBKR sends
+/// just before dropping one).
+fn session_trouble(e: &Error) -> bool {
+    match e {
+        Error::Rejected { message, .. } => {
+            let m = message.to_ascii_lowercase();
+            m.contains("no bridge") || m.contains("please query /accounts first")
+        }
+        _ => false,
     }
 }
 
