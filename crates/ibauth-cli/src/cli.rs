@@ -54,18 +54,40 @@ pub enum Command {
         #[arg(long)]
         oauth1a: bool,
     },
-    /// Log in: access token, SSO session, validate, and initialise the brokerage session.
-    #[command(after_help = "Example:\n  ibauth login --config config.yaml\n  ibauth login --json")]
-    Login,
-    /// Log in and show the SSO session and brokerage-session flags.
+    /// Log in (or reuse the stored tokens while valid), initialise the brokerage session, and
+    /// store the tokens in the token file for the other commands and processes.
     #[command(
-        after_help = "Until tokens are stored between runs, this opens its own SSO session.\n\nExample:\n  ibauth status --json"
+        after_help = "Example:\n  ibauth login --config config.yaml\n  ibauth login --force --json"
     )]
+    Login {
+        /// Get new tokens even if valid ones are stored.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Tickle the session with the stored tokens (logging in only if there are none) and show
+    /// the session flags, token ages and expiries, and the API host.
+    #[command(after_help = "Example:\n  ibauth status\n  ibauth status --json")]
     Status,
-    /// Log in, initialise the brokerage session, and tickle it once.
+    /// As `status`, and initialise the brokerage session if it is not authenticated.
     #[command(after_help = "Example:\n  ibauth tickle")]
     Tickle,
-    /// Log in and log out again (ends the brokerage session of this login).
+    /// Print the `Authorization` header value for a request (OAuth 2.0: the bearer; OAuth
+    /// 1.0a: a signature for exactly this method and path), or a ready curl command line.
+    #[command(
+        after_help = "Example:\n  curl -H \"Authorization: $(ibauth token)\" https://api.ibkr.com/v1/api/iserver/accounts\n  ibauth token --curl --method POST --path /v1/api/tickle"
+    )]
+    Token {
+        /// The request's method (OAuth 1.0a signs it).
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The request's path on the API host (OAuth 1.0a signs it).
+        #[arg(long, default_value = "/v1/api/iserver/accounts")]
+        path: String,
+        /// Print a curl command line instead of the header value.
+        #[arg(long)]
+        curl: bool,
+    },
+    /// Log out the stored session and forget its tokens (nothing to do if none is stored).
     #[command(after_help = "Example:\n  ibauth logout")]
     Logout,
     /// Log in, open the authenticated WebSocket and print each message (one JSON per line) until

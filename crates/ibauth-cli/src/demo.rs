@@ -142,12 +142,12 @@ async fn demo_oauth1a(out: Out, tls: bool, tickles: u32) -> Result<(), DemoError
 /// `ssodh/init` (ending the login that started at `login`), the tickles, and logout — the same
 /// for both auth methods. Returns the flags after init and the login time in ms.
 async fn brokerage_steps(
-    client: &mut impl flow::Session,
+    client: &mut impl ibauth::manager::Client,
     out: Out,
     login: Instant,
     tickles: u32,
 ) -> Result<(ibauth::AuthStatus, f64), Error> {
-    let status = flow::init(client, out).await?;
+    let status = flow::init(client, out, true).await?;
     let login_ms = login.elapsed().as_secs_f64() * 1000.0;
     for i in 1..=tickles {
         flow::tickle(client, out, Some((i, tickles))).await?;

@@ -2,9 +2,13 @@
 
 use std::time::Instant;
 
+use ibauth::manager::Client;
 use ibauth::oauth1a::Oauth1aClient;
-use ibauth::{AuthStatus, Error, Logout, Oauth2Client, Tickle};
+use ibauth::{AuthStatus, Authorizer, Error, Oauth2Client, Step};
+use reqwest::Method;
+use reqwest::header::HeaderValue;
 use serde_json::json;
+use url::Url;
 
 use crate::render::{Out, flags, flags_json};
 
@@ -52,41 +56,44 @@ pub async fn sign_in(client: &mut Oauth2Client, out: Out) -> Result<(), Error> {
     Ok(())
 }
 
-/// The brokerage-session steps, the same for both auth methods.
-pub trait Session {
-    async fn init(&mut self) -> Result<AuthStatus, Error>;
-    async fn tickle(&mut self) -> Result<Tickle, Error>;
-    async fn logout(&mut self) -> Result<Logout, Error>;
+/// What the commands need of a client, the same for both auth methods.
+pub trait Cmd: Client + 'static {
+    /// Gets fresh tokens, reporting each step.
+    async fn sign_in(&mut self, out: Out) -> Result<(), Error>;
+    /// The `Authorization` value for one request.
+    fn authorization(&self, method: &Method, url: &Url) -> Result<HeaderValue, Error>;
+    /// `path` (`/v1/api/…`) on the API host in use.
+    fn request_url(&self, path: &str) -> Result<Url, url::ParseError>;
 }
 
-impl Session for Oauth2Client {
-    async fn init(&mut self) -> Result<AuthStatus, Error> {
-        self.init_brokerage_session().await
+impl Cmd for Oauth2Client {
+    async fn sign_in(&mut self, out: Out) -> Result<(), Error> {
+        sign_in(self, out).await
     }
-    async fn tickle(&mut self) -> Result<Tickle, Error> {
-        Oauth2Client::tickle(self).await
+    fn authorization(&self, method: &Method, url: &Url) -> Result<HeaderValue, Error> {
+        self.authorizer(Step::Tickle)?.authorization(method, url)
     }
-    async fn logout(&mut self) -> Result<Logout, Error> {
-        Oauth2Client::logout(self).await
+    fn request_url(&self, path: &str) -> Result<Url, url::ParseError> {
+        self.api_base().join(path)
     }
 }
 
-impl Session for Oauth1aClient {
-    async fn init(&mut self) -> Result<AuthStatus, Error> {
-        self.init_brokerage_session().await
+impl Cmd for Oauth1aClient {
+    async fn sign_in(&mut self, out: Out) -> Result<(), Error> {
+        live_session_token(self, out).await
     }
-    async fn tickle(&mut self) -> Result<Tickle, Error> {
-        Oauth1aClient::tickle(self).await
+    fn authorization(&self, method: &Method, url: &Url) -> Result<HeaderValue, Error> {
+        self.authorizer(Step::Tickle)?.authorization(method, url)
     }
-    async fn logout(&mut self) -> Result<Logout, Error> {
-        Oauth1aClient::logout(self).await
+    fn request_url(&self, path: &str) -> Result<Url, url::ParseError> {
+        self.base_url().join(path)
     }
 }
 
 /// `ssodh/init`, reported.
-pub async fn init(client: &mut impl Session, out: Out) -> Result<AuthStatus, Error> {
+pub async fn init(client: &mut impl Client, out: Out, compete: bool) -> Result<AuthStatus, Error> {
     let t = Instant::now();
-    let status = client.init().await?;
+    let status = client.init(compete).await?;
     out.step(
         "ssodh_init",
         t.elapsed(),
@@ -109,12 +116,12 @@ pub async fn live_session_token(client: &mut Oauth1aClient, out: Out) -> Result<
     Ok(())
 }
 
-/// One tickle, reported.
+/// One tickle, reported; the flags and the session id.
 pub async fn tickle(
-    client: &mut impl Session,
+    client: &mut impl Client,
     out: Out,
     nth: Option<(u32, u32)>,
-) -> Result<AuthStatus, Error> {
+) -> Result<(AuthStatus, String), Error> {
     let t = Instant::now();
     let tickle = client.tickle().await?;
     let status = tickle.auth_status().clone();
@@ -138,11 +145,11 @@ pub async fn tickle(
         ),
         fields,
     );
-    Ok(status)
+    Ok((status, tickle.session))
 }
 
 /// Logout, reported.
-pub async fn logout(client: &mut impl Session, out: Out) -> Result<(), Error> {
+pub async fn logout(client: &mut impl Client, out: Out) -> Result<(), Error> {
     let t = Instant::now();
     let logout = client.logout().await?;
     out.step(

@@ -46,7 +46,13 @@ async fn run(cli: Cli) -> ExitCode {
             tickles,
             oauth1a,
         } => demo::run(out, tls, tickles, oauth1a).await,
-        Command::Login => commands::run(out, config, Action::Login, cli.oauth1a).await,
+        Command::Login { force } => {
+            commands::run(out, config, Action::Login { force }, cli.oauth1a).await
+        }
+        Command::Token { method, path, curl } => {
+            let action = Action::Token { method, path, curl };
+            commands::run(out, config, action, cli.oauth1a).await
+        }
         Command::Status => commands::run(out, config, Action::Status, cli.oauth1a).await,
         Command::Tickle => commands::run(out, config, Action::Tickle, cli.oauth1a).await,
         Command::Logout => commands::run(out, config, Action::Logout, cli.oauth1a).await,

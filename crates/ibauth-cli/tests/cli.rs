@@ -173,33 +173,62 @@ fn sandbox_command_serves_a_credential_set_the_other_commands_use() {
         assert_eq!(mode & 0o777, 0o600, "private key must be 0600");
     }
 
+    // Every command shares one token file, as separate runs of a real user's would.
+    let token_file = dir.join("state").join("tokens.json");
     let run = |command: &str| {
         let output = ibauth()
             .arg("--config")
             .arg(&config)
+            .env("IBAUTH_TOKEN_FILE", &token_file)
             .args(["--json", command])
             .output()
             .unwrap();
         (output.status.code(), json_lines(&output.stdout))
     };
+    let steps = |lines: &[Value]| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l["step"].as_str().map(str::to_owned))
+            .collect()
+    };
     let (code, lines) = run("login");
     assert_eq!(code, Some(0), "{lines:?}");
-    assert_eq!(lines.last().unwrap()["step"], "ssodh_init");
+    assert_eq!(
+        steps(&lines),
+        ["access_token", "sso_session", "validate", "ssodh_init"]
+    );
     assert_eq!(lines.last().unwrap()["authenticated"], true);
-    // Each process signs in afresh (tokens are not stored yet), so `status` sees the
-    // brokerage session held by the earlier login as competing: exit 6.
-    let (code, lines) = run("status");
-    assert_eq!(code, Some(6), "{lines:?}");
-    let tickle = lines.iter().find(|l| l["step"] == "tickle").unwrap();
-    assert_eq!(tickle["competing"], true);
-    assert_eq!(tickle["authenticated"], false);
-    // `tickle` initialises with compete (the default), taking the session over.
-    let (code, lines) = run("tickle");
-    assert_eq!(code, Some(0), "{lines:?}");
-    assert_eq!(lines.last().unwrap()["authenticated"], true);
+    assert!(token_file.exists(), "login stores the tokens");
+    // The next commands reuse them: no new login, the same brokerage session.
+    for command in ["status", "tickle", "status"] {
+        let (code, lines) = run(command);
+        assert_eq!(code, Some(0), "{command}: {lines:?}");
+        assert_eq!(steps(&lines), ["tokens", "tickle"], "{command}");
+        assert_eq!(lines[0]["source"], "stored");
+        assert!(lines[0]["token_age_s"].as_u64().is_some());
+        assert_eq!(lines[1]["authenticated"], true);
+        let summary = lines.last().unwrap();
+        assert!(
+            summary["api_base"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://127.0.0.1:")
+        );
+        let kinds: Vec<&str> = summary["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["access_token", "bearer"]);
+    }
     let (code, lines) = run("logout");
     assert_eq!(code, Some(0), "{lines:?}");
     assert_eq!(lines.last().unwrap()["status"], true);
+    assert!(!token_file.exists(), "logout forgets the tokens");
+    let (code, lines) = run("logout");
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert_eq!(lines.last().unwrap()["nothing_stored"], true);
 
     // Human output for the same command.
     let output = ibauth()
@@ -256,17 +285,24 @@ fn oauth1a_login_from_the_sandbox_config_and_from_ibind_variables_alone() {
     let config = PathBuf::from(info["config"].as_str().unwrap());
     let base = info["base_url"].as_str().unwrap().to_owned();
 
-    for command in ["login", "tickle", "logout"] {
+    let token_file = dir.join("tokens.json");
+    for (command, first) in [
+        ("login", "live_session_token"),
+        ("tickle", "tokens"),
+        ("logout", "logout"),
+    ] {
         let output = ibauth()
             .arg("--config")
             .arg(&config)
+            .env("IBAUTH_TOKEN_FILE", &token_file)
             .args(["--oauth1a", "--json", command])
             .output()
             .unwrap();
         assert!(output.status.success(), "{command}: {}", text(&output));
         let lines = json_lines(&output.stdout);
-        assert_eq!(lines[0]["step"], "live_session_token", "{command}");
+        assert_eq!(lines[0]["step"], first, "{command}");
     }
+    assert!(!token_file.exists());
 
     // An ibind user: no config file, only ibind's own variables (and the sandbox CA, which
     // ibind would take from its environment too).

@@ -106,6 +106,27 @@ where
     Ok((Source::Refreshed, saved))
 }
 
+/// Logs in afresh under the store's lock and saves the new tokens, whatever is stored (a
+/// forced login: `ibauth login --force`).
+pub async fn replace<C, F>(
+    client: &mut C,
+    store: &Arc<dyn TokenStore>,
+    login: F,
+) -> Result<StoredTokens, Error>
+where
+    C: Client,
+    F: AsyncFnOnce(&mut C) -> Result<(), Error>,
+{
+    let _guard = lock(store).await?;
+    login(client).await?;
+    let Some(doc) = client.stored_tokens(client.now_unix()) else {
+        return Err(StoreError::Other("the login left the client without tokens".into()).into());
+    };
+    let saved = doc.clone();
+    blocking(store, move |s| s.save(&doc)).await?;
+    Ok(saved)
+}
+
 /// Saves `doc` (a client's [`stored_tokens`](Client::stored_tokens)), keeping the stored
 /// login time if the stored document is the same login — and leaving the store alone if
 /// another process stored newer tokens meanwhile.
