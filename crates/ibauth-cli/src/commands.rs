@@ -108,11 +108,13 @@ async fn execute<C: Cmd>(
         out,
         store,
         stored: None,
+        compete,
+        initialised: None,
     };
     let result = match action {
-        Action::Login { force } => session.login(&mut client, force, compete).await,
-        Action::Status => session.status(&mut client, false, compete).await,
-        Action::Tickle => session.status(&mut client, true, compete).await,
+        Action::Login { force } => session.login(&mut client, force).await,
+        Action::Status => session.status(&mut client, false).await,
+        Action::Tickle => session.status(&mut client, true).await,
         Action::Token { method, path, curl } => {
             session.token(&mut client, &method, &path, curl).await
         }
@@ -131,13 +133,17 @@ struct Session {
     store: Option<Arc<dyn TokenStore>>,
     /// The document the client's tokens came from or were saved as.
     stored: Option<StoredTokens>,
+    /// `compete` for `ssodh/init`.
+    compete: bool,
+    /// The flags of the `ssodh/init` that followed this command's own login, if it logged in.
+    initialised: Option<AuthStatus>,
 }
 
 impl Session {
     /// Valid tokens in `client`: the stored ones, or a login (under the lock) that is saved.
     async fn tokens<C: Cmd>(&mut self, client: &mut C, force: bool) -> Result<(), Error> {
         let Some(store) = self.store.clone() else {
-            return client.sign_in(self.out).await;
+            return self.sign_in(client).await;
         };
         let t = Instant::now();
         if !force && let Some(stored) = shared::restore(client, &store, REUSE_MARGIN).await? {
@@ -151,25 +157,38 @@ impl Session {
     /// A login under the store's lock (or the tokens another process just stored).
     async fn refresh<C: Cmd>(&mut self, client: &mut C, force: bool) -> Result<(), Error> {
         let Some(store) = self.store.clone() else {
-            return client.sign_in(self.out).await;
+            return self.sign_in(client).await;
         };
-        let out = self.out;
+        let (out, compete) = (self.out, self.compete);
         let t = Instant::now();
-        if force {
-            let stored =
-                shared::replace(client, &store, async |c: &mut C| c.sign_in(out).await).await?;
-            self.stored = Some(stored);
-            return Ok(());
-        }
-        let (source, stored) =
-            shared::refresh(client, &store, REUSE_MARGIN, true, async |c: &mut C| {
-                c.sign_in(out).await
-            })
-            .await?;
+        let mut initialised = None;
+        // A login is always followed by `ssodh/init`: new tokens open a new SSO session, which
+        // holds no brokerage session yet.
+        let login = async |c: &mut C| {
+            c.sign_in(out).await?;
+            initialised = Some(flow::init(c, out, compete).await?);
+            Ok(())
+        };
+        let (source, stored) = if force {
+            (
+                Source::Refreshed,
+                shared::replace(client, &store, login).await?,
+            )
+        } else {
+            shared::refresh(client, &store, REUSE_MARGIN, true, login).await?
+        };
+        self.initialised = initialised;
         if source == Source::Adopted {
             self.report(client, source, &stored, t.elapsed());
         }
         self.stored = Some(stored);
+        Ok(())
+    }
+
+    /// A login without a store.
+    async fn sign_in<C: Cmd>(&mut self, client: &mut C) -> Result<(), Error> {
+        client.sign_in(self.out).await?;
+        self.initialised = Some(flow::init(client, self.out, self.compete).await?);
         Ok(())
     }
 
@@ -233,9 +252,12 @@ impl Session {
         &mut self,
         client: &mut C,
         force: bool,
-        compete: bool,
     ) -> Result<Option<AuthStatus>, Error> {
         self.tokens(client, force).await?;
+        if let Some(status) = self.initialised.take() {
+            return Ok(Some(status));
+        }
+        let compete = self.compete;
         let status = self
             .retrying(client, async |c: &mut C, out| {
                 flow::init(c, out, compete).await
@@ -249,8 +271,8 @@ impl Session {
         &mut self,
         client: &mut C,
         init: bool,
-        compete: bool,
     ) -> Result<Option<AuthStatus>, Error> {
+        let compete = self.compete;
         self.tokens(client, false).await?;
         let (mut status, mut session) = self
             .retrying(client, async |c: &mut C, out| {
@@ -347,7 +369,7 @@ impl Session {
 
     async fn logout<C: Cmd>(&mut self, client: &mut C) -> Result<(), Error> {
         let Some(store) = self.store.clone() else {
-            client.sign_in(self.out).await?;
+            self.sign_in(client).await?;
             return flow::logout(client, self.out).await;
         };
         // Nothing stored, or only expired tokens: there is no session of ours to end.

@@ -38,7 +38,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let out = Out { json: cli.json };
+    let out = Out {
+        json: cli.json,
+        steps: !matches!(cli.command, Command::Token { .. }),
+    };
     let config = cli.config.as_deref();
     match cli.command {
         Command::Demo {

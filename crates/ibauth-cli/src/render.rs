@@ -19,12 +19,17 @@ pub mod code {
 #[derive(Debug, Clone, Copy)]
 pub struct Out {
     pub json: bool,
+    /// Text mode only: report steps and headings (off for `token`, whose stdout is the value).
+    pub steps: bool,
 }
 
 impl Out {
     /// One step's result: a text line, or a JSON object with `step` and `ms`.
     pub fn step(&self, name: &str, took: Duration, text: &str, mut fields: Value) {
         let ms = took.as_secs_f64() * 1000.0;
+        if !self.json && !self.steps {
+            return;
+        }
         if self.json {
             if let Value::Object(map) = &mut fields {
                 map.insert("step".into(), json!(name));
@@ -38,7 +43,7 @@ impl Out {
 
     /// A heading (text mode only).
     pub fn heading(&self, text: &str) {
-        if !self.json {
+        if !self.json && self.steps {
             println!("{text}");
         }
     }
@@ -71,7 +76,8 @@ pub fn flags_json(status: &AuthStatus) -> Value {
 /// Prints an error to stderr (or as JSON on stdout) and picks the exit code.
 pub fn fail(out: Out, err: &Error) -> ExitCode {
     let code = match err {
-        Error::Config(_) => code::CONFIG,
+        // A token file that is exposed or from a newer ibauth needs the user's hand, like a config.
+        Error::Config(_) | Error::Store(_) => code::CONFIG,
         Error::Rejected { .. } => code::REJECTED,
         Error::Timeout { .. } | Error::Network { .. } | Error::PublicIp { .. } => code::NETWORK,
         Error::Protocol { .. } | Error::NotReady { .. } => code::OTHER,

@@ -1,0 +1,286 @@
+//! The token file across processes: reuse, exactly one login when many processes meet an
+//! expired or revoked token, `ibauth token`, and a broken file (corrupt, exposed, newer).
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+mod common;
+use common::{ibauth, json_lines, sandbox_with_set, temp_dir, text};
+
+fn run(config: &Path, token_file: &Path, args: &[&str]) -> Output {
+    ibauth()
+        .arg("--config")
+        .arg(config)
+        .env("IBAUTH_TOKEN_FILE", token_file)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs `status` in `n` processes at once; their outputs.
+async fn statuses_at_once(config: &Path, token_file: &Path, n: usize) -> Vec<Output> {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            ibauth()
+                .arg("--config")
+                .arg(config)
+                .env("IBAUTH_TOKEN_FILE", token_file)
+                .args(["--json", "status"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+fn sources(outputs: &[Output]) -> Vec<String> {
+    let mut sources: Vec<String> = outputs
+        .iter()
+        .map(|o| {
+            let lines = json_lines(&o.stdout);
+            if lines.iter().any(|l| l["step"] == "access_token") {
+                "login".to_owned()
+            } else {
+                // The last word: "stored" first, then "adopted" after the 401.
+                lines
+                    .iter()
+                    .rev()
+                    .find(|l| l["step"] == "tokens")
+                    .map(|l| l["source"].as_str().unwrap_or("?").to_owned())
+                    .unwrap_or_else(|| "?".into())
+            }
+        })
+        .collect();
+    sources.sort();
+    sources
+}
+
+fn rewrite(token_file: &Path, edit: impl FnOnce(&mut Value)) {
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(token_file).unwrap()).unwrap();
+    edit(&mut doc);
+    // In place: the file keeps its 0600 mode.
+    std::fs::write(token_file, serde_json::to_vec(&doc).unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eight_processes_meeting_a_revoked_or_expired_token_log_in_once() {
+    let dir = temp_dir("eight");
+    let (sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    let token_file = dir.join("tokens.json");
+    assert!(run(&config, &token_file, &["login"]).status.success());
+    assert_eq!(sandbox.counters().access_tokens, 1);
+
+    // Revoked server-side: the stored tokens look valid, IBKR answers 401.
+    sandbox.expire_tokens_now();
+    let outputs = statuses_at_once(&config, &token_file, 8).await;
+    for o in &outputs {
+        assert!(o.status.success(), "{}", text(o));
+    }
+    assert_eq!(sandbox.counters().access_tokens, 2, "exactly one new login");
+    // One logged in; the others took its tokens — after their own 401 ("adopted"), or at
+    // start if they began after it saved ("stored").
+    let one_login = |sources: Vec<String>| {
+        assert_eq!(
+            sources.iter().filter(|s| *s == "login").count(),
+            1,
+            "{sources:?}"
+        );
+        assert!(
+            sources
+                .iter()
+                .all(|s| ["login", "adopted", "stored"].contains(&s.as_str())),
+            "{sources:?}"
+        );
+    };
+    one_login(sources(&outputs));
+
+    // Expired by the clock: nobody even tries the stored tokens.
+    rewrite(&token_file, |doc| {
+        doc["bearer"]["expires_at"] = Value::from(1u64);
+    });
+    let outputs = statuses_at_once(&config, &token_file, 8).await;
+    for o in &outputs {
+        assert!(o.status.success(), "{}", text(o));
+    }
+    assert_eq!(sandbox.counters().access_tokens, 3, "exactly one new login");
+    one_login(sources(&outputs));
+
+    // Readers never saw a partial file, and the file is whole now.
+    let doc: Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
+    assert_eq!(doc["schema"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_prints_a_header_that_authorizes_the_request() {
+    let dir = temp_dir("token");
+    let (sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    let http = ibauth::HttpClient::new(std::time::Duration::from_secs(5), None).unwrap();
+
+    // OAuth 2.0: the bearer, good for any request.
+    let token_file = dir.join("tokens2.json");
+    let output = run(&config, &token_file, &["token"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let line = json_lines(&output.stdout).pop().unwrap();
+    let value = line["authorization"].as_str().unwrap().to_owned();
+    assert!(value.starts_with("Bearer "), "{value}");
+    let reply = http
+        .reqwest()
+        .post(format!("{}/v1/api/tickle", sandbox.base_url()))
+        .header("Authorization", &value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    // Human output is the bare value, for $(ibauth token); --curl a whole command line.
+    let output = ibauth()
+        .arg("--config")
+        .arg(&config)
+        .env("IBAUTH_TOKEN_FILE", &token_file)
+        .args(["-q", "token", "--curl"])
+        .output()
+        .unwrap();
+    let curl = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert_eq!(
+        curl,
+        format!(
+            "curl -H 'Authorization: {value}' '{}/v1/api/iserver/accounts'",
+            sandbox.base_url()
+        )
+    );
+    assert_eq!(
+        sandbox.counters().access_tokens,
+        1,
+        "the second call reused the token"
+    );
+
+    // OAuth 1.0a: a signature for exactly this method and URL.
+    let token_file = dir.join("tokens1a.json");
+    let output = run(
+        &config,
+        &token_file,
+        &[
+            "--oauth1a",
+            "token",
+            "--method",
+            "post",
+            "--path",
+            "/v1/api/tickle",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let line = json_lines(&output.stdout).pop().unwrap();
+    let value = line["authorization"].as_str().unwrap().to_owned();
+    assert!(value.starts_with("OAuth "), "{value}");
+    assert!(value.contains("HMAC-SHA256"));
+    let elsewhere = http
+        .reqwest()
+        .post(format!("{}/v1/api/logout", sandbox.base_url()))
+        .header("Authorization", &value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 401, "signed for another URL");
+    let output = run(
+        &config,
+        &token_file,
+        &[
+            "--oauth1a",
+            "token",
+            "--method",
+            "POST",
+            "--path",
+            "/v1/api/tickle",
+        ],
+    );
+    let value = json_lines(&output.stdout).pop().unwrap()["authorization"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reply = http
+        .reqwest()
+        .post(format!("{}/v1/api/tickle", sandbox.base_url()))
+        .header("Authorization", &value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(sandbox.counters().live_session_tokens, 1, "reused");
+}
+
+fn files_beside(token_file: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(token_file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_token_file_is_kept_aside_and_replaced_by_a_login() {
+    let dir = temp_dir("corrupt");
+    let (sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    let token_file = dir.join("state").join("tokens.json");
+    assert!(run(&config, &token_file, &["login"]).status.success());
+    let whole = std::fs::read(&token_file).unwrap();
+    std::fs::write(&token_file, &whole[..whole.len() / 3]).unwrap();
+
+    let output = run(&config, &token_file, &["status"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("corrupt"), "reported: {stderr}");
+    assert_eq!(sandbox.counters().access_tokens, 2, "a fresh login");
+    let aside: Vec<_> = files_beside(&token_file)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "kept, not deleted");
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), &whole[..whole.len() / 3]);
+    let doc: Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
+    assert_eq!(doc["method"], "oauth2");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exposed_or_newer_token_file_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("exposed");
+    let (sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    let token_file = dir.join("tokens.json");
+    assert!(run(&config, &token_file, &["login"]).status.success());
+    let before = std::fs::read(&token_file).unwrap();
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = run(&config, &token_file, &["status"]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    let err = json_lines(&output.stdout).pop().unwrap();
+    assert!(
+        err["error"].as_str().unwrap().contains("chmod 600"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&token_file).unwrap(), before, "untouched");
+    assert_eq!(sandbox.counters().access_tokens, 1, "no login either");
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    rewrite(&token_file, |doc| doc["schema"] = Value::from(7u64));
+    let output = run(&config, &token_file, &["status"]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    let err = json_lines(&output.stdout).pop().unwrap();
+    assert!(
+        err["error"].as_str().unwrap().contains("upgrade ibauth"),
+        "{err}"
+    );
+    assert_eq!(sandbox.counters().access_tokens, 1);
+}
