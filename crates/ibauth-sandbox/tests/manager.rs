@@ -748,3 +748,70 @@ async fn please_query_accounts_first_starts_recovery_not_a_backoff() {
     assert_eq!(status.transient_failures, 0);
     running.shutdown().await;
 }
+
+/// A store of the application's own, through the trait: here, memory that counts its calls.
+#[derive(Default)]
+struct CountingStore {
+    inner: ibauth::store::MemoryStore,
+    saves: std::sync::atomic::AtomicUsize,
+    locks: std::sync::atomic::AtomicUsize,
+}
+
+impl TokenStore for CountingStore {
+    fn load(&self) -> Result<Option<ibauth::store::StoredTokens>, ibauth::store::StoreError> {
+        self.inner.load()
+    }
+    fn save(&self, tokens: &ibauth::store::StoredTokens) -> Result<(), ibauth::store::StoreError> {
+        self.saves.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.save(tokens)
+    }
+    fn clear(&self) -> Result<(), ibauth::store::StoreError> {
+        self.inner.clear()
+    }
+    fn lock(&self) -> Result<ibauth::store::StoreLock, ibauth::store::StoreError> {
+        self.locks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.lock()
+    }
+}
+
+#[tokio::test]
+async fn a_custom_store_keeps_tokens_across_managers() {
+    use std::sync::atomic::Ordering;
+    let sandbox = sandbox(Lifetimes::default()).await;
+    let store = Arc::new(CountingStore::default());
+    let first = SessionManager::new(
+        client(sandbox.base_url(), USER),
+        Policy {
+            logout_on_shutdown: false,
+            ..policy()
+        },
+    )
+    .with_store(store.clone());
+    let mut rx = first.watch();
+    let running = first.spawn();
+    wait_until(&mut rx, |s| s.tickles >= 2).await;
+    running.shutdown().await;
+    assert!(store.saves.load(Ordering::SeqCst) >= 1);
+    let stored = store.load().unwrap().expect("tokens kept");
+    assert_eq!(stored.method, "oauth2");
+    assert!(
+        stored.session_id.is_some(),
+        "the session id from the tickles"
+    );
+
+    // A second manager (a restart) starts from them: no new login.
+    let second =
+        SessionManager::new(client(sandbox.base_url(), USER), policy()).with_store(store.clone());
+    let mut rx = second.watch();
+    let running = second.spawn();
+    let status = wait_until(&mut rx, |s| s.tickles >= 2).await;
+    assert_eq!(status.state, SessionState::Authenticated);
+    assert_eq!(status.logins, 0);
+    assert_eq!(sandbox.counters().access_tokens, 1);
+    assert!(
+        store.locks.load(Ordering::SeqCst) >= 2,
+        "refreshes take the lock"
+    );
+    running.shutdown().await;
+    assert!(store.load().unwrap().is_none(), "cleared on logout");
+}
