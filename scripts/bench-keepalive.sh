@@ -50,7 +50,7 @@ measure "ibind IbkrClient + tickler (Python)" env \
   IBIND_USE_OAUTH=True IBIND_OAUTH1A_CONSUMER_KEY=SANDBOXCK \
   IBIND_OAUTH1A_ACCESS_TOKEN="$(value access_token)" \
   IBIND_OAUTH1A_ACCESS_TOKEN_SECRET="$(value access_token_secret)" \
-  IBIND_OAUTH1A_DH_PRIME="$(grep -o 'RFC3526_PRIME_2048: &str = "[0-9a-f]*' crates/ibauth-sandbox/src/oauth1a.rs | cut -d'"' -f2)" \
+  IBIND_OAUTH1A_DH_PRIME="$(grep -o 'RFC3526_PRIME_2048: &str = "[0-9a-f]*' crates/ibauth/src/oauth1a/lst.rs | cut -d'"' -f2)" \
   IBIND_OAUTH1A_ENCRYPTION_KEY_FP="$work/encryption_key.pem" IBIND_OAUTH1A_SIGNATURE_KEY_FP="$work/signature_key.pem" \
   IBIND_OAUTH1A_REST_URL="$base/v1/api/" REQUESTS_CA_BUNDLE="$work/ca.pem" \
   IBIND_TICKLER_INTERVAL=1 IBIND_LOG_TO_FILE=False IBIND_LOG_TO_CONSOLE=False \

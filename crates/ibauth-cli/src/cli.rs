@@ -30,8 +30,19 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// Colour: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
+    pub color: Color,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other error, 2 usage, 3 configuration, 4 rejected by IBKR, \
@@ -110,6 +121,25 @@ pub enum Command {
         /// Serve /livez, /readyz and /status on this address.
         #[arg(long, value_name = "ADDR")]
         health: Option<SocketAddr>,
+    },
+    /// Check a configuration without logging in, and say how to fix each problem: key files
+    /// (present, private, PEM shape, RSA ≥ 2048), the registered public key, DH parameters,
+    /// the access-token secret, consumer and realm, DNS, TLS, clock skew, the token file.
+    #[command(
+        after_help = "Exits 3 if any check fails.\n\nExample:\n  ibauth doctor\n  ibauth doctor --public-key public.pem --json"
+    )]
+    Doctor {
+        /// The public key you registered with IBKR, to check it matches private_key_file.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  ibauth completions bash > ~/.local/share/bash-completion/completions/ibauth\n  ibauth completions zsh > ~/.zfunc/_ibauth"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Serve a local IBKR auth emulator with a generated credential set, until Ctrl-C.
     #[command(

@@ -160,6 +160,7 @@ impl Session {
             return self.sign_in(client).await;
         };
         let (out, compete) = (self.out, self.compete);
+        out.progress("logging in (or waiting for another ibauth process that is)");
         let t = Instant::now();
         let mut initialised = None;
         // A login is always followed by `ssodh/init`: new tokens open a new SSO session, which

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod demo;
+mod doctor;
 mod flow;
 mod keepalive;
 mod render;
@@ -38,9 +39,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    let stdout_tty = std::io::stdout().is_terminal();
+    let stderr_tty = std::io::stderr().is_terminal();
     let out = Out {
         json: cli.json,
         steps: !matches!(cli.command, Command::Token { .. }),
+        color: color_wanted(cli.color, stdout_tty),
+        // Progress lines are for people watching: only on a terminal, never in JSON mode.
+        progress: stderr_tty && !cli.json && !cli.quiet,
     };
     let config = cli.config.as_deref();
     match cli.command {
@@ -51,6 +57,19 @@ async fn run(cli: Cli) -> ExitCode {
         } => demo::run(out, tls, tickles, oauth1a).await,
         Command::Login { force } => {
             commands::run(out, config, Action::Login { force }, cli.oauth1a).await
+        }
+        Command::Doctor { public_key } => {
+            let opts = doctor::Options {
+                config,
+                oauth1a: cli.oauth1a,
+                public_key: public_key.as_deref(),
+            };
+            doctor::run(out, opts).await
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "ibauth", &mut std::io::stdout());
+            ExitCode::SUCCESS
         }
         Command::Token { method, path, curl } => {
             let action = Action::Token { method, path, curl };
@@ -102,6 +121,14 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
+fn color_wanted(when: cli::Color, tty: bool) -> bool {
+    match when {
+        cli::Color::Always => true,
+        cli::Color::Never => false,
+        cli::Color::Auto => tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    }
+}
+
 fn init_logging(cli: &Cli) {
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
@@ -121,7 +148,7 @@ fn init_logging(cli: &Cli) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(color_wanted(cli.color, std::io::stderr().is_terminal()))
         .with_target(cli.verbose >= 2)
         .init();
 }

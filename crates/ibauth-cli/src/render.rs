@@ -15,12 +15,20 @@ pub mod code {
     pub const NOT_AUTHENTICATED: u8 = 6;
 }
 
+pub const GREEN: &str = "32";
+pub const YELLOW: &str = "33";
+pub const RED: &str = "31";
+
 /// Where results go: text for people, JSON lines for programs.
 #[derive(Debug, Clone, Copy)]
 pub struct Out {
     pub json: bool,
     /// Text mode only: report steps and headings (off for `token`, whose stdout is the value).
     pub steps: bool,
+    /// Colour the status tags.
+    pub color: bool,
+    /// Show what a slow step is waiting for (stderr is a terminal).
+    pub progress: bool,
 }
 
 impl Out {
@@ -37,7 +45,35 @@ impl Out {
             }
             println!("{fields}");
         } else {
-            println!("  ok  {name:<18} {ms:>8.1} ms  {text}");
+            self.clear_progress();
+            println!(
+                "  {}  {name:<18} {ms:>8.1} ms  {text}",
+                self.paint("ok", GREEN)
+            );
+        }
+    }
+
+    /// `text` in `colour` when colour is on.
+    pub fn paint(&self, text: &str, colour: &str) -> String {
+        if self.color {
+            format!("\x1b[{colour}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// "… what is happening" on the terminal until the next line replaces it; nothing when
+    /// piped or in JSON mode.
+    pub fn progress(&self, text: &str) {
+        if self.progress {
+            eprint!("\r\x1b[K  …   {text}");
+            let _ = std::io::Write::flush(&mut std::io::stderr());
+        }
+    }
+
+    pub fn clear_progress(&self) {
+        if self.progress {
+            eprint!("\r\x1b[K");
         }
     }
 
@@ -50,6 +86,7 @@ impl Out {
 
     /// A final object (JSON) or line (text).
     pub fn result(&self, text: &str, fields: Value) {
+        self.clear_progress();
         if self.json {
             println!("{fields}");
         } else {
@@ -94,7 +131,8 @@ pub fn fail(out: Out, err: &Error) -> ExitCode {
             })
         );
     } else {
-        eprintln!("error: {err}");
+        out.clear_progress();
+        eprintln!("{}: {err}", out.paint("error", RED));
     }
     ExitCode::from(code)
 }

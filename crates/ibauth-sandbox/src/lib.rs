@@ -645,7 +645,29 @@ fn router(state: Shared) -> Router {
             state.clone(),
             faults::middleware,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            date_header,
+        ))
         .with_state(state)
+}
+
+/// `Date` from the sandbox's own clock, so a clock shifted for a test shows in the header as a
+/// real server's would (clients measure their skew from it).
+async fn date_header(
+    AxumState(s): AxumState<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let now = lock(&s).now();
+    let mut response = next.run(request).await;
+    let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(now));
+    if let Ok(value) = axum::http::HeaderValue::from_str(&date) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::DATE, value);
+    }
+    response
 }
 
 /// `GET /__sandbox/counters`: what the sandbox has answered (for tests in other processes).

@@ -256,6 +256,11 @@ pub struct ConfigBuilder {
 }
 
 impl ConfigBuilder {
+    /// The private key file set so far (after `yaml_file`/`env_vars`), for diagnostics.
+    pub fn private_key_path(&self) -> Option<&Path> {
+        self.private_key_file.as_deref()
+    }
+
     /// OAuth 2.0 client id.
     pub fn client_id(mut self, value: impl Into<String>) -> Self {
         self.client_id = Some(value.into());

@@ -163,6 +163,16 @@ impl Oauth1aConfig {
         &self.consumer_key
     }
 
+    /// The realm in use.
+    pub fn realm_in_use(&self) -> &str {
+        &self.realm
+    }
+
+    /// The Diffie-Hellman group.
+    pub fn dh_group(&self) -> &DhGroup {
+        &self.dh
+    }
+
     /// The REST base URL.
     pub fn rest_base(&self) -> &Url {
         &self.rest_url

@@ -94,6 +94,41 @@ pub fn file_has_section(path: &Path) -> bool {
         .is_some_and(|p| p.oauth1a.is_some())
 }
 
+/// The settings from the file, then `IBIND_*`, then `IBAUTH_OAUTH1A_*`.
+fn raw_settings<K: AsRef<str>, V: AsRef<str>>(
+    path: Option<&Path>,
+    env: &[(K, V)],
+) -> Result<Raw, ConfigError> {
+    let var = |name: &str| {
+        env.iter()
+            .find(|(k, v)| k.as_ref() == name && !v.as_ref().is_empty())
+            .map(|(_, v)| v.as_ref().to_owned())
+    };
+    let named = path
+        .map(Path::to_path_buf)
+        .or_else(|| var("IBAUTH_CONFIG").map(PathBuf::from));
+    let mut raw = Raw::default();
+    let file = match named {
+        Some(p) => Some(p),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+    };
+    if let Some(file) = &file {
+        read_yaml(file, &mut raw)?;
+    }
+    let cwd = PathBuf::from(".");
+    for (key, ours, ibind) in SETTINGS {
+        if !ibind.is_empty()
+            && let Some(v) = var(ibind)
+        {
+            raw.set(key, v, &cwd);
+        }
+        if let Some(v) = var(ours) {
+            raw.set(key, v, &cwd);
+        }
+    }
+    Ok(raw)
+}
+
 /// Raw settings (text as written, with the folder relative paths resolve against).
 #[derive(Debug, Default)]
 struct Raw {
@@ -123,37 +158,37 @@ pub fn load_with_env<K: AsRef<str>, V: AsRef<str>>(
     path: Option<&Path>,
     env: &[(K, V)],
 ) -> Result<Oauth1aConfig, ConfigError> {
-    let var = |name: &str| {
-        env.iter()
-            .find(|(k, v)| k.as_ref() == name && !v.as_ref().is_empty())
-            .map(|(_, v)| v.as_ref().to_owned())
-    };
-    let named = path
-        .map(Path::to_path_buf)
-        .or_else(|| var("IBAUTH_CONFIG").map(PathBuf::from));
-    let mut raw = Raw::default();
-    let file = match named {
-        Some(p) => Some(p),
-        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
-    };
-    if let Some(file) = &file {
-        read_yaml(file, &mut raw)?;
-    }
-    let cwd = PathBuf::from(".");
-    for (key, ours, ibind) in SETTINGS {
-        if !ibind.is_empty()
-            && let Some(v) = var(ibind)
-        {
-            raw.set(key, v, &cwd);
-        }
-        if let Some(v) = var(ours) {
-            raw.set(key, v, &cwd);
-        }
-    }
+    let raw = raw_settings(path, env)?;
     for warning in &raw.warnings {
         tracing::warn!("{warning}");
     }
     build(&raw)
+}
+
+/// The files the OAuth 1.0a settings name (signature key, encryption key, DH parameters), with
+/// the setting that names each — resolved as [`load_with_env`] resolves them. For diagnostics:
+/// nothing is read from the files.
+pub fn files_with_env<K: AsRef<str>, V: AsRef<str>>(
+    path: Option<&Path>,
+    env: &[(K, V)],
+) -> Result<Vec<(&'static str, PathBuf)>, ConfigError> {
+    let raw = raw_settings(path, env)?;
+    let mut files = Vec::new();
+    for (inline, file) in [
+        ("signature_key", "signature_key_file"),
+        ("encryption_key", "encryption_key_file"),
+    ] {
+        match raw.get(inline) {
+            // Inline PEM: no file to look at.
+            Some(text) if text.contains("-----BEGIN") => {}
+            Some(_) => files.extend(raw.path(inline).map(|p| (inline, p))),
+            None => files.extend(raw.path(file).map(|p| (file, p))),
+        }
+    }
+    if raw.get("dh_prime").is_none() {
+        files.extend(raw.path("dh_param_file").map(|p| ("dh_param_file", p)));
+    }
+    Ok(files)
 }
 
 /// As [`load_with_env`] with the process environment.

@@ -5,10 +5,14 @@ use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
-use crypto_bigint::{BoxedUint, Odd};
+use crypto_bigint::{BoxedUint, Odd, Resize};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 use crate::key::DecryptionKey;
+
+/// The 2048-bit MODP prime of RFC 3526 (group 14), a safe prime, as hex — the group IBKR's
+/// examples and the sandbox use.
+pub const RFC3526_PRIME_2048: &str = "ffffffffffffffffc90fdaa22168c234c4c6628b80dc1cd129024e088a67cc74020bbea63b139b22514a08798e3404ddef9519b3cd3a431b302b0a6df25f14374fe1356d6d51c245e485b576625e7ec6f44c42e9a637ed6b0bff5cb6f406b7edee386bfb5a899fa5ae9f24117c4b1fe649286651ece45b3dc2007cb8a163bf0598da48361c55d39a69163fa8fd24cf5f83655d23dca3ad961c62f356208552bb9ed529077096966d670c354e4abc9804f1746c08ca18217c32905e462e36ce3be39e772c180e86039b2783a2ec07a28fb5c55df06f4c52c9de2bcbf6955817183995497cea956ae515d2261898fa051015728e5a8aacaa68ffffffffffffffff";
 
 /// Width of the DH secret exponent `a` (IBKR's clients use 256 random bits).
 pub const DH_SECRET_BITS: u32 = 256;
@@ -122,6 +126,53 @@ impl DhGroup {
         })
     }
 
+    /// Checks the group for `ibauth doctor`: a safe prime `p = 2q + 1` of at least 2048 bits
+    /// and a generator in `[2, p − 2]`. RFC 3526's group is recognised at once; any other prime
+    /// gets Miller–Rabin on `p` and `q` (fixed and random bases). What the group is, or what
+    /// is wrong with it.
+    pub fn audit(&self) -> Result<String, String> {
+        let p = self.params.modulus().clone().get();
+        let bits = p.bits();
+        if bits < 2048 {
+            return Err(format!("the prime has {bits} bits; IBKR's group has 2048"));
+        }
+        let one = BoxedUint::one_with_precision(p.bits_precision());
+        let p_minus_2 = p.wrapping_sub(&one).wrapping_sub(&one);
+        if self.generator < BoxedUint::from(2u32).resize(p.bits_precision())
+            || self.generator > p_minus_2
+        {
+            return Err("the generator must be between 2 and p − 2".into());
+        }
+        let known = BoxedUint::from_be_slice(
+            &unhex(RFC3526_PRIME_2048).unwrap_or_default(),
+            p.bits_precision(),
+        )
+        .ok();
+        if known.as_ref() == Some(&p) {
+            return Ok(format!(
+                "RFC 3526 group 14 (2048-bit safe prime), generator {}",
+                self.generator_u32()
+            ));
+        }
+        if !probably_prime(&p) {
+            return Err(
+                "the prime is not prime (a wrong or damaged dh_prime / dhparam.pem)".into(),
+            );
+        }
+        let q = p.wrapping_sub(&one).shr(1);
+        if !probably_prime(&q) {
+            return Err("the prime is not a safe prime ((p − 1)/2 is composite); use the DH parameters from IBKR's portal".into());
+        }
+        Ok(format!(
+            "{bits}-bit safe prime, generator {}",
+            self.generator_u32()
+        ))
+    }
+
+    fn generator_u32(&self) -> u64 {
+        self.generator.as_words().first().copied().unwrap_or(0)
+    }
+
     fn pow(&self, base: &BoxedUint, exponent: &DhSecret) -> BoxedUint {
         BoxedMontyForm::new(base.clone(), &self.params)
             .pow(&exponent.0)
@@ -187,6 +238,58 @@ pub fn lst_matches(lst: &SecretString, consumer_key: &str, signature_hex: &str) 
     hmac::verify(&key, consumer_key.as_bytes(), &expected).is_ok()
 }
 
+/// Miller–Rabin with the first twelve primes and eight random bases as witnesses (variable
+/// time: the numbers are public).
+fn probably_prime(n: &BoxedUint) -> bool {
+    let precision = n.bits_precision();
+    let one = BoxedUint::one_with_precision(precision);
+    let three = BoxedUint::from(3u32).resize(precision);
+    let Some(odd) = Option::<Odd<BoxedUint>>::from(Odd::new(n.clone())) else {
+        return false;
+    };
+    if *n <= three {
+        return *n > one;
+    }
+    let params = BoxedMontyParams::new_vartime(odd);
+    let n_minus_1 = n.wrapping_sub(&one);
+    let s = n_minus_1.trailing_zeros();
+    let d = n_minus_1.shr(s);
+    // Random witnesses in [2, n − 2]: r mod (n − 3) + 2.
+    let span = Option::<crypto_bigint::NonZero<BoxedUint>>::from(crypto_bigint::NonZero::new(
+        n.wrapping_sub(&three),
+    ));
+    let mut bases: Vec<BoxedUint> = [2u32, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37]
+        .iter()
+        .map(|b| BoxedUint::from(*b).resize(precision))
+        .filter(|b| b < &n_minus_1)
+        .collect();
+    if let Some(span) = span {
+        for _ in 0..8 {
+            let mut bytes = vec![0u8; precision.div_ceil(8) as usize];
+            let _ = aws_lc_rs::rand::fill(&mut bytes);
+            if let Ok(r) = BoxedUint::from_be_slice(&bytes, precision) {
+                bases.push(r.rem_vartime(&span).wrapping_add(&one).wrapping_add(&one));
+            }
+        }
+    }
+    'witness: for a in bases {
+        let mut x = BoxedMontyForm::new(a, &params).pow(&d);
+        let mut plain = x.retrieve();
+        if plain == one || plain == n_minus_1 {
+            continue;
+        }
+        for _ in 1..s {
+            x = x.square();
+            plain = x.retrieve();
+            if plain == n_minus_1 {
+                continue 'witness;
+            }
+        }
+        return false;
+    }
+    true
+}
+
 fn trim_zeros(bytes: &[u8]) -> &[u8] {
     let start = bytes.iter().take_while(|b| **b == 0).count();
     &bytes[start..]
@@ -206,4 +309,47 @@ pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(v: u64) -> BoxedUint {
+        BoxedUint::from(v).resize(128)
+    }
+
+    #[test]
+    fn miller_rabin_separates_primes_from_composites() {
+        for p in [5u64, 7, 97, 7919, 2_147_483_647, 1_000_000_007] {
+            assert!(probably_prime(&n(p)), "{p} is prime");
+        }
+        // 561 and 41041 are Carmichael numbers: Fermat's test would pass them.
+        for c in [9u64, 91, 561, 41_041, 1_000_000_011 * 3] {
+            assert!(!probably_prime(&n(c)), "{c} is composite");
+        }
+    }
+
+    #[test]
+    fn the_audit_knows_rfc3526_and_rejects_broken_groups() {
+        let good = DhGroup::from_hex(RFC3526_PRIME_2048, 2).unwrap();
+        let verdict = good.audit().unwrap();
+        assert!(verdict.contains("RFC 3526"), "{verdict}");
+
+        let bytes = unhex(RFC3526_PRIME_2048).unwrap();
+        let mut minus_two = bytes.clone();
+        *minus_two.last_mut().unwrap() -= 2;
+        let err = DhGroup::from_be_bytes(&minus_two, 2)
+            .unwrap()
+            .audit()
+            .unwrap_err();
+        assert!(err.contains("not prime"), "{err}");
+
+        let err = DhGroup::from_be_bytes(&bytes[..128], 2).unwrap_or_else(|_| unreachable!());
+        let err = err.audit().unwrap_err();
+        assert!(err.contains("1024 bits") || err.contains("bits"), "{err}");
+
+        let err = DhGroup::from_be_bytes(&bytes, u32::MAX).unwrap().audit();
+        assert!(err.is_ok(), "a large generator below p is fine: {err:?}");
+    }
 }

@@ -13,8 +13,8 @@ pub use client::{
 };
 
 pub use lst::{
-    DH_SECRET_BITS, DhGroup, DhSecret, LstError, live_session_token, lst_matches, lst_signature,
-    prepend,
+    DH_SECRET_BITS, DhGroup, DhSecret, LstError, RFC3526_PRIME_2048, live_session_token,
+    lst_matches, lst_signature, prepend,
 };
 pub use signing::{
     Nonce, Signer, authorization_header, authorize, base_string, oauth_params, percent_encode,
