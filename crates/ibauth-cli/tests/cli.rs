@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use ibauth_sandbox::SANDBOX_CREDENTIAL;
 use serde_json::Value;
@@ -685,4 +685,97 @@ async fn keepalive_killed_hard_leaves_a_whole_token_file_the_next_run_reuses() {
     assert!(exit.0.success(), "{:?}", exit.1);
     assert_eq!(sandbox.counters().logouts, 1);
     assert!(!token_file.exists(), "logged out: the tokens are gone too");
+}
+
+#[test]
+fn every_command_has_help_with_examples_and_completions_are_generated() {
+    let commands = [
+        "demo",
+        "login",
+        "status",
+        "tickle",
+        "token",
+        "logout",
+        "keepalive",
+        "ws",
+        "doctor",
+        "sandbox",
+        "completions",
+    ];
+    for command in commands {
+        let output = ibauth().args([command, "--help"]).output().unwrap();
+        assert!(output.status.success(), "{command}");
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            help.contains("Example"),
+            "{command} --help has examples:\n{help}"
+        );
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let output = ibauth().args(["completions", shell]).output().unwrap();
+        assert!(output.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&output.stdout);
+        for command in commands {
+            assert!(script.contains(command), "{shell} completes {command}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn colour_and_progress_only_where_a_person_is_watching() {
+    let dir = temp_dir("colour");
+    let (_sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    let token_file = dir.join("tokens.json");
+    let login = |extra: &[&str]| {
+        ibauth()
+            .arg("--config")
+            .arg(&config)
+            .env("IBAUTH_TOKEN_FILE", &token_file)
+            .env_remove("NO_COLOR")
+            .args(extra)
+            .args(["login", "--force"])
+            .output()
+            .unwrap()
+    };
+    // Piped: plain text, no progress.
+    let piped = login(&[]);
+    assert!(piped.status.success(), "{}", text(&piped));
+    assert!(!text(&piped).contains('\x1b'), "no escapes when piped");
+    assert!(!text(&piped).contains('\r'), "no progress when piped");
+    assert!(String::from_utf8_lossy(&piped.stdout).contains("  ok  access_token"));
+    // Asked for.
+    let coloured = login(&["--color", "always"]);
+    assert!(String::from_utf8_lossy(&coloured.stdout).contains("\x1b[32mok\x1b[0m"));
+
+    // On a terminal (a pseudo-terminal from script(1)): progress, then the results over it.
+    let command = format!(
+        "{} --config {} login --force",
+        env!("CARGO_BIN_EXE_ibauth"),
+        config.display()
+    );
+    let tty = ibauth_script(&command, &token_file);
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    assert!(
+        shown.contains("…   logging in"),
+        "progress on a terminal: {shown:?}"
+    );
+    assert!(
+        shown.contains("\x1b[32mok"),
+        "colour on a terminal: {shown:?}"
+    );
+}
+
+/// Runs `command` under a pseudo-terminal (util-linux script).
+fn ibauth_script(command: &str, token_file: &Path) -> Output {
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", command, "/dev/null"])
+        .env("IBAUTH_TOKEN_FILE", token_file)
+        .env_remove("NO_COLOR");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("IBAUTH_") || name == "RUST_LOG" {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env("IBAUTH_TOKEN_FILE", token_file).output().unwrap()
 }

@@ -136,6 +136,19 @@ async fn a_healthy_setup_passes_every_check() {
     expect(&checks, "dh parameters", "ok", "RFC 3526");
     expect(&checks, "clock", "ok", "against the server's Date");
     expect(&checks, "token file", "ok", "none yet");
+
+    // The same report for people.
+    let output = ibauth()
+        .arg("--config")
+        .arg(&case.config)
+        .env("IBAUTH_TOKEN_FILE", case.dir.join("tokens.json"))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("  ok   dh parameters"), "{text}");
+    assert!(text.trim_end().ends_with("all checks passed"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -106,6 +106,24 @@ async fn eight_processes_meeting_a_revoked_or_expired_token_log_in_once() {
     };
     one_login(sources(&outputs));
 
+    // For people: the flags, the token ages and expiries, the host.
+    let output = ibauth()
+        .arg("--config")
+        .arg(&config)
+        .env("IBAUTH_TOKEN_FILE", &token_file)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(shown.contains("reused stored tokens: login"), "{shown}");
+    assert!(shown.contains("authenticated=true"), "{shown}");
+    assert!(shown.contains("bearer expires in"), "{shown}");
+    assert!(
+        shown.contains(&format!("api {}/", sandbox.base_url())),
+        "{shown}"
+    );
+
     // Expired by the clock: nobody even tries the stored tokens.
     rewrite(&token_file, |doc| {
         doc["bearer"]["expires_at"] = Value::from(1u64);
