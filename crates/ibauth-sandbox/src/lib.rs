@@ -41,6 +41,7 @@ mod oauth1a;
 mod oauth2;
 mod reply;
 mod state;
+mod third_party;
 pub mod tls;
 mod ws;
 
@@ -145,6 +146,7 @@ impl ConsumerRegistration {
         encryption_key: &SigningKey,
     ) -> Self {
         let consumer_key = consumer_key.into();
+        let test_consumer = consumer_key_is_test(&consumer_key);
         let realm = if consumer_key == ibauth::oauth1a::TEST_CONSUMER {
             "test_realm"
         } else {
@@ -155,8 +157,23 @@ impl ConsumerRegistration {
             realm: realm.to_owned(),
             signature_key: signature_key.public_key_der(),
             encryption_key: encryption_key.public_key_der(),
+            third_party: test_consumer,
+            callback: None,
         })
     }
+
+    /// Allows the third-party flow (`request_token` → `/authorize` → `access_token`), with
+    /// `callback` as the registered callback URL (`None`: out-of-band only). `TESTCONS` has
+    /// it by default.
+    pub fn third_party(mut self, callback: Option<&str>) -> Self {
+        self.0.third_party = true;
+        self.0.callback = callback.map(str::to_owned);
+        self
+    }
+}
+
+fn consumer_key_is_test(consumer_key: &str) -> bool {
+    consumer_key == ibauth::oauth1a::TEST_CONSUMER
 }
 
 /// Configures and starts a [`Sandbox`].
@@ -169,6 +186,7 @@ pub struct SandboxBuilder {
     ws_heartbeat: Duration,
     clients: Vec<RegisteredClient>,
     consumers: Vec<oauth1a::RegisteredConsumer>,
+    users: Vec<(String, String, bool)>,
 }
 
 impl SandboxBuilder {
@@ -215,6 +233,14 @@ impl SandboxBuilder {
         self
     }
 
+    /// A user who can log in on the authorisation page (third-party flow); `paper` marks a
+    /// paper account (`is_paper` in `oauth/access_token`).
+    pub fn user(mut self, username: &str, password: &str, paper: bool) -> Self {
+        self.users
+            .push((username.to_owned(), password.to_owned(), paper));
+        self
+    }
+
     /// Binds and serves in the background until the [`Sandbox`] is dropped or shut down.
     pub async fn start(self) -> Result<Sandbox, SandboxError> {
         let mut state = State::new(self.lifetimes, self.clock);
@@ -227,6 +253,12 @@ impl SandboxBuilder {
                 .oauth1a
                 .consumers
                 .insert(consumer.consumer_key.clone(), consumer);
+        }
+        for (username, password, paper) in self.users {
+            if paper {
+                state.paper_users.insert(username.clone());
+            }
+            state.users.insert(username, password);
         }
         let shared: Shared = Arc::new(Mutex::new(state));
         let app = router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -414,21 +446,14 @@ impl Control {
         consumer_key: &str,
         credential: &str,
     ) -> Option<(String, String)> {
-        let mut state = lock(&self.state);
-        let consumer = state.oauth1a.consumers.get(consumer_key)?.clone();
-        let mut secret = vec![0u8; 32];
-        aws_lc_rs::rand::fill(&mut secret).ok()?;
-        let encrypted = oauth1a::encrypt_secret(&consumer.encryption_key, &secret)?;
-        let token = state::random_hex(10);
-        state.oauth1a.tokens.insert(
-            token.clone(),
-            oauth1a::AccessGrant1a {
-                consumer_key: consumer_key.to_owned(),
-                secret,
-                credential: credential.to_owned(),
-            },
-        );
-        Some((token, encrypted))
+        issue_access_token_in(&mut lock(&self.state), consumer_key, credential)
+    }
+
+    /// Lets `username` log in on the authorisation page with `password` (third-party flow).
+    pub fn add_user(&self, username: &str, password: &str) {
+        lock(&self.state)
+            .users
+            .insert(username.to_owned(), password.to_owned());
     }
 
     /// Copies this sandbox's OAuth 1.0a access tokens to `other`, as IBKR's numbered hosts
@@ -453,6 +478,29 @@ impl Control {
             }
         }
     }
+}
+
+/// Issues an OAuth 1.0a access token for `credential` under `consumer_key` (see
+/// [`Control::issue_access_token`]).
+pub(crate) fn issue_access_token_in(
+    state: &mut State,
+    consumer_key: &str,
+    credential: &str,
+) -> Option<(String, String)> {
+    let consumer = state.oauth1a.consumers.get(consumer_key)?.clone();
+    let mut secret = vec![0u8; 32];
+    aws_lc_rs::rand::fill(&mut secret).ok()?;
+    let encrypted = oauth1a::encrypt_secret(&consumer.encryption_key, &secret)?;
+    let token = state::random_hex(10);
+    state.oauth1a.tokens.insert(
+        token.clone(),
+        oauth1a::AccessGrant1a {
+            consumer_key: consumer_key.to_owned(),
+            secret,
+            credential: credential.to_owned(),
+        },
+    );
+    Some((token, encrypted))
 }
 
 /// A running sandbox. Dropping it stops the server. Derefs to its [`Control`].
@@ -486,6 +534,7 @@ impl Sandbox {
             ws_heartbeat: Duration::from_secs(10),
             clients: Vec::new(),
             consumers: Vec::new(),
+            users: Vec::new(),
         }
     }
 
@@ -622,6 +671,44 @@ fn router(state: Shared) -> Router {
             ),
         )
         .route(
+            "/v1/api/oauth/request_token",
+            post(
+                |AxumState(s): AxumState<Shared>, uri: Uri, headers: HeaderMap| async move {
+                    answer(&s, "request_token", StatusCode::OK, |st| {
+                        let url = format!("{}{}", st.base_url, uri.path());
+                        third_party::request_token(st, authorization(&headers), &url)
+                    })
+                },
+            ),
+        )
+        .route(
+            "/v1/api/oauth/access_token",
+            post(
+                |AxumState(s): AxumState<Shared>, uri: Uri, headers: HeaderMap| async move {
+                    answer(&s, "access_token", StatusCode::OK, |st| {
+                        let url = format!("{}{}", st.base_url, uri.path());
+                        third_party::access_token(st, authorization(&headers), &url)
+                    })
+                },
+            ),
+        )
+        .route(
+            "/authorize",
+            get(
+                |AxumState(s): AxumState<Shared>,
+                 axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>| async move {
+                    let token = query.get("oauth_token").cloned().unwrap_or_default();
+                    decide(third_party::authorize_page(&mut lock(&s), &token))
+                },
+            )
+            .post(|AxumState(s): AxumState<Shared>, body: Bytes| async move {
+                let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                decide(third_party::authorize_submit(&mut lock(&s), &form))
+            }),
+        )
+        .route(
             "/v1/api/ws",
             get(
                 |AxumState(s): AxumState<Shared>,
@@ -668,6 +755,24 @@ async fn date_header(
             .insert(axum::http::header::DATE, value);
     }
     response
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The authorisation page's answer over HTTP.
+fn decide(decision: third_party::Decision) -> Response {
+    match decision {
+        third_party::Decision::Redirect(to) => axum::response::Redirect::to(&to).into_response(),
+        third_party::Decision::Page(status, html) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            axum::response::Html(html),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /__sandbox/counters`: what the sandbox has answered (for tests in other processes).

@@ -26,6 +26,10 @@ pub struct RegisteredConsumer {
     pub(crate) realm: String,
     pub(crate) signature_key: Vec<u8>,
     pub(crate) encryption_key: Vec<u8>,
+    /// May use the third-party flow (`request_token` → `/authorize` → `access_token`).
+    pub(crate) third_party: bool,
+    /// The registered callback URL (`None`: out-of-band only).
+    pub(crate) callback: Option<String>,
 }
 
 /// An access token the sandbox issued: its plain secret (the prepend) and its user.
@@ -49,6 +53,7 @@ pub(crate) struct Oauth1aState {
     pub lsts: HashMap<String, LstGrant>,
     pub nonces: HashMap<String, u64>,
     pub dh: Option<DhGroup>,
+    pub request_tokens: HashMap<String, crate::third_party::RequestGrant>,
 }
 
 impl Default for Oauth1aState {
@@ -59,6 +64,7 @@ impl Default for Oauth1aState {
             lsts: HashMap::new(),
             nonces: HashMap::new(),
             dh: DhGroup::from_hex(RFC3526_PRIME_2048, 2).ok(),
+            request_tokens: HashMap::new(),
         }
     }
 }
@@ -84,13 +90,13 @@ pub(crate) fn parse_header(value: &str) -> Option<BTreeMap<String, String>> {
     Some(params)
 }
 
-fn invalid_consumer() -> Reject {
+pub(crate) fn invalid_consumer() -> Reject {
     Reject::ibkr(401, "id: 1, error: invalid consumer")
 }
 
 /// Checks realm, consumer, timestamp window and nonce; returns the signed parameters (without
 /// realm and signature) and the signature.
-fn check_common(
+pub(crate) fn check_common(
     state: &mut State,
     header: &BTreeMap<String, String>,
     method: &str,

@@ -18,6 +18,8 @@ pub struct Lifetimes {
     pub max_assertion_lifetime: Duration,
     /// Tolerated clock difference for `iat`/`exp`.
     pub clock_skew: Duration,
+    /// Lifetime of an OAuth 1.0a request token (third-party flow) until it is exchanged.
+    pub request_token: Duration,
 }
 
 impl Default for Lifetimes {
@@ -27,6 +29,7 @@ impl Default for Lifetimes {
             sso_session: Duration::from_secs(86_400),
             max_assertion_lifetime: Duration::from_secs(300),
             clock_skew: Duration::from_secs(60),
+            request_token: Duration::from_secs(300),
         }
     }
 }
@@ -63,6 +66,10 @@ pub struct Counters {
     pub live_session_tokens: u64,
     /// WebSocket connections accepted.
     pub ws_connections: u64,
+    /// OAuth 1.0a request tokens issued (third party).
+    pub request_tokens: u64,
+    /// OAuth 1.0a access tokens issued through `oauth/access_token` (third party).
+    pub oauth_access_tokens: u64,
     /// Requests refused.
     pub rejections: u64,
     /// Scripted failures answered (fault injection).
@@ -114,6 +121,10 @@ pub(crate) struct State {
     pub oauth1a: crate::oauth1a::Oauth1aState,
     /// The base URL clients are told to use; OAuth 1.0a signatures are checked against it.
     pub base_url: String,
+    /// Users who can log in on the authorisation page: username → password.
+    pub users: HashMap<String, String>,
+    /// Users whose accounts are paper accounts (`is_paper` in `oauth/access_token`).
+    pub paper_users: HashSet<String>,
     /// Interval of the WebSocket heartbeat messages.
     pub ws_heartbeat: Duration,
     pub faults: crate::faults::Faults,
@@ -133,6 +144,8 @@ impl State {
             issued: Vec::new(),
             oauth1a: Default::default(),
             base_url: String::new(),
+            users: HashMap::new(),
+            paper_users: HashSet::new(),
             ws_heartbeat: Duration::from_secs(10),
             faults: Default::default(),
         }

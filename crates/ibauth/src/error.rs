@@ -31,6 +31,12 @@ pub enum Step {
     LiveSessionToken,
     /// The WebSocket handshake or stream (`/v1/api/ws`).
     WebSocket,
+    /// `POST /v1/api/oauth/request_token` (OAuth 1.0a third party).
+    RequestToken,
+    /// The user's authorisation in the browser (OAuth 1.0a third party).
+    Authorize,
+    /// `POST /v1/api/oauth/access_token` (OAuth 1.0a third party).
+    OauthAccessToken,
 }
 
 impl Step {
@@ -47,6 +53,9 @@ impl Step {
             Step::Logout => "logout",
             Step::LiveSessionToken => "live_session_token",
             Step::WebSocket => "websocket",
+            Step::RequestToken => "request_token",
+            Step::Authorize => "authorize",
+            Step::OauthAccessToken => "oauth_access_token",
         }
     }
 
@@ -62,6 +71,9 @@ impl Step {
             Step::Logout => "logout (POST /v1/api/logout)",
             Step::LiveSessionToken => "live session token (POST /v1/api/oauth/live_session_token)",
             Step::WebSocket => "WebSocket (/v1/api/ws)",
+            Step::RequestToken => "request token (POST /v1/api/oauth/request_token)",
+            Step::Authorize => "authorisation in the browser",
+            Step::OauthAccessToken => "access token (POST /v1/api/oauth/access_token)",
         }
     }
 }
@@ -240,6 +252,26 @@ pub(crate) fn hint_for(step: Step, status: u16, message: &str) -> Option<&'stati
     if m.contains("please query /accounts first") {
         return Some(
             "call GET iserver/accounts first; this often comes just before the session drops",
+        );
+    }
+    if m.contains("invalid consumer") && matches!(step, Step::RequestToken | Step::OauthAccessToken)
+    {
+        return Some(crate::oauth1a::third_party::INVALID_CONSUMER_THIRD_PARTY);
+    }
+    if m.contains("request token expired") {
+        return Some("request tokens live a few minutes and work once: log in again");
+    }
+    if m.contains("denied") {
+        return Some(
+            "the authorisation was denied in the browser: log in again and choose Approve",
+        );
+    }
+    if m.contains("oauth_verifier") || m.contains("verifier") {
+        return Some("the verifier belongs to another login: paste the redirect of this login");
+    }
+    if m.contains("does not match the registered callback") {
+        return Some(
+            "set `oauth1a.callback_url` to exactly the callback registered for the consumer (scheme, host, port, path, case)",
         );
     }
     if m.contains("invalid consumer") {

@@ -163,6 +163,25 @@ impl Oauth1aConfig {
         &self.consumer_key
     }
 
+    pub(crate) fn timeout_value(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(crate) fn ca(&self) -> Option<&[u8]> {
+        self.ca_pem.as_deref()
+    }
+
+    pub(crate) fn signature_key(&self) -> &SigningKey {
+        &self.signature_key
+    }
+
+    /// The same consumer with another access token (a third-party grant).
+    pub(crate) fn with_access_token(mut self, token: &str, secret: SecretString) -> Self {
+        self.access_token = token.to_owned();
+        self.access_token_secret = secret;
+        self
+    }
+
     /// The realm in use.
     pub fn realm_in_use(&self) -> &str {
         &self.realm

@@ -69,6 +69,8 @@ const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("ws_url", "IBAUTH_OAUTH1A_WS_URL", "IBIND_OAUTH1A_WS_URL"),
     ("ca_file", "IBAUTH_OAUTH1A_CA_FILE", ""),
+    ("callback_url", "IBAUTH_OAUTH1A_CALLBACK_URL", ""),
+    ("authorize_url", "IBAUTH_OAUTH1A_AUTHORIZE_URL", ""),
 ];
 
 /// Whether the environment asks for OAuth 1.0a (any `IBAUTH_OAUTH1A_*`/`IBIND_OAUTH1A_*`
@@ -291,16 +293,19 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-fn build(raw: &Raw) -> Result<Oauth1aConfig, ConfigError> {
+/// What both flows read: the consumer, its keys, the DH group, URLs and CA.
+struct Consumer {
+    consumer_key: String,
+    signature_key: SigningKey,
+    encryption_key: DecryptionKey,
+    dh: DhGroup,
+}
+
+fn consumer(raw: &Raw) -> Result<Consumer, ConfigError> {
     let consumer_key = raw
         .get("consumer_key")
-        .ok_or_else(|| missing("consumer_key"))?;
-    let access_token = raw
-        .get("access_token")
-        .ok_or_else(|| missing("access_token"))?;
-    let secret = raw
-        .get("access_token_secret")
-        .ok_or_else(|| missing("access_token_secret"))?;
+        .ok_or_else(|| missing("consumer_key"))?
+        .to_owned();
     let (signature_pem, _) = key_text(raw, "signature_key", "signature_key_file")?;
     let signature_key = SigningKey::from_pem(&signature_pem)?;
     let (encryption_pem, _) = key_text(raw, "encryption_key", "encryption_key_file")?;
@@ -320,14 +325,16 @@ fn build(raw: &Raw) -> Result<Oauth1aConfig, ConfigError> {
         (None, Some(path)) => dh_param_file(&path, generator)?,
         (None, None) => return Err(missing("dh_prime")),
     };
-    let mut config = Oauth1aConfig::new(
+    Ok(Consumer {
         consumer_key,
-        access_token,
-        SecretString::from(secret.to_owned()),
         signature_key,
         encryption_key,
         dh,
-    );
+    })
+}
+
+/// Realm, URLs and CA over a config.
+fn apply(raw: &Raw, mut config: Oauth1aConfig) -> Result<Oauth1aConfig, ConfigError> {
     if let Some(realm) = raw.get("realm") {
         config = config.realm(realm);
     }
@@ -343,6 +350,61 @@ fn build(raw: &Raw) -> Result<Oauth1aConfig, ConfigError> {
         config = config.ca_pem(pem);
     }
     Ok(config)
+}
+
+fn build(raw: &Raw) -> Result<Oauth1aConfig, ConfigError> {
+    let access_token = raw
+        .get("access_token")
+        .ok_or_else(|| missing("access_token"))?;
+    let secret = raw
+        .get("access_token_secret")
+        .ok_or_else(|| missing("access_token_secret"))?;
+    let c = consumer(raw)?;
+    let config = Oauth1aConfig::new(
+        c.consumer_key,
+        access_token,
+        SecretString::from(secret.to_owned()),
+        c.signature_key,
+        c.encryption_key,
+        c.dh,
+    );
+    apply(raw, config)
+}
+
+/// Loads the third-party settings (the `oauth1a:` section without an access token, plus
+/// `callback_url` and `authorize_url`), from `path` and the environment as [`load_with_env`].
+pub fn load_third_party_with_env<K: AsRef<str>, V: AsRef<str>>(
+    path: Option<&Path>,
+    env: &[(K, V)],
+) -> Result<super::ThirdPartyConfig, ConfigError> {
+    let raw = raw_settings(path, env)?;
+    let c = consumer(&raw)?;
+    // The grant fills the token in later; the template only carries the consumer's settings.
+    let template = apply(
+        &raw,
+        Oauth1aConfig::new(
+            c.consumer_key,
+            "",
+            SecretString::from(String::new()),
+            c.signature_key,
+            c.encryption_key,
+            c.dh,
+        ),
+    )?;
+    let mut config = super::ThirdPartyConfig::from_template(template);
+    if let Some(url) = raw.get("callback_url") {
+        config = config.callback_url(url)?;
+    }
+    if let Some(url) = raw.get("authorize_url") {
+        config = config.authorize_url(url)?;
+    }
+    Ok(config)
+}
+
+/// As [`load_third_party_with_env`] with the process environment.
+pub fn load_third_party(path: Option<&Path>) -> Result<super::ThirdPartyConfig, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    load_third_party_with_env(path, &env)
 }
 
 fn looks_hex(text: &str) -> bool {

@@ -1,11 +1,12 @@
-//! OAuth 1.0a (first party): the live session token by Diffie-Hellman, then every request
-//! signed with HMAC-SHA256. This module holds the byte-exact primitives; the client that drives
-//! them over HTTP builds on top.
+//! OAuth 1.0a: the live session token by Diffie-Hellman, then every request signed with
+//! HMAC-SHA256 (first party); and the request token → browser authorisation → access token
+//! exchange in front of it (third party). The byte-exact primitives are here too.
 
 mod client;
 pub mod config;
 mod lst;
 mod signing;
+pub(crate) mod third_party;
 
 pub use client::{
     DEFAULT_REST_URL, DEFAULT_WS_URL, HmacAuthorizer, LiveSessionToken, Oauth1aClient,
@@ -18,4 +19,8 @@ pub use lst::{
 };
 pub use signing::{
     Nonce, Signer, authorization_header, authorize, base_string, oauth_params, percent_encode,
+};
+pub use third_party::{
+    AccessGrant, DEFAULT_AUTHORIZE_URL, RequestToken, ThirdPartyClient, ThirdPartyConfig,
+    VerifierError, parse_verifier,
 };
