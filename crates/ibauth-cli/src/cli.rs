@@ -30,12 +30,40 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// OAuth 1.0a third party: the consumer in the `oauth1a:` section (no access token there);
+    /// the user authorises in a browser, and the grant is kept in the token file.
+    #[arg(long, global = true)]
+    pub third_party: bool,
+
+    /// Third party: how the user authorises when no valid grant is stored.
+    #[arg(long, global = true, value_enum, default_value_t = FlowArg::Auto, value_name = "FLOW")]
+    pub flow: FlowArg,
+
+    /// Third party: seconds to wait for the authorisation (0 = forever).
+    #[arg(long, global = true, default_value_t = 300, value_name = "SECS")]
+    pub auth_timeout: u64,
+
+    /// Third party: a stored grant older than this many seconds is not reused.
+    #[arg(long, global = true, default_value_t = 7 * 86_400, value_name = "SECS")]
+    pub max_age: u64,
+
     /// Colour: auto (on a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
     pub color: Color,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How a third-party login asks for the user's authorisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowArg {
+    /// The browser where one can be opened and a callback is registered, else manual.
+    Auto,
+    /// A local HTTPS callback and the system browser.
+    Browser,
+    /// Print the URL, paste the redirect (or the verifier) on stdin.
+    Manual,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,7 +96,7 @@ pub enum Command {
     /// Log in (or reuse the stored tokens while valid), initialise the brokerage session, and
     /// store the tokens in the token file for the other commands and processes.
     #[command(
-        after_help = "Example:\n  ibauth login --config config.yaml\n  ibauth login --force --json"
+        after_help = "Example:\n  ibauth login --config config.yaml\n  ibauth login --force --json\n  ibauth login --third-party --flow manual"
     )]
     Login {
         /// Get new tokens even if valid ones are stored.

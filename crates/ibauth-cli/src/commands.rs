@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ibauth::manager::Policy;
-use ibauth::oauth1a::{self, Oauth1aClient};
+use ibauth::oauth1a::{self, Oauth1aClient, ThirdPartyClient, login};
 use ibauth::store::shared::{self, Source};
 use ibauth::store::{StoredTokens, TokenStore};
 use ibauth::{AuthStatus, Config, Error, Oauth2Client};
@@ -64,12 +64,68 @@ pub fn wants_oauth1a(flag: bool, config: Option<&Path>) -> bool {
     oauth1a::config::file_has_section(&file) && !has_oauth2
 }
 
-pub async fn run(out: Out, config: Option<&Path>, action: Action, oauth1a_flag: bool) -> ExitCode {
+/// The third-party settings from the command line.
+#[derive(Debug, Clone)]
+pub struct ThirdParty {
+    pub flow: login::Flow,
+    pub timeout: Option<Duration>,
+    pub max_age: Duration,
+}
+
+pub async fn run(
+    out: Out,
+    config: Option<&Path>,
+    action: Action,
+    oauth1a_flag: bool,
+    third_party: Option<ThirdParty>,
+) -> ExitCode {
     let policy = match Policy::load(config) {
         Ok(policy) => policy,
         Err(e) => return config_fail(out, e),
     };
     let store = crate::keepalive::token_store(&policy);
+    if let Some(options) = third_party {
+        let client = match oauth1a::config::load_third_party(config).map(ThirdPartyClient::new) {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return fail(out, &e),
+            Err(e) => return config_fail(out, e),
+        };
+        out.heading(&format!(
+            "ibauth {} (OAuth 1.0a third party, consumer {})",
+            action.name(),
+            client.config().consumer_key()
+        ));
+        // Without a token file the grant lives as long as this command.
+        let store = store.unwrap_or_else(|| Arc::new(ibauth::store::MemoryStore::new()));
+        let options = login::LoginOptions {
+            max_age: options.max_age,
+            flow: options.flow,
+            timeout: options.timeout,
+        };
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+        let mut say = |text: &str| {
+            out.clear_progress();
+            eprintln!("{text}");
+        };
+        let t = Instant::now();
+        let session = match login::login(&client, &store, &options, &mut stdin, &mut say).await {
+            Ok((session, fresh)) => {
+                out.step(
+                    "authorization",
+                    t.elapsed(),
+                    if fresh {
+                        "authorised in the browser; grant and live session token stored"
+                    } else {
+                        "reused the stored grant"
+                    },
+                    json!({ "fresh": fresh }),
+                );
+                session
+            }
+            Err(e) => return fail(out, &Error::from(e)),
+        };
+        return execute(out, session, Some(store), action, policy.compete).await;
+    }
     if wants_oauth1a(oauth1a_flag, config) {
         let client = match oauth1a::config::load(config).map(Oauth1aClient::new) {
             Ok(Ok(client)) => client,

@@ -38,6 +38,18 @@ fn main() -> ExitCode {
     runtime.block_on(run(cli))
 }
 
+fn third_party(cli: &Cli) -> Option<commands::ThirdParty> {
+    cli.third_party.then(|| commands::ThirdParty {
+        flow: match cli.flow {
+            cli::FlowArg::Auto => ibauth::oauth1a::login::Flow::Auto,
+            cli::FlowArg::Browser => ibauth::oauth1a::login::Flow::Browser,
+            cli::FlowArg::Manual => ibauth::oauth1a::login::Flow::Manual,
+        },
+        timeout: (cli.auth_timeout > 0).then(|| std::time::Duration::from_secs(cli.auth_timeout)),
+        max_age: std::time::Duration::from_secs(cli.max_age),
+    })
+}
+
 async fn run(cli: Cli) -> ExitCode {
     let stdout_tty = std::io::stdout().is_terminal();
     let stderr_tty = std::io::stderr().is_terminal();
@@ -49,6 +61,7 @@ async fn run(cli: Cli) -> ExitCode {
         progress: stderr_tty && !cli.json && !cli.quiet,
     };
     let config = cli.config.as_deref();
+    let tp = third_party(&cli);
     match cli.command {
         Command::Demo {
             tls,
@@ -56,7 +69,14 @@ async fn run(cli: Cli) -> ExitCode {
             oauth1a,
         } => demo::run(out, tls, tickles, oauth1a).await,
         Command::Login { force } => {
-            commands::run(out, config, Action::Login { force }, cli.oauth1a).await
+            commands::run(
+                out,
+                config,
+                Action::Login { force },
+                cli.oauth1a,
+                tp.clone(),
+            )
+            .await
         }
         Command::Doctor { public_key } => {
             let opts = doctor::Options {
@@ -73,11 +93,17 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Token { method, path, curl } => {
             let action = Action::Token { method, path, curl };
-            commands::run(out, config, action, cli.oauth1a).await
+            commands::run(out, config, action, cli.oauth1a, tp.clone()).await
         }
-        Command::Status => commands::run(out, config, Action::Status, cli.oauth1a).await,
-        Command::Tickle => commands::run(out, config, Action::Tickle, cli.oauth1a).await,
-        Command::Logout => commands::run(out, config, Action::Logout, cli.oauth1a).await,
+        Command::Status => {
+            commands::run(out, config, Action::Status, cli.oauth1a, tp.clone()).await
+        }
+        Command::Tickle => {
+            commands::run(out, config, Action::Tickle, cli.oauth1a, tp.clone()).await
+        }
+        Command::Logout => {
+            commands::run(out, config, Action::Logout, cli.oauth1a, tp.clone()).await
+        }
         Command::Keepalive { interval, health } => {
             let interval = match interval.map(std::time::Duration::try_from_secs_f64) {
                 None => None,

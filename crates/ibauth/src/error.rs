@@ -164,6 +164,10 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 
+    /// A third-party login flow stopped (no terminal, timeout, callback, browser).
+    #[error("third-party login: {0}")]
+    Login(String),
+
     /// Every public-IP lookup URL failed.
     #[error(
         "public IP lookup failed ({detail}); set `public_ip` in the config (or IBAUTH_PUBLIC_IP) to the address IBKR sees"
@@ -186,6 +190,7 @@ impl Error {
             | Error::NotReady { step, .. }
             | Error::Lst { step, .. } => Some(*step),
             Error::PublicIp { .. } => Some(Step::PublicIp),
+            Error::Login(_) => Some(Step::Authorize),
         }
     }
 
@@ -215,9 +220,11 @@ impl Error {
             Error::Rejected { status, .. } | Error::Protocol { status, .. } => {
                 *status == 429 || *status >= 500
             }
-            Error::Config(_) | Error::NotReady { .. } | Error::Lst { .. } | Error::Store(_) => {
-                false
-            }
+            Error::Config(_)
+            | Error::NotReady { .. }
+            | Error::Lst { .. }
+            | Error::Store(_)
+            | Error::Login(_) => false,
         }
     }
 }

@@ -353,6 +353,9 @@ fn apply(raw: &Raw, mut config: Oauth1aConfig) -> Result<Oauth1aConfig, ConfigEr
 }
 
 fn build(raw: &Raw) -> Result<Oauth1aConfig, ConfigError> {
+    // Reported in the order a user fills them in.
+    raw.get("consumer_key")
+        .ok_or_else(|| missing("consumer_key"))?;
     let access_token = raw
         .get("access_token")
         .ok_or_else(|| missing("access_token"))?;

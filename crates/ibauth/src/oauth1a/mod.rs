@@ -4,6 +4,7 @@
 
 mod client;
 pub mod config;
+pub mod login;
 mod lst;
 mod signing;
 pub(crate) mod third_party;

@@ -19,7 +19,7 @@ pub mod shared;
 
 pub use file::{FileStore, default_token_file};
 pub(crate) use session::fingerprint;
-pub use session::{StoredBearer, StoredLst, StoredToken, StoredTokens};
+pub use session::{StoredBearer, StoredGrant, StoredLst, StoredToken, StoredTokens};
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};

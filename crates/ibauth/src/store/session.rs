@@ -44,6 +44,32 @@ pub struct StoredTokens {
     /// OAuth 1.0a live session token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_session_token: Option<StoredLst>,
+    /// OAuth 1.0a third party: the access token the user's authorisation granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<StoredGrant>,
+}
+
+/// A third-party grant: the access token and its secret as IBKR issued them (the secret is
+/// still encrypted to the consumer's encryption key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredGrant {
+    /// The consumer it was granted to.
+    pub consumer_key: String,
+    /// The access token.
+    #[serde(serialize_with = "expose", deserialize_with = "secret")]
+    pub access_token: SecretString,
+    /// Its secret (base64 of an RSA ciphertext).
+    #[serde(serialize_with = "expose", deserialize_with = "secret")]
+    pub access_token_secret: SecretString,
+    /// A paper-trading account.
+    pub is_paper: bool,
+}
+
+impl PartialEq for StoredGrant {
+    fn eq(&self, other: &Self) -> bool {
+        self.consumer_key == other.consumer_key
+            && self.access_token.expose_secret() == other.access_token.expose_secret()
+    }
 }
 
 /// An OAuth 2.0 access token.
@@ -126,6 +152,7 @@ impl StoredTokens {
             access_token: None,
             bearer: None,
             live_session_token: None,
+            grant: None,
         }
     }
 

@@ -140,6 +140,7 @@ pub async fn save(store: &Arc<dyn TokenStore>, mut doc: StoredTokens) -> Result<
             return Ok(());
         }
         doc.created_at = stored.created_at;
+        doc.grant = stored.grant;
     }
     blocking(store, move |s| s.save(&doc)).await
 }
