@@ -150,3 +150,217 @@ async fn without_a_terminal_the_manual_flow_fails_at_once() {
     // Bounded by the request token round trip, not by the 300 s wait.
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+/// A minimal WebDriver client over HTTP, enough to log in and press a button.
+struct WebDriver {
+    http: reqwest::Client,
+    base: String,
+    session: String,
+    driver: std::process::Child,
+}
+
+impl WebDriver {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian chromium-driver; .ci/run installs it)");
+        let http = ibauth::HttpClient::new(Duration::from_secs(60), None)
+            .unwrap()
+            .reqwest()
+            .clone();
+        let base = format!("http://127.0.0.1:{port}");
+        let capabilities = serde_json::json!({ "capabilities": { "alwaysMatch": {
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": { "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--ignore-certificate-errors"
+            ] }
+        } } });
+        let mut session = None;
+        for _ in 0..50 {
+            if let Ok(reply) = http
+                .post(format!("{base}/session"))
+                .json(&capabilities)
+                .send()
+                .await
+            {
+                let body: Value = reply.json().await.unwrap();
+                session = body["value"]["sessionId"].as_str().map(str::to_owned);
+                assert!(session.is_some(), "no WebDriver session: {body}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            http,
+            base,
+            session: session.expect("chromedriver answers"),
+            driver,
+        }
+    }
+
+    async fn call(&self, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let reply = self.http.post(url).json(&body).send().await.unwrap();
+        reply.json().await.unwrap()
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let found = self
+            .call(
+                "/element",
+                serde_json::json!({ "using": "css selector", "value": css }),
+            )
+            .await;
+        found["value"]
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no {css}: {found}"))
+            .to_owned()
+    }
+}
+
+impl Drop for WebDriver {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_flow_driven_by_a_real_headless_chromium() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let callback = format!("https://127.0.0.1:{port}/ibauth/callback");
+    let dir = temp_dir("third-browser");
+    CredentialSet::load_or_create(&dir).unwrap();
+    let signature = SigningKey::from_pem_file(&dir.join("signature_key.pem")).unwrap();
+    let encryption = SigningKey::from_pem_file(&dir.join("encryption_key.pem")).unwrap();
+    let sandbox = Sandbox::builder()
+        .register_consumer(
+            ConsumerRegistration::new("THIRDPRTY", &signature, &encryption)
+                .third_party(Some(&callback)),
+        )
+        .user("dana", "pw", true)
+        .start()
+        .await
+        .unwrap();
+    let config = dir.join("third.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "oauth1a:\n  consumer_key: THIRDPRTY\n  signature_key_file: signature_key.pem\n  encryption_key_file: encryption_key.pem\n  dh_param_file: dhparam.pem\n  rest_url: {base}/v1/api/\n  authorize_url: {base}/authorize\n  callback_url: {callback}\n",
+            base = sandbox.base_url()
+        ),
+    )
+    .unwrap();
+    // The "browser" ibauth opens: a script that hands the URL to this test, which then drives
+    // Chromium there as a person would.
+    let opened = dir.join("opened-url");
+    let browser = dir.join("browser.sh");
+    std::fs::write(
+        &browser,
+        format!("#!/bin/sh\necho \"$1\" > {}\n", opened.display()),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let child = ibauth()
+        .arg("--config")
+        .arg(&config)
+        .env("IBAUTH_TOKEN_FILE", dir.join("tokens.json"))
+        .env("BROWSER", &browser)
+        .args([
+            "--json",
+            "--third-party",
+            "--flow",
+            "browser",
+            "--auth-timeout",
+            "60",
+            "tickle",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    for _ in 0..200 {
+        if let Ok(text) = std::fs::read_to_string(&opened)
+            && !text.trim().is_empty()
+        {
+            url = text.trim().to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        url.contains("/authorize?oauth_token="),
+        "the browser was opened: {url:?}"
+    );
+
+    let chrome = WebDriver::start().await;
+    chrome.call("/url", serde_json::json!({ "url": url })).await;
+    let user = chrome.element("#username").await;
+    chrome
+        .call(
+            &format!("/element/{user}/value"),
+            serde_json::json!({ "text": "dana" }),
+        )
+        .await;
+    let password = chrome.element("#password").await;
+    chrome
+        .call(
+            &format!("/element/{password}/value"),
+            serde_json::json!({ "text": "pw" }),
+        )
+        .await;
+    let approve = chrome.element("#approve").await;
+    chrome
+        .call(&format!("/element/{approve}/click"), serde_json::json!({}))
+        .await;
+
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let banner = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        banner.contains("not\nprivate") || banner.contains("not private"),
+        "{banner}"
+    );
+    let lines = json_lines(&output.stdout);
+    assert_eq!(
+        lines.iter().find(|l| l["step"] == "authorization").unwrap()["fresh"],
+        true
+    );
+    let tickle = lines.iter().rev().find(|l| l["step"] == "tickle").unwrap();
+    assert_eq!(tickle["authenticated"], true, "{lines:?}");
+    // Chromium landed on the local callback page.
+    let page = chrome
+        .http
+        .get(format!("{}/session/{}/source", chrome.base, chrome.session))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("authorised"), "{page}");
+    assert_eq!(sandbox.counters().oauth_access_tokens, 1);
+}
