@@ -4,7 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ibauth_sandbox::{CredentialSet, Lifetimes, SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL, Sandbox};
+use ibauth_sandbox::{
+    CredentialSet, Lifetimes, SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL, SANDBOX_PASSWORD, Sandbox,
+};
 use serde_json::json;
 
 use crate::render::{Out, code};
@@ -40,6 +42,8 @@ async fn serve(out: Out, opts: Options<'_>) -> Result<(), String> {
         .lifetimes(lifetimes)
         .register(set.registration())
         .register_consumer(set.consumer_registration())
+        .register_consumer(set.third_party_registration())
+        .user(SANDBOX_CREDENTIAL, SANDBOX_PASSWORD, true)
         .start()
         .await
         .map_err(|e| e.to_string())?;
@@ -53,16 +57,22 @@ async fn serve(out: Out, opts: Options<'_>) -> Result<(), String> {
             Some((&token, &secret)),
         )
         .map_err(|e| e.to_string())?;
+    let third_party = set
+        .write_third_party_config(sandbox.base_url(), sandbox.ca_pem())
+        .map_err(|e| e.to_string())?;
     out.result(
         &format!(
             "ibauth sandbox serving {base}\n\
              credentials and config in {dir}\n\n\
-             try it:\n  ibauth --config {config} login            (OAuth 2.0)\n  ibauth --config {config} --oauth1a login  (OAuth 1.0a)\n\n\
+             try it:\n  ibauth --config {config} login            (OAuth 2.0)\n  ibauth --config {config} --oauth1a login  (OAuth 1.0a)\n  ibauth --config {third} --third-party --flow manual login\n      (OAuth 1.0a third party: log in on the page as {user} / {password})\n\n\
              Python ibauth: use {config} and set its domain to {host}{ca}\n\
              Ctrl-C stops the sandbox.",
             base = sandbox.base_url(),
             dir = opts.dir.display(),
             config = config.display(),
+            third = third_party.display(),
+            user = SANDBOX_CREDENTIAL,
+            password = SANDBOX_PASSWORD,
             host = sandbox.base_url().split("://").nth(1).unwrap_or_default(),
             ca = if sandbox.ca_pem().is_some() {
                 format!(" and trust {}", opts.dir.join("ca.pem").display())
@@ -73,6 +83,7 @@ async fn serve(out: Out, opts: Options<'_>) -> Result<(), String> {
         json!({
             "base_url": sandbox.base_url(),
             "config": config,
+            "third_party_config": third_party,
             "ca_file": sandbox.ca_pem().map(|_| opts.dir.join("ca.pem")),
         }),
     );

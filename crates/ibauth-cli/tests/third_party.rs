@@ -6,34 +6,27 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use ibauth::SigningKey;
-use ibauth_sandbox::{ConsumerRegistration, CredentialSet, Sandbox};
+use ibauth_sandbox::{
+    ConsumerRegistration, CredentialSet, SANDBOX_CREDENTIAL, SANDBOX_PASSWORD, Sandbox,
+};
 use serde_json::Value;
 
 mod common;
 use common::{ibauth, json_lines, temp_dir, text};
 
+/// `ibauth sandbox`'s own third-party setup: TESTCONS, its user, `config-third-party.yaml`.
 async fn setup(name: &str) -> (Sandbox, std::path::PathBuf, std::path::PathBuf) {
     let dir = temp_dir(name);
-    CredentialSet::load_or_create(&dir).unwrap();
-    let signature = SigningKey::from_pem_file(&dir.join("signature_key.pem")).unwrap();
-    let encryption = SigningKey::from_pem_file(&dir.join("encryption_key.pem")).unwrap();
+    let set = CredentialSet::load_or_create(&dir).unwrap();
     let sandbox = Sandbox::builder()
-        .register_consumer(
-            ConsumerRegistration::new("THIRDPRTY", &signature, &encryption).third_party(None),
-        )
-        .user("dana", "pw", false)
+        .register_consumer(set.third_party_registration())
+        .user(SANDBOX_CREDENTIAL, SANDBOX_PASSWORD, false)
         .start()
         .await
         .unwrap();
-    let config = dir.join("third.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "oauth1a:\n  consumer_key: THIRDPRTY\n  signature_key_file: signature_key.pem\n  encryption_key_file: encryption_key.pem\n  dh_param_file: dhparam.pem\n  rest_url: {base}/v1/api/\n  authorize_url: {base}/authorize\n",
-            base = sandbox.base_url()
-        ),
-    )
-    .unwrap();
+    let config = set
+        .write_third_party_config(sandbox.base_url(), None)
+        .unwrap();
     (sandbox, config, dir.join("tokens.json"))
 }
 
@@ -43,8 +36,8 @@ async fn approve(url: &str) -> String {
     let token = url.split("oauth_token=").nth(1).unwrap().to_owned();
     let form = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("oauth_token", &token)
-        .append_pair("username", "dana")
-        .append_pair("password", "pw")
+        .append_pair("username", SANDBOX_CREDENTIAL)
+        .append_pair("password", SANDBOX_PASSWORD)
         .append_pair("action", "approve")
         .finish();
     let page = http
@@ -111,7 +104,7 @@ async fn manual_flow_with_the_verifier_on_stdin_then_the_grant_is_reused() {
         (1, 1)
     );
     let stored: Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
-    assert_eq!(stored["grant"]["consumer_key"], "THIRDPRTY");
+    assert_eq!(stored["grant"]["consumer_key"], "TESTCONS");
 
     // The next command reuses the stored grant and live session token: no browser, no login.
     let output = ibauth()

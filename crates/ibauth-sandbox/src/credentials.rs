@@ -25,6 +25,8 @@ const DH_PARAM_FILE: &str = "dhparam.pem";
 
 /// Consumer key of the generated OAuth 1.0a credential set (nine characters, like IBKR's).
 pub const SANDBOX_CONSUMER_KEY: &str = "SANDBOXCK";
+/// The password of [`SANDBOX_CREDENTIAL`] on the sandbox's authorisation page.
+pub const SANDBOX_PASSWORD: &str = "sandbox";
 
 /// Keys and files of a sandbox credential set in one folder.
 #[derive(Debug, Clone)]
@@ -85,6 +87,38 @@ impl CredentialSet {
             &self.signature_key,
             &self.encryption_key,
         )
+    }
+
+    /// IBKR's demo consumer `TESTCONS` (realm `test_realm`) for the third-party flow, with this
+    /// set's keys; out-of-band callback.
+    pub fn third_party_registration(&self) -> ConsumerRegistration {
+        ConsumerRegistration::new(
+            ibauth::oauth1a::TEST_CONSUMER,
+            &self.signature_key,
+            &self.encryption_key,
+        )
+        .third_party(None)
+    }
+
+    /// Writes `config-third-party.yaml`: `TESTCONS` with this set's keys, the sandbox's REST
+    /// base and authorisation page (log in there as [`SANDBOX_CREDENTIAL`] /
+    /// [`SANDBOX_PASSWORD`]); returns its path.
+    pub fn write_third_party_config(
+        &self,
+        base_url: &str,
+        ca_pem: Option<&str>,
+    ) -> Result<PathBuf, SandboxError> {
+        let mut yaml = format!(
+            "# Written by `ibauth sandbox`: OAuth 1.0a third party with IBKR's demo consumer.\n\
+             # ibauth --config THIS --third-party login   (log in as {SANDBOX_CREDENTIAL} / {SANDBOX_PASSWORD})\n\
+             oauth1a:\n  consumer_key: TESTCONS\n  realm: test_realm\n  signature_key_file: {SIGNATURE_KEY_FILE}\n  encryption_key_file: {ENCRYPTION_KEY_FILE}\n  dh_param_file: {DH_PARAM_FILE}\n  rest_url: {base_url}/v1/api/\n  authorize_url: {base_url}/authorize\n"
+        );
+        if ca_pem.is_some() {
+            yaml.push_str(&format!("  ca_file: {CA_FILE}\n"));
+        }
+        let path = self.dir.join("config-third-party.yaml");
+        write_private(&path, yaml.as_bytes(), 0o600)?;
+        Ok(path)
     }
 
     /// Writes `config.yaml` (and `ca.pem` for HTTPS) pointing at `base_url`; returns its path.

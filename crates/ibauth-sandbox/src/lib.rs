@@ -62,6 +62,7 @@ use tokio::sync::oneshot;
 
 pub use credentials::{
     CredentialSet, SANDBOX_CLIENT_ID, SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID,
+    SANDBOX_PASSWORD,
 };
 pub use faults::FailWith;
 pub use jwt::JwtError;
