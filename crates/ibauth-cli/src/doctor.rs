@@ -177,54 +177,6 @@ fn key_file(report: &mut Report, setting: &str, path: &Path) -> Option<SigningKe
             "accepted; a copy-paste artefact: re-save the key without them",
         );
     }
-    let header = text.lines().find_map(|l| {
-        l.trim()
-            .strip_prefix("-----BEGIN ")?
-            .strip_suffix("-----")
-            .map(str::to_owned)
-    });
-    match header.as_deref() {
-        Some("RSA PRIVATE KEY" | "PRIVATE KEY") => {}
-        Some("ENCRYPTED PRIVATE KEY") => {
-            report.fail(
-                &name,
-                format!("{} is encrypted with a passphrase", path.display()),
-                Some(format!(
-                    "decrypt it once: openssl pkey -in {} -out decrypted.pem (then chmod 600)",
-                    path.display()
-                )),
-            );
-            return None;
-        }
-        Some(h @ ("PUBLIC KEY" | "RSA PUBLIC KEY" | "CERTIFICATE")) => {
-            report.fail(
-                &name,
-                format!(
-                    "{} holds a {}, not the private key",
-                    path.display(),
-                    h.to_lowercase()
-                ),
-                Some(format!("point `{setting}` at the private key file")),
-            );
-            return None;
-        }
-        Some(other) => {
-            report.fail(
-                &name,
-                format!("{}: unexpected PEM header `{other}`", path.display()),
-                Some("an RSA private key starts with -----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----"),
-            );
-            return None;
-        }
-        None => {
-            report.fail(
-                &name,
-                format!("{} has no PEM header", path.display()),
-                Some("an RSA private key starts with -----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----"),
-            );
-            return None;
-        }
-    }
     match SigningKey::from_pem_file(path) {
         Ok(key) => {
             report.ok(
@@ -409,6 +361,7 @@ fn oauth1a_checks(
         );
     }
     let base = config.rest_base().clone();
+    let ca = config.ca().map(<[u8]>::to_vec);
     // Decrypting the access-token secret happens here: a wrong encryption key or a garbled
     // secret fails before anything is sent.
     match Oauth1aClient::new(config) {
@@ -422,29 +375,9 @@ fn oauth1a_checks(
             Some("copy the access token secret again from IBKR's portal, and check `oauth1a.encryption_key_file`"),
         ),
     }
-    let ca = oauth1a_ca(file, env);
     if let Ok(root) = base.join("/") {
         hosts.push((root, ca));
     }
-}
-
-/// The OAuth 1.0a section's extra CA, for the network checks.
-fn oauth1a_ca(file: Option<&Path>, env: &[(String, String)]) -> Option<Vec<u8>> {
-    let from_env = env
-        .iter()
-        .find(|(k, v)| k == "IBAUTH_OAUTH1A_CA_FILE" && !v.is_empty())
-        .map(|(_, v)| PathBuf::from(v));
-    let from_file = file.and_then(|f| {
-        let text = std::fs::read_to_string(f).ok()?;
-        let line = text
-            .lines()
-            .skip_while(|l| !l.starts_with("oauth1a:"))
-            .find(|l| l.trim_start().starts_with("ca_file:"))?;
-        let value = line.trim_start().trim_start_matches("ca_file:").trim();
-        let dir = f.parent().unwrap_or(Path::new("."));
-        Some(dir.join(value.trim_matches('"')))
-    });
-    from_env.or(from_file).and_then(|p| std::fs::read(p).ok())
 }
 
 async fn network(report: &mut Report, url: &Url, ca: Option<&[u8]>) {

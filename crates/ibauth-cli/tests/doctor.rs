@@ -177,7 +177,7 @@ async fn each_broken_setup_fails_at_its_check_with_a_fix() {
             "public key instead of the private one",
             |c| copy_fixture(c, "rsa2048_public.pem", "private_key.pem"),
             "key private_key_file",
-            "not the private key",
+            "not a private key",
         ),
         (
             "short key",

@@ -167,7 +167,8 @@ impl Oauth1aConfig {
         self.timeout
     }
 
-    pub(crate) fn ca(&self) -> Option<&[u8]> {
+    /// The extra trusted CA certificates (PEM), if any.
+    pub fn ca(&self) -> Option<&[u8]> {
         self.ca_pem.as_deref()
     }
 

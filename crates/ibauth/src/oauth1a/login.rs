@@ -385,7 +385,7 @@ pub async fn login<R: AsyncBufRead + Unpin>(
             .await
             .map_err(|e| crate::store::StoreError::Other(e.to_string()))??
     };
-    let now = SystemNow.now();
+    let now = crate::clock::Clock::now_unix(&crate::clock::SystemClock);
     if let Some(doc) = stored
         && let Some(grant) = doc.grant.clone()
         && grant.consumer_key == consumer
@@ -417,14 +417,6 @@ pub async fn login<R: AsyncBufRead + Unpin>(
     Ok((client, true))
 }
 
-struct SystemNow;
-
-impl SystemNow {
-    fn now(&self) -> u64 {
-        crate::clock::Clock::now_unix(&crate::clock::SystemClock)
-    }
-}
-
 async fn save(
     store: &Arc<dyn TokenStore>,
     client: &Oauth1aClient,
@@ -432,7 +424,7 @@ async fn save(
     consumer: &str,
     created_at: Option<u64>,
 ) -> Result<(), LoginError> {
-    let now = SystemNow.now();
+    let now = crate::clock::Clock::now_unix(&crate::clock::SystemClock);
     let Some(mut doc) = client.stored_tokens(now) else {
         return Ok(());
     };
