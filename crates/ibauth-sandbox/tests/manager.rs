@@ -318,8 +318,10 @@ async fn oauth2_tokens_are_renewed_before_they_expire() {
         counters.rejections, 0,
         "no request ever met an expired token"
     );
+    // Each renewal renews whatever is due: both tokens, or one when their expiries fall in
+    // different seconds (the bearer's is refined from IBKR's EXPIRES).
     assert!(
-        counters.access_tokens >= 3 && counters.sso_sessions >= 3,
+        counters.access_tokens + counters.sso_sessions >= 2 + 2 && counters.sso_sessions >= 2,
         "{counters:?}"
     );
     assert_eq!(status.logins, 1, "renewed, not logged in again");
