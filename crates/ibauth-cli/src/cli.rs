@@ -26,8 +26,8 @@ pub struct Cli {
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
 
-    /// Only errors on stderr.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    /// Only errors on stderr (before the command: `ibauth -q status`).
+    #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 
     /// OAuth 1.0a third party: the consumer in the `oauth1a:` section (no access token there);
@@ -103,13 +103,34 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Tickle the session with the stored tokens (logging in only if there are none) and show
-    /// the session flags, token ages and expiries, and the API host.
+    /// Show the stored session: tickle it with the stored tokens and report the flags, token
+    /// ages and expiries, and the API host. Read-only: it never logs in (exit 6 when there is
+    /// no valid stored session).
     #[command(after_help = "Example:\n  ibauth status\n  ibauth status --json")]
     Status,
-    /// As `status`, and initialise the brokerage session if it is not authenticated.
+    /// Tickle the session, logging in if needed (or taking the tokens another process stored),
+    /// and initialise the brokerage session if it is not authenticated.
     #[command(after_help = "Example:\n  ibauth tickle")]
     Tickle,
+    /// Call any Web API endpoint with the stored session (logging in if needed), paced under
+    /// IBKR's limits; the answer's JSON on stdout (pretty on a terminal). Exits 4 on an error
+    /// status.
+    #[command(
+        after_help = "Example:\n  ibauth api GET portfolio/accounts\n  ibauth api GET iserver/marketdata/snapshot -q conids=265598 -q fields=31,84,86\n  ibauth api POST iserver/account/U1234567/orders --data @order.json\n  ibauth api DELETE iserver/account/U1234567/order/1234"
+    )]
+    Api {
+        /// The HTTP method (GET, POST, PUT, DELETE, …).
+        method: String,
+        /// The endpoint, relative to /v1/api/ (`portfolio/accounts`) or absolute
+        /// (`/v1/api/portfolio/accounts`).
+        path: String,
+        /// A query parameter (repeatable).
+        #[arg(short = 'q', long = "query", value_name = "KEY=VALUE")]
+        query: Vec<String>,
+        /// The JSON body, or `@FILE` to read it from a file (`@-`: stdin).
+        #[arg(short = 'd', long, value_name = "JSON|@FILE")]
+        data: Option<String>,
+    },
     /// Print the `Authorization` header value for a request (OAuth 2.0: the bearer; OAuth
     /// 1.0a: a signature for exactly this method and path), or a ready curl command line.
     #[command(
@@ -129,8 +150,8 @@ pub enum Command {
     /// Log out the stored session and forget its tokens (nothing to do if none is stored).
     #[command(after_help = "Example:\n  ibauth logout")]
     Logout,
-    /// Log in, open the authenticated WebSocket and print each message (one JSON per line) until
-    /// Ctrl-C; then log out.
+    /// Open the authenticated WebSocket with the stored session (logging in if needed) and print
+    /// each message (one JSON per line) until Ctrl-C; a session it opened itself it logs out of.
     #[command(after_help = "Example:\n  ibauth ws --oauth1a\n  ibauth ws --count 3")]
     Ws {
         /// Stop after this many messages.

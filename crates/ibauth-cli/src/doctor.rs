@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ibauth::manager::Policy;
 use ibauth::oauth1a::{self, Oauth1aClient};
-use ibauth::store::{SCHEMA_VERSION, StoredTokens, default_token_file};
-use ibauth::{Config, ConfigBuilder, ConfigError, KeyError, SigningKey};
+use ibauth::store::{FileStore, StoreError, default_token_file};
+use ibauth::{AuthConfig, AuthMethod, Config, ConfigBuilder, ConfigError, KeyError, SigningKey};
 use serde_json::json;
 use url::Url;
 
@@ -60,7 +60,8 @@ impl Report {
 
 pub struct Options<'a> {
     pub config: Option<&'a Path>,
-    pub oauth1a: bool,
+    /// The method asked for on the command line (`--oauth1a`, `--third-party`).
+    pub method: Option<AuthMethod>,
     pub public_key: Option<&'a Path>,
 }
 
@@ -82,15 +83,25 @@ pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
         None => report.ok("config file", "none: settings from the environment"),
     }
 
-    let wants_oauth1a = crate::commands::wants_oauth1a(opts.oauth1a, opts.config);
+    let method = match AuthConfig::choose_method_with_env(file.as_deref(), opts.method, &env) {
+        Ok(method) => {
+            report.ok("auth method", method.label());
+            method
+        }
+        Err(e) => {
+            report.fail("auth method", e.to_string(), Some(fix_for(&e)));
+            return render(out, &report);
+        }
+    };
     let has_oauth2 = file
         .as_ref()
         .and_then(|f| std::fs::read_to_string(f).ok())
         .is_some_and(|t| t.lines().any(|l| l.starts_with("client_id:")))
         || env.iter().any(|(k, _)| k == "IBAUTH_CLIENT_ID");
+    let section = oauth1a::config::file_has_section(file.as_deref().unwrap_or(Path::new("")));
     let mut hosts: Vec<(Url, Option<Vec<u8>>)> = Vec::new();
 
-    if has_oauth2 || !wants_oauth1a {
+    if has_oauth2 || method == AuthMethod::OAuth2 {
         oauth2(
             &mut report,
             file.as_deref(),
@@ -99,9 +110,15 @@ pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
             &mut hosts,
         );
     }
-    if wants_oauth1a || oauth1a::config::file_has_section(file.as_deref().unwrap_or(Path::new("")))
-    {
-        oauth1a_checks(&mut report, file.as_deref(), &env, &mut hosts);
+    match method {
+        AuthMethod::ThirdParty => {
+            third_party_checks(&mut report, file.as_deref(), &env, &mut hosts)
+        }
+        AuthMethod::OAuth1a => oauth1a_checks(&mut report, file.as_deref(), &env, &mut hosts),
+        AuthMethod::OAuth2 if section => {
+            oauth1a_checks(&mut report, file.as_deref(), &env, &mut hosts)
+        }
+        AuthMethod::OAuth2 => {}
     }
     hosts.dedup_by(|a, b| a.0.host_str() == b.0.host_str() && a.0.port() == b.0.port());
     for (url, ca) in &hosts {
@@ -304,12 +321,8 @@ fn same_public_key(text: &str, key: &SigningKey) -> bool {
     normalise(text) == normalise(&key.public_key_pem())
 }
 
-fn oauth1a_checks(
-    report: &mut Report,
-    file: Option<&Path>,
-    env: &[(String, String)],
-    hosts: &mut Vec<(Url, Option<Vec<u8>>)>,
-) {
+/// The consumer's files: keys and DH parameters. False if a setting is unusable.
+fn consumer_files(report: &mut Report, file: Option<&Path>, env: &[(String, String)]) -> bool {
     match oauth1a::config::files_with_env(file, env) {
         Ok(files) => {
             for (setting, path) in files {
@@ -328,12 +341,16 @@ fn oauth1a_checks(
                 }
             }
         }
-        Err(e) => return report.fail("oauth1a", e.to_string(), Some(fix_for(&e))),
+        Err(e) => {
+            report.fail("oauth1a", e.to_string(), Some(fix_for(&e)));
+            return false;
+        }
     }
-    let config = match oauth1a::config::load_with_env(file, env) {
-        Ok(config) => config,
-        Err(e) => return report.fail("oauth1a", e.to_string(), Some(fix_for(&e))),
-    };
+    true
+}
+
+/// The DH group and the realm of a consumer's settings.
+fn consumer_settings(report: &mut Report, config: &oauth1a::Oauth1aConfig) {
     match config.dh_group().audit() {
         Ok(what) => report.ok("dh parameters", what),
         Err(problem) => report.fail(
@@ -360,6 +377,22 @@ fn oauth1a_checks(
             Some(format!("set `oauth1a.realm: {expected}`")),
         );
     }
+}
+
+fn oauth1a_checks(
+    report: &mut Report,
+    file: Option<&Path>,
+    env: &[(String, String)],
+    hosts: &mut Vec<(Url, Option<Vec<u8>>)>,
+) {
+    if !consumer_files(report, file, env) {
+        return;
+    }
+    let config = match oauth1a::config::load_with_env(file, env) {
+        Ok(config) => config,
+        Err(e) => return report.fail("oauth1a", e.to_string(), Some(fix_for(&e))),
+    };
+    consumer_settings(report, &config);
     let base = config.rest_base().clone();
     let ca = config.ca().map(<[u8]>::to_vec);
     // Decrypting the access-token secret happens here: a wrong encryption key or a garbled
@@ -377,6 +410,44 @@ fn oauth1a_checks(
     }
     if let Ok(root) = base.join("/") {
         hosts.push((root, ca));
+    }
+}
+
+/// Third party: the consumer without an access token (the grant comes from the user), and the
+/// callback the browser flow will serve.
+fn third_party_checks(
+    report: &mut Report,
+    file: Option<&Path>,
+    env: &[(String, String)],
+    hosts: &mut Vec<(Url, Option<Vec<u8>>)>,
+) {
+    if !consumer_files(report, file, env) {
+        return;
+    }
+    let config = match oauth1a::config::load_third_party_with_env(file, env) {
+        Ok(config) => config,
+        Err(e) => return report.fail("third party", e.to_string(), Some(fix_for(&e))),
+    };
+    consumer_settings(report, config.template());
+    match config.callback() {
+        None => report.ok(
+            "callback",
+            "none: the user pastes the verifier (manual flow)",
+        ),
+        Some(callback) => match oauth1a::login::check_callback(callback, None) {
+            Ok(()) => report.ok(
+                "callback",
+                format!("{callback}: served locally over HTTPS by the browser flow"),
+            ),
+            Err(e) => report.warn(
+                "callback",
+                e.to_string(),
+                "the manual flow still works: `ibauth --third-party --flow manual login`",
+            ),
+        },
+    }
+    if let Ok(root) = config.rest_base().join("/") {
+        hosts.push((root, config.template().ca().map(<[u8]>::to_vec)));
     }
 }
 
@@ -484,78 +555,59 @@ fn token_file(report: &mut Report, file: Option<&Path>, env: &[(String, String)]
         );
     };
     let shown = path.display().to_string();
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return report.ok(
-                "token file",
-                format!("{shown}: none yet (the next login writes it)"),
-            );
-        }
-        Err(e) => {
-            return report.fail(
-                "token file",
-                format!("{shown}: {e}"),
-                Some("fix its permissions or remove it"),
-            );
-        }
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(&path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            return report.fail(
-                "token file",
-                format!(
-                    "{shown} is readable by other users (mode {:o})",
-                    meta.permissions().mode() & 0o777
-                ),
-                Some(format!("chmod 600 {shown}, or delete it and log in again")),
-            );
-        }
-    }
-    let schema = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("schema").and_then(serde_json::Value::as_u64));
-    if schema.is_some_and(|s| s > u64::from(SCHEMA_VERSION)) {
-        return report.fail(
+    if !path.exists() {
+        return report.ok(
             "token file",
-            format!(
-                "{shown} was written by a newer ibauth (schema {})",
-                schema.unwrap_or(0)
-            ),
-            Some("upgrade ibauth, or point token_file elsewhere"),
+            format!("{shown}: none yet (the next login writes it)"),
         );
     }
-    match serde_json::from_slice::<StoredTokens>(&bytes) {
-        Ok(doc) => {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let left = doc.session_token_expiry().map(|e| e as i64 - now as i64);
-            let text = format!(
-                "{shown}: {} login {} s old, {}",
-                doc.method,
-                doc.token_age(now).as_secs(),
-                match left {
-                    Some(l) if l > 0 => format!("expires in {l} s"),
-                    Some(_) => "expired".into(),
-                    None => "no session token".into(),
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match FileStore::new(&path).inspect() {
+        Ok(entries) if entries.is_empty() => report.ok("token file", format!("{shown}: empty")),
+        Ok(entries) => {
+            for doc in entries {
+                let left = doc
+                    .session_token_expiry()
+                    .map(|e| i128::from(e) - i128::from(now));
+                let text = format!(
+                    "{shown}: {} login {} s old, {}",
+                    doc.method,
+                    doc.token_age(now).as_secs(),
+                    match left {
+                        Some(l) if l > 0 => format!("expires in {l} s"),
+                        Some(_) => "expired".into(),
+                        None => "no session token".into(),
+                    }
+                );
+                if left.is_some_and(|l| l > 0) {
+                    report.ok("token file", text);
+                } else {
+                    report.warn("token file", text, "the next command logs in again");
                 }
-            );
-            if left.is_some_and(|l| l > 0) {
-                report.ok("token file", text);
-            } else {
-                report.warn("token file", text, "the next command logs in again");
             }
         }
-        Err(e) => report.warn(
+        Err(StoreError::Corrupt { problem, .. }) => report.warn(
             "token file",
-            format!("{shown} is corrupt ({e})"),
+            format!("{shown} is corrupt ({problem})"),
             "the next login moves it aside (kept) and writes a new one",
+        ),
+        Err(e @ StoreError::Exposed { .. }) => report.fail(
+            "token file",
+            e.to_string(),
+            Some(format!("chmod 600 {shown}, or delete it and log in again")),
+        ),
+        Err(e @ StoreError::NewerSchema { .. }) => report.fail(
+            "token file",
+            e.to_string(),
+            Some("upgrade ibauth, or point token_file elsewhere"),
+        ),
+        Err(e) => report.fail(
+            "token file",
+            e.to_string(),
+            Some("fix its permissions or remove it"),
         ),
     }
 }

@@ -1,14 +1,11 @@
-//! The login steps, each timed and reported; shared by `demo` and the config-driven commands.
+//! The login steps of `demo`, each timed and reported: the low-level clients step by step, to
+//! show what a session does for you.
 
 use std::time::Instant;
 
-use ibauth::manager::Client;
 use ibauth::oauth1a::Oauth1aClient;
-use ibauth::{AuthStatus, Authorizer, Error, Oauth2Client, Step};
-use reqwest::Method;
-use reqwest::header::HeaderValue;
+use ibauth::{AuthStatus, Client, Error, Oauth2Client};
 use serde_json::json;
-use url::Url;
 
 use crate::render::{Out, flags, flags_json};
 
@@ -54,40 +51,6 @@ pub async fn sign_in(client: &mut Oauth2Client, out: Out) -> Result<(), Error> {
         json!({ "user_id": validation.user_id, "result": validation.result, "expires_in": expires }),
     );
     Ok(())
-}
-
-/// What the commands need of a client, the same for both auth methods.
-pub trait Cmd: Client + 'static {
-    /// Gets fresh tokens, reporting each step.
-    async fn sign_in(&mut self, out: Out) -> Result<(), Error>;
-    /// The `Authorization` value for one request.
-    fn authorization(&self, method: &Method, url: &Url) -> Result<HeaderValue, Error>;
-    /// `path` (`/v1/api/…`) on the API host in use.
-    fn request_url(&self, path: &str) -> Result<Url, url::ParseError>;
-}
-
-impl Cmd for Oauth2Client {
-    async fn sign_in(&mut self, out: Out) -> Result<(), Error> {
-        sign_in(self, out).await
-    }
-    fn authorization(&self, method: &Method, url: &Url) -> Result<HeaderValue, Error> {
-        self.authorizer(Step::Tickle)?.authorization(method, url)
-    }
-    fn request_url(&self, path: &str) -> Result<Url, url::ParseError> {
-        self.api_base().join(path)
-    }
-}
-
-impl Cmd for Oauth1aClient {
-    async fn sign_in(&mut self, out: Out) -> Result<(), Error> {
-        live_session_token(self, out).await
-    }
-    fn authorization(&self, method: &Method, url: &Url) -> Result<HeaderValue, Error> {
-        self.authorizer(Step::Tickle)?.authorization(method, url)
-    }
-    fn request_url(&self, path: &str) -> Result<Url, url::ParseError> {
-        self.base_url().join(path)
-    }
 }
 
 /// `ssodh/init`, reported.

@@ -6,6 +6,7 @@ mod demo;
 mod doctor;
 mod flow;
 mod keepalive;
+mod open;
 mod render;
 mod sandbox_cmd;
 mod ws_cmd;
@@ -38,8 +39,8 @@ fn main() -> ExitCode {
     runtime.block_on(run(cli))
 }
 
-fn third_party(cli: &Cli) -> Option<commands::ThirdParty> {
-    cli.third_party.then(|| commands::ThirdParty {
+fn third_party(cli: &Cli) -> Option<open::ThirdParty> {
+    cli.third_party.then(|| open::ThirdParty {
         flow: match cli.flow {
             cli::FlowArg::Auto => ibauth::oauth1a::login::Flow::Auto,
             cli::FlowArg::Browser => ibauth::oauth1a::login::Flow::Browser,
@@ -53,56 +54,43 @@ fn third_party(cli: &Cli) -> Option<commands::ThirdParty> {
 async fn run(cli: Cli) -> ExitCode {
     let stdout_tty = std::io::stdout().is_terminal();
     let stderr_tty = std::io::stderr().is_terminal();
+    // These commands own stdout (an answer, a message stream, status lines): no step lines.
+    let answer_only = matches!(
+        cli.command,
+        Command::Api { .. } | Command::Ws { .. } | Command::Keepalive { .. }
+    );
     let out = Out {
         json: cli.json,
-        steps: !matches!(cli.command, Command::Token { .. }),
+        steps: !matches!(cli.command, Command::Token { .. }) && !answer_only,
         color: color_wanted(cli.color, stdout_tty),
         // Progress lines are for people watching: only on a terminal, never in JSON mode.
         progress: stderr_tty && !cli.json && !cli.quiet,
+        pretty: stdout_tty && !cli.json,
+        answer_only,
     };
-    let config = cli.config.as_deref();
-    let tp = third_party(&cli);
-    match cli.command {
+    let flags = open::Flags {
+        config: cli.config.as_deref(),
+        oauth1a: cli.oauth1a,
+        third_party: third_party(&cli),
+    };
+    let action = match cli.command {
         Command::Demo {
             tls,
             tickles,
             oauth1a,
-        } => demo::run(out, tls, tickles, oauth1a).await,
-        Command::Login { force } => {
-            commands::run(
-                out,
-                config,
-                Action::Login { force },
-                cli.oauth1a,
-                tp.clone(),
-            )
-            .await
-        }
+        } => return demo::run(out, tls, tickles, oauth1a).await,
         Command::Doctor { public_key } => {
             let opts = doctor::Options {
-                config,
-                oauth1a: cli.oauth1a,
+                config: flags.config,
+                method: flags.method(),
                 public_key: public_key.as_deref(),
             };
-            doctor::run(out, opts).await
+            return doctor::run(out, opts).await;
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "ibauth", &mut std::io::stdout());
-            ExitCode::SUCCESS
-        }
-        Command::Token { method, path, curl } => {
-            let action = Action::Token { method, path, curl };
-            commands::run(out, config, action, cli.oauth1a, tp.clone()).await
-        }
-        Command::Status => {
-            commands::run(out, config, Action::Status, cli.oauth1a, tp.clone()).await
-        }
-        Command::Tickle => {
-            commands::run(out, config, Action::Tickle, cli.oauth1a, tp.clone()).await
-        }
-        Command::Logout => {
-            commands::run(out, config, Action::Logout, cli.oauth1a, tp.clone()).await
+            return ExitCode::SUCCESS;
         }
         Command::Keepalive { interval, health } => {
             let interval = match interval.map(std::time::Duration::try_from_secs_f64) {
@@ -113,18 +101,14 @@ async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            keepalive::run(
-                out,
-                keepalive::Options {
-                    config,
-                    oauth1a: cli.oauth1a,
-                    interval,
-                    health,
-                },
-            )
-            .await
+            let opts = keepalive::Options {
+                flags,
+                interval,
+                health,
+            };
+            return keepalive::run(out, opts).await;
         }
-        Command::Ws { count } => ws_cmd::run(out, config, cli.oauth1a, count).await,
+        Command::Ws { count } => return ws_cmd::run(out, flags, count).await,
         Command::Sandbox {
             dir,
             listen,
@@ -132,19 +116,33 @@ async fn run(cli: Cli) -> ExitCode {
             access_token_ttl,
             sso_session_ttl,
         } => {
-            sandbox_cmd::run(
-                out,
-                sandbox_cmd::Options {
-                    dir: &dir,
-                    listen,
-                    tls,
-                    access_token_ttl,
-                    sso_session_ttl,
-                },
-            )
-            .await
+            let opts = sandbox_cmd::Options {
+                dir: &dir,
+                listen,
+                tls,
+                access_token_ttl,
+                sso_session_ttl,
+            };
+            return sandbox_cmd::run(out, opts).await;
         }
-    }
+        Command::Login { force } => Action::Login { force },
+        Command::Status => Action::Status,
+        Command::Tickle => Action::Tickle,
+        Command::Token { method, path, curl } => Action::Token { method, path, curl },
+        Command::Logout => Action::Logout,
+        Command::Api {
+            method,
+            path,
+            query,
+            data,
+        } => Action::Api {
+            method,
+            path,
+            query,
+            data,
+        },
+    };
+    commands::run(out, flags, action).await
 }
 
 fn color_wanted(when: cli::Color, tty: bool) -> bool {

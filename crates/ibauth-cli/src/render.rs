@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ibauth::{AuthStatus, ConfigError, Error};
+use ibauth::{AuthStatus, Error};
 use serde_json::{Value, json};
 
 /// Exit codes, documented in `--help`.
@@ -29,13 +29,17 @@ pub struct Out {
     pub color: bool,
     /// Show what a slow step is waiting for (stderr is a terminal).
     pub progress: bool,
+    /// Indent JSON answers for people (stdout is a terminal, not JSON mode).
+    pub pretty: bool,
+    /// Stdout carries only the command's own output (`api`, `ws`, `keepalive`): no step lines.
+    pub answer_only: bool,
 }
 
 impl Out {
     /// One step's result: a text line, or a JSON object with `step` and `ms`.
     pub fn step(&self, name: &str, took: Duration, text: &str, mut fields: Value) {
         let ms = took.as_secs_f64() * 1000.0;
-        if !self.json && !self.steps {
+        if self.answer_only || !self.json && !self.steps {
             return;
         }
         if self.json {
@@ -137,10 +141,6 @@ pub fn fail(out: Out, err: &Error) -> ExitCode {
     ExitCode::from(code)
 }
 
-pub fn config_fail(out: Out, err: ConfigError) -> ExitCode {
-    fail(out, &Error::Config(err))
-}
-
 pub fn not_authenticated(out: Out, status: &AuthStatus) -> ExitCode {
     let message = format!(
         "the brokerage session is not authenticated ({}){}",
@@ -158,6 +158,20 @@ pub fn not_authenticated(out: Out, status: &AuthStatus) -> ExitCode {
         );
     } else {
         eprintln!("error: {message}");
+    }
+    ExitCode::from(code::NOT_AUTHENTICATED)
+}
+
+/// No usable session where a command will not log in (`status`): exit 6 with what to run.
+pub fn not_logged_in(out: Out, message: &str) -> ExitCode {
+    if out.json {
+        println!(
+            "{}",
+            json!({ "error": message, "logged_in": false, "exit_code": code::NOT_AUTHENTICATED })
+        );
+    } else {
+        out.clear_progress();
+        eprintln!("{}: {message}", out.paint("error", RED));
     }
     ExitCode::from(code::NOT_AUTHENTICATED)
 }

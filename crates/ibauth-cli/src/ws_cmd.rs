@@ -1,48 +1,31 @@
-//! `ibauth ws`: log in, open the authenticated WebSocket, print each message as one line of
-//! JSON until Ctrl-C (or `--count` messages), then close and log out.
+//! `ibauth ws`: the authenticated WebSocket of the stored session (logging in if needed), each
+//! message printed as one line of JSON until Ctrl-C (or `--count` messages). A session it
+//! opened itself it logs out of; one it found (another process's) it leaves running.
 
-use std::path::Path;
 use std::process::ExitCode;
 
-use ibauth::oauth1a::{self, Oauth1aClient};
+use ibauth::Error;
+use ibauth::store::shared::Source;
 use ibauth::ws::IbkrWebSocket;
-use ibauth::{Config, Error, Oauth2Client};
 
-use crate::render::{Out, config_fail, fail};
+use crate::open::{Flags, open};
+use crate::render::{Out, fail};
 
-pub async fn run(
-    out: Out,
-    config: Option<&Path>,
-    oauth1a_flag: bool,
-    count: Option<u64>,
-) -> ExitCode {
-    let result = if crate::commands::wants_oauth1a(oauth1a_flag, config) {
-        let config = match oauth1a::config::load(config) {
-            Ok(c) => c,
-            Err(e) => return config_fail(out, e),
-        };
-        async {
-            let mut client = Oauth1aClient::new(config)?;
-            client.connect().await?;
-            let ws = client.connect_websocket().await?;
-            stream(ws, count).await?;
-            client.logout().await.map(|_| ())
-        }
-        .await
-    } else {
-        let config = match Config::load(config) {
-            Ok(c) => c,
-            Err(e) => return config_fail(out, e),
-        };
-        async {
-            let mut client = Oauth2Client::new(config)?;
-            client.connect().await?;
-            let ws = client.connect_websocket().await?;
-            stream(ws, count).await?;
-            client.logout().await.map(|_| ())
-        }
-        .await
+pub async fn run(out: Out, flags: Flags<'_>, count: Option<u64>) -> ExitCode {
+    let session = match open(out, &flags) {
+        Ok(opened) => opened.session,
+        Err(e) => return fail(out, &e),
     };
+    let result = async {
+        let connection = session.connect().await?;
+        let ws = session.websocket().await?;
+        stream(ws, count).await?;
+        if connection.source == Source::Refreshed {
+            session.logout().await?;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(out, &e),

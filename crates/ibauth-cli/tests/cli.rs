@@ -643,7 +643,14 @@ async fn keepalive_killed_hard_leaves_a_whole_token_file_the_next_run_reuses() {
     let token_file = dir.join("state").join("tokens.json");
 
     let (mut first, _lines) = keepalive_with_store(&config, &token_file, 3);
-    let stored: Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
+    // One entry per identity; this file holds the one OAuth 2.0 login.
+    let entry = |file: &Path| -> Value {
+        let doc: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        let sessions = doc["sessions"].as_object().unwrap();
+        assert_eq!(sessions.len(), 1, "{doc}");
+        sessions.values().next().unwrap().clone()
+    };
+    let stored = entry(&token_file);
     assert_eq!(stored["method"], "oauth2");
     assert!(stored["session_id"].is_string(), "{stored}");
     first.0.kill().unwrap(); // SIGKILL: no handler, no logout, no cleanup
@@ -651,7 +658,7 @@ async fn keepalive_killed_hard_leaves_a_whole_token_file_the_next_run_reuses() {
     assert_eq!(sandbox.counters().logouts, 0);
 
     // Nothing half-written: the document is whole, nothing but the lock file beside it.
-    let after: Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
+    let after = entry(&token_file);
     assert_eq!(after["bearer"], stored["bearer"]);
     let mut names: Vec<String> = std::fs::read_dir(token_file.parent().unwrap())
         .unwrap()

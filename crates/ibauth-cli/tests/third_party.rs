@@ -104,7 +104,14 @@ async fn manual_flow_with_the_verifier_on_stdin_then_the_grant_is_reused() {
         (1, 1)
     );
     let stored: Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
-    assert_eq!(stored["grant"]["consumer_key"], "TESTCONS");
+    let entry = stored["sessions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap();
+    assert_eq!(entry["method"], "third_party");
+    assert_eq!(entry["grant"]["consumer_key"], "TESTCONS");
 
     // The next command reuses the stored grant and live session token: no browser, no login.
     let output = ibauth()

@@ -20,15 +20,15 @@ fn run(config: &Path, token_file: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Runs `status` in `n` processes at once; their outputs.
-async fn statuses_at_once(config: &Path, token_file: &Path, n: usize) -> Vec<Output> {
+/// Runs `args` in `n` processes at once; their outputs.
+async fn at_once(config: &Path, token_file: &Path, n: usize, args: &[&str]) -> Vec<Output> {
     let children: Vec<_> = (0..n)
         .map(|_| {
             ibauth()
                 .arg("--config")
                 .arg(config)
                 .env("IBAUTH_TOKEN_FILE", token_file)
-                .args(["--json", "status"])
+                .args(args)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -67,7 +67,16 @@ fn sources(outputs: &[Output]) -> Vec<String> {
     sources
 }
 
+/// Edits the file's only entry (`edit_file` edits the whole file).
 fn rewrite(token_file: &Path, edit: impl FnOnce(&mut Value)) {
+    edit_file(token_file, |doc| {
+        let sessions = doc["sessions"].as_object_mut().unwrap();
+        assert_eq!(sessions.len(), 1);
+        edit(sessions.values_mut().next().unwrap());
+    });
+}
+
+fn edit_file(token_file: &Path, edit: impl FnOnce(&mut Value)) {
     let mut doc: Value = serde_json::from_slice(&std::fs::read(token_file).unwrap()).unwrap();
     edit(&mut doc);
     // In place: the file keeps its 0600 mode.
@@ -82,13 +91,27 @@ async fn eight_processes_meeting_a_revoked_or_expired_token_log_in_once() {
     assert!(run(&config, &token_file, &["login"]).status.success());
     assert_eq!(sandbox.counters().access_tokens, 1);
 
-    // Revoked server-side: the stored tokens look valid, IBKR answers 401.
+    // Revoked server-side: the stored tokens look valid, IBKR answers 401. Eight API calls
+    // at once recover with one login between them.
     sandbox.expire_tokens_now();
-    let outputs = statuses_at_once(&config, &token_file, 8).await;
+    let outputs = at_once(&config, &token_file, 8, &["api", "POST", "tickle"]).await;
+    for o in &outputs {
+        assert!(o.status.success(), "{}", text(o));
+        let tickle: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            tickle["iserver"]["authStatus"]["authenticated"], true,
+            "{tickle}"
+        );
+    }
+    assert_eq!(sandbox.counters().access_tokens, 2, "exactly one new login");
+
+    // Once more, reported step by step: one logged in, the others took its tokens.
+    sandbox.expire_tokens_now();
+    let outputs = at_once(&config, &token_file, 8, &["--json", "tickle"]).await;
     for o in &outputs {
         assert!(o.status.success(), "{}", text(o));
     }
-    assert_eq!(sandbox.counters().access_tokens, 2, "exactly one new login");
+    assert_eq!(sandbox.counters().access_tokens, 3, "exactly one new login");
     // One logged in; the others took its tokens — after their own 401 ("adopted"), or at
     // start if they began after it saved ("stored").
     let one_login = |sources: Vec<String>| {
@@ -128,16 +151,16 @@ async fn eight_processes_meeting_a_revoked_or_expired_token_log_in_once() {
     rewrite(&token_file, |doc| {
         doc["bearer"]["expires_at"] = Value::from(1u64);
     });
-    let outputs = statuses_at_once(&config, &token_file, 8).await;
+    let outputs = at_once(&config, &token_file, 8, &["--json", "tickle"]).await;
     for o in &outputs {
         assert!(o.status.success(), "{}", text(o));
     }
-    assert_eq!(sandbox.counters().access_tokens, 3, "exactly one new login");
+    assert_eq!(sandbox.counters().access_tokens, 4, "exactly one new login");
     one_login(sources(&outputs));
 
     // Readers never saw a partial file, and the file is whole now.
     let doc: Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
-    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["schema"], 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -255,7 +278,13 @@ async fn a_corrupt_token_file_is_kept_aside_and_replaced_by_a_login() {
     let whole = std::fs::read(&token_file).unwrap();
     std::fs::write(&token_file, &whole[..whole.len() / 3]).unwrap();
 
+    // `status` only looks: no valid stored session, no login, the file left in place.
     let output = run(&config, &token_file, &["status"]);
+    assert_eq!(output.status.code(), Some(6), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("corrupt"));
+    assert_eq!(sandbox.counters().access_tokens, 1, "status never logs in");
+
+    let output = run(&config, &token_file, &["tickle"]);
     assert!(output.status.success(), "{}", text(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("corrupt"), "reported: {stderr}");
@@ -267,7 +296,13 @@ async fn a_corrupt_token_file_is_kept_aside_and_replaced_by_a_login() {
     assert_eq!(aside.len(), 1, "kept, not deleted");
     assert_eq!(std::fs::read(&aside[0]).unwrap(), &whole[..whole.len() / 3]);
     let doc: Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
-    assert_eq!(doc["method"], "oauth2");
+    let entry = doc["sessions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap();
+    assert_eq!(entry["method"], "oauth2");
 }
 
 #[cfg(unix)]
@@ -292,7 +327,7 @@ async fn an_exposed_or_newer_token_file_is_refused_with_the_fix() {
     assert_eq!(sandbox.counters().access_tokens, 1, "no login either");
 
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    rewrite(&token_file, |doc| doc["schema"] = Value::from(7u64));
+    edit_file(&token_file, |doc| doc["schema"] = Value::from(7u64));
     let output = run(&config, &token_file, &["status"]);
     assert_eq!(output.status.code(), Some(3), "{}", text(&output));
     let err = json_lines(&output.stdout).pop().unwrap();

@@ -95,7 +95,7 @@ async fn keeps_the_session_alive_and_logs_out_once_on_shutdown() {
     let manager = SessionManager::new(client, policy());
     let mut rx = manager.watch();
     let seen = record(manager.watch());
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     let status = wait_until(&mut rx, |s| s.tickles >= 3).await;
     assert_eq!(status.state, SessionState::Authenticated);
     assert!(status.session.is_some() && status.last_rtt.is_some());
@@ -118,7 +118,7 @@ async fn a_dropped_session_is_re_initialised_without_a_new_login() {
     let manager = SessionManager::new(client, policy());
     let mut rx = manager.watch();
     let seen = record(manager.watch());
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 1).await;
     sandbox.drop_session(USER);
     let inits_before = sandbox.counters().inits;
@@ -142,7 +142,7 @@ async fn expired_tokens_lead_to_a_full_login() {
     let manager = SessionManager::new(client, policy());
     let mut rx = manager.watch();
     let seen = record(manager.watch());
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 1).await;
     sandbox.expire_tokens_now();
     let status = wait_until(&mut rx, |s| {
@@ -165,7 +165,7 @@ async fn transient_errors_back_off_and_never_stop_the_loop() {
     let manager = SessionManager::new(client, policy());
     let mut rx = manager.watch();
     let seen = record(manager.watch());
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 1).await;
     sandbox.fail_next(4, FailWith::new(503, "Service Unavailable"));
     let before = rx.borrow().tickles;
@@ -190,7 +190,7 @@ async fn competing_without_compete_is_reported_not_taken() {
         },
     );
     let mut rx = manager.watch();
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 1).await;
     sandbox.report_competing(USER);
     wait_until(&mut rx, |s| s.state == SessionState::Competing).await;
@@ -202,7 +202,7 @@ async fn a_bad_credential_fails_permanently_after_one_attempt() {
     let (sandbox, client) = setup("not-registered").await;
     let manager = SessionManager::new(client, policy());
     let mut rx = manager.watch();
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     let status = wait_until(&mut rx, |s| matches!(s.state, SessionState::Failed(_))).await;
     let SessionState::Failed(reason) = status.state else {
         unreachable!()
@@ -219,21 +219,49 @@ async fn a_bad_credential_fails_permanently_after_one_attempt() {
 }
 
 #[tokio::test]
-async fn transient_login_failures_stop_at_the_cap() {
+async fn transient_login_failures_back_off_without_counting_as_failed_logins() {
     let (sandbox, client) = setup(USER).await;
-    sandbox.fail_next(100, FailWith::new(503, "Service Unavailable"));
+    // Twice the cap on failed logins (3): network trouble and 5xx say nothing about the
+    // credentials, so the manager keeps trying and says why it waits.
+    sandbox.fail_next(6, FailWith::new(503, "Service Unavailable"));
     let manager = SessionManager::new(client, policy());
     let mut rx = manager.watch();
-    let running = manager.spawn();
-    let status = wait_until(&mut rx, |s| matches!(s.state, SessionState::Failed(_))).await;
-    let SessionState::Failed(reason) = status.state else {
-        unreachable!()
-    };
-    assert!(!reason.permanent, "{reason:?}");
+    let seen = record(manager.watch());
+    let waiting = Arc::new(Mutex::new(Vec::new()));
+    {
+        let mut rx = manager.watch();
+        let waiting = waiting.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                if let Some(detail) = rx.borrow().detail.clone() {
+                    waiting.lock().unwrap().push(detail);
+                }
+            }
+        });
+    }
+    let running = manager.spawn().unwrap();
+    let status = wait_until(&mut rx, |s| s.state == SessionState::Authenticated).await;
     assert_eq!(
         sandbox.counters().faults_injected,
-        3,
-        "exactly max_failed_logins attempts"
+        6,
+        "every attempt was answered"
+    );
+    assert_eq!(status.logins, 1);
+    assert!(status.transient_failures >= 6, "{status:?}");
+    assert!(
+        !seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| matches!(s, SessionState::Failed(_))),
+        "{seen:?}"
+    );
+    let waiting = waiting.lock().unwrap().clone();
+    assert!(
+        waiting
+            .iter()
+            .any(|d| d.contains("trying again in") && d.contains("503")),
+        "{waiting:?}"
     );
     running.shutdown().await;
 }
@@ -244,7 +272,7 @@ async fn retry_after_is_honoured_before_the_next_request() {
     let manager = SessionManager::new(client, policy());
     let mut rx = manager.watch();
     let seen = record(manager.watch());
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 1).await;
     sandbox.fail_next(1, FailWith::new(429, "Too Many Requests").retry_after(1));
     // When the 429 went out, as closely as polling can tell.
@@ -294,7 +322,7 @@ async fn oauth2_tokens_are_renewed_before_they_expire() {
     );
     let mut rx = manager.watch();
     let seen = record(manager.watch());
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     let first = wait_until(&mut rx, |s| s.state == SessionState::Authenticated).await;
     let kinds: Vec<TokenKind> = first.tokens.iter().map(|t| t.kind).collect();
     assert_eq!(kinds, [TokenKind::AccessToken, TokenKind::Bearer]);
@@ -390,7 +418,7 @@ async fn the_live_session_token_is_renewed_and_the_brokerage_session_kept() {
     );
     let mut rx = manager.watch();
     let seen = record(manager.watch());
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     let status = tokio::time::timeout(
         Duration::from_secs(15),
         rx.wait_for(|s| s.renewals >= 2 && s.state == SessionState::Authenticated),
@@ -424,7 +452,7 @@ async fn gone_moves_to_the_next_failover_host() {
     );
     let mut rx = manager.watch();
     let seen = record(manager.watch());
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 1).await;
     first.fail_next(100, FailWith::new(410, "Gone"));
     let status = wait_until(&mut rx, |s| {
@@ -464,14 +492,14 @@ async fn gone_moves_an_oauth1a_session_to_the_next_host() {
         },
     );
     let mut rx = manager.watch();
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 1).await;
     first.fail_next(100, FailWith::new(410, "Gone"));
     let status = wait_until(&mut rx, |s| {
         s.state == SessionState::Authenticated && s.api_base.starts_with(second.base_url())
     })
     .await;
-    assert_eq!(status.api_base, format!("{}/v1/api/", second.base_url()));
+    assert_eq!(status.api_base, format!("{}/", second.base_url()));
     assert_eq!(second.counters().live_session_tokens, 1);
     wait_until(&mut rx, |s| s.tickles >= status.tickles + 2).await;
     assert_eq!(
@@ -488,7 +516,7 @@ async fn gone_without_failover_hosts_logs_in_again_on_the_same_host() {
     let (sandbox, client) = setup(USER).await;
     let manager = SessionManager::new(client, policy());
     let mut rx = manager.watch();
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 1).await;
     sandbox.fail_next(1, FailWith::new(410, "Gone"));
     let status = wait_until(&mut rx, |s| {
@@ -512,7 +540,7 @@ async fn init_oauth_off_starts_from_the_tokens_the_client_holds() {
         },
     );
     let mut rx = manager.watch();
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     let status = wait_until(&mut rx, |s| s.tickles >= 3).await;
     assert_eq!(status.state, SessionState::Authenticated);
     assert_eq!(status.logins, 0);
@@ -533,7 +561,7 @@ async fn init_oauth_off_starts_from_the_tokens_the_client_holds() {
         },
     );
     let mut rx = manager.watch();
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     let status = wait_until(&mut rx, |s| matches!(s.state, SessionState::Failed(_))).await;
     let SessionState::Failed(reason) = status.state else {
         unreachable!()
@@ -557,7 +585,7 @@ async fn maintain_off_logs_in_and_then_only_waits() {
         },
     );
     let mut rx = manager.watch();
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.state == SessionState::Authenticated).await;
     // Fifteen tickle intervals.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -578,7 +606,7 @@ async fn init_brokerage_session_off_never_calls_init() {
     );
     let mut rx = manager.watch();
     let seen = record(manager.watch());
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     let status = wait_until(&mut rx, |s| s.tickles >= 5).await;
     assert_eq!(status.state, SessionState::Authenticated);
     assert_eq!(sandbox.counters().inits, 0);
@@ -603,7 +631,7 @@ async fn logout_on_shutdown_off_leaves_the_session() {
         },
     );
     let mut rx = manager.watch();
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 1).await;
     running.shutdown().await;
     assert_eq!(sandbox.counters().logouts, 0);
@@ -615,7 +643,7 @@ async fn dropping_the_running_manager_logs_out_once() {
     let (sandbox, client) = setup(USER).await;
     let manager = SessionManager::new(client, policy());
     let mut rx = manager.watch();
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 1).await;
     drop(running);
     wait_until(&mut rx, |s| s.state == SessionState::LoggedOut).await;
@@ -634,7 +662,7 @@ async fn shutdown_is_bounded_when_the_server_hangs() {
         },
     );
     let mut rx = manager.watch();
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 1).await;
     // Every answer now takes longer than the client's 2 s timeout: a tickle is in flight
     // when shutdown comes, and the logout cannot finish.
@@ -659,7 +687,7 @@ async fn managers_sharing_a_token_file_log_in_once_even_after_revocation() {
         let manager = SessionManager::new(client(sandbox.base_url(), USER), policy())
             .with_store(store.clone());
         receivers.push(manager.watch());
-        running.push(manager.spawn());
+        running.push(manager.spawn().unwrap());
     }
     for rx in &mut receivers {
         wait_until(rx, |s| {
@@ -694,7 +722,7 @@ async fn managers_sharing_a_token_file_log_in_once_even_after_revocation() {
         s.await.unwrap();
     }
     assert!(
-        store.load().unwrap().is_none(),
+        store.load_all().unwrap().is_empty(),
         "cleared by the logout that ended the shared session"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -706,7 +734,7 @@ async fn a_lost_bridge_is_re_initialised() {
     let manager = SessionManager::new(client, policy());
     let mut rx = manager.watch();
     let seen = record(manager.watch());
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 1).await;
     let inits = sandbox.counters().inits;
     sandbox.disconnect(USER);
@@ -731,7 +759,7 @@ async fn please_query_accounts_first_starts_recovery_not_a_backoff() {
     let manager = SessionManager::new(client, policy());
     let mut rx = manager.watch();
     let seen = record(manager.watch());
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 1).await;
     let statuses = sandbox.counters().statuses;
     sandbox.fail_next(1, FailWith::new(500, "Please query /accounts first"));
@@ -760,15 +788,21 @@ struct CountingStore {
 }
 
 impl TokenStore for CountingStore {
-    fn load(&self) -> Result<Option<ibauth::store::StoredTokens>, ibauth::store::StoreError> {
-        self.inner.load()
+    fn load(
+        &self,
+        identity: &str,
+    ) -> Result<Option<ibauth::store::StoredTokens>, ibauth::store::StoreError> {
+        self.inner.load(identity)
+    }
+    fn load_all(&self) -> Result<Vec<ibauth::store::StoredTokens>, ibauth::store::StoreError> {
+        self.inner.load_all()
     }
     fn save(&self, tokens: &ibauth::store::StoredTokens) -> Result<(), ibauth::store::StoreError> {
         self.saves.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.save(tokens)
     }
-    fn clear(&self) -> Result<(), ibauth::store::StoreError> {
-        self.inner.clear()
+    fn clear(&self, identity: &str) -> Result<(), ibauth::store::StoreError> {
+        self.inner.clear(identity)
     }
     fn lock(&self) -> Result<ibauth::store::StoreLock, ibauth::store::StoreError> {
         self.locks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -790,11 +824,11 @@ async fn a_custom_store_keeps_tokens_across_managers() {
     )
     .with_store(store.clone());
     let mut rx = first.watch();
-    let running = first.spawn();
+    let running = first.spawn().unwrap();
     wait_until(&mut rx, |s| s.tickles >= 2).await;
     running.shutdown().await;
     assert!(store.saves.load(Ordering::SeqCst) >= 1);
-    let stored = store.load().unwrap().expect("tokens kept");
+    let stored = store.load_all().unwrap().pop().expect("tokens kept");
     assert_eq!(stored.method, "oauth2");
     assert!(
         stored.session_id.is_some(),
@@ -805,7 +839,7 @@ async fn a_custom_store_keeps_tokens_across_managers() {
     let second =
         SessionManager::new(client(sandbox.base_url(), USER), policy()).with_store(store.clone());
     let mut rx = second.watch();
-    let running = second.spawn();
+    let running = second.spawn().unwrap();
     let status = wait_until(&mut rx, |s| s.tickles >= 2).await;
     assert_eq!(status.state, SessionState::Authenticated);
     assert_eq!(status.logins, 0);
@@ -815,5 +849,5 @@ async fn a_custom_store_keeps_tokens_across_managers() {
         "refreshes take the lock"
     );
     running.shutdown().await;
-    assert!(store.load().unwrap().is_none(), "cleared on logout");
+    assert!(store.load_all().unwrap().is_empty(), "cleared on logout");
 }

@@ -48,7 +48,7 @@ async fn stopped_by(signal: libc::c_int, client: Oauth2Client) {
         },
     );
     let mut rx = manager.watch();
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     tokio::time::timeout(
         Duration::from_secs(10),
         rx.wait_for(|s| s.tickles >= 1 && s.state == SessionState::Authenticated),

@@ -90,7 +90,7 @@ fn rejected(err: &Error) -> (Step, u16, &str) {
 async fn full_flow_through_the_shared_brokerage_client() {
     let sandbox = sandbox_with(None).await;
     let mut client = Oauth1aClient::new(config(&sandbox, CONSUMER)).unwrap();
-    let status = client.connect().await.unwrap();
+    let status = client.connect().await.unwrap().status;
     assert!(status.authenticated && status.connected && !status.competing);
     let lst = client.live_session_token().unwrap();
     assert!(lst.expires_at_ms > 0);
@@ -140,7 +140,7 @@ async fn fifty_logins_in_a_row_never_mismatch() {
 async fn testcons_works_with_test_realm() {
     let sandbox = sandbox_with(None).await;
     let mut client = Oauth1aClient::new(config(&sandbox, "TESTCONS")).unwrap();
-    assert!(client.connect().await.unwrap().authenticated);
+    assert!(client.connect().await.unwrap().status.authenticated);
 }
 
 #[tokio::test]

@@ -153,7 +153,7 @@ async fn soak<C: Client + 'static>(method: &str, sandbox: Sandbox, client: C) {
     }
     let manager = SessionManager::new(client, policy());
     let mut rx = manager.watch();
-    let running = manager.spawn();
+    let running = manager.spawn().unwrap();
     let failed = |s: &Status| matches!(s.state, SessionState::Failed(_));
     tokio::time::timeout(
         Duration::from_secs(10),

@@ -148,7 +148,7 @@ async fn the_whole_flow_ends_in_an_authenticated_session() {
     assert!(grant.is_paper, "carol has a paper account");
 
     let mut session = Oauth1aClient::new(client.session_config(&grant)).unwrap();
-    let status = session.connect().await.unwrap();
+    let status = session.connect().await.unwrap().status;
     assert!(status.authenticated);
     assert!(session.tickle().await.unwrap().auth_status().authenticated);
     let counters = sandbox.counters();

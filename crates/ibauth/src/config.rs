@@ -378,16 +378,13 @@ impl ConfigBuilder {
         for key in names.keys() {
             // The `oauth1a:` section belongs to `oauth1a::config`, the session manager's keys
             // to `manager::Policy`.
-            if key == "oauth1a"
-                || KEYS.iter().any(|(k, _)| k == key)
-                || crate::manager::policy::is_policy_key(key)
-            {
+            if KEYS.iter().any(|(k, _)| k == key) || crate::settings::is_session_key(key) {
                 continue;
             }
             let known = KEYS
                 .iter()
                 .map(|(k, _)| *k)
-                .chain(crate::manager::policy::SETTINGS.iter().map(|(k, _, _)| *k));
+                .chain(crate::settings::session_keys());
             let warning = match did_you_mean(key, known) {
                 Some(m) => format!(
                     "unknown key `{key}` in {} is ignored; did you mean `{m}`?",
@@ -443,7 +440,7 @@ impl ConfigBuilder {
                 continue;
             };
             if OTHER_ENV.contains(&name.as_str())
-                || crate::manager::policy::is_policy_env(&name) && name != "IBAUTH_COMPETE"
+                || crate::settings::is_session_env(&name) && name != "IBAUTH_COMPETE"
                 || name.starts_with("IBAUTH_OAUTH1A_")
                 || value.is_empty()
             {
@@ -477,7 +474,7 @@ impl ConfigBuilder {
                         .iter()
                         .map(|(_, e)| *e)
                         .chain(OTHER_ENV.iter().copied())
-                        .chain(crate::manager::policy::SETTINGS.iter().map(|(_, e, _)| *e));
+                        .chain(crate::settings::session_env());
                     let warning = match did_you_mean(&name, known) {
                         Some(m) => format!("unknown variable {name} is ignored; did you mean {m}?"),
                         None => format!("unknown variable {name} is ignored"),

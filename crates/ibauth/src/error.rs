@@ -37,6 +37,8 @@ pub enum Step {
     Authorize,
     /// `POST /v1/api/oauth/access_token` (OAuth 1.0a third party).
     OauthAccessToken,
+    /// A Web API call made through the session (any endpoint).
+    Api,
 }
 
 impl Step {
@@ -56,6 +58,7 @@ impl Step {
             Step::RequestToken => "request_token",
             Step::Authorize => "authorize",
             Step::OauthAccessToken => "oauth_access_token",
+            Step::Api => "api",
         }
     }
 
@@ -74,6 +77,7 @@ impl Step {
             Step::RequestToken => "request token (POST /v1/api/oauth/request_token)",
             Step::Authorize => "authorisation in the browser",
             Step::OauthAccessToken => "access token (POST /v1/api/oauth/access_token)",
+            Step::Api => "API call",
         }
     }
 }
@@ -245,6 +249,10 @@ impl fmt::Display for Hint {
     }
 }
 
+/// `invalid consumer` on the third-party token requests, where the causes differ from the
+/// first-party ones.
+const INVALID_CONSUMER_THIRD_PARTY: &str = "the consumer is unknown or not activated yet (activation waits for IBKR's weekend restart), registered for paper but used live (or the reverse), is TESTCONS used with your own keys, is a first-party consumer (request_token is for third-party consumers), or the realm is wrong";
+
 /// What usually fixes a rejection, from the errors users hit in practice.
 pub(crate) fn hint_for(step: Step, status: u16, message: &str) -> Option<&'static str> {
     let m = message.to_ascii_lowercase();
@@ -263,7 +271,7 @@ pub(crate) fn hint_for(step: Step, status: u16, message: &str) -> Option<&'stati
     }
     if m.contains("invalid consumer") && matches!(step, Step::RequestToken | Step::OauthAccessToken)
     {
-        return Some(crate::oauth1a::third_party::INVALID_CONSUMER_THIRD_PARTY);
+        return Some(INVALID_CONSUMER_THIRD_PARTY);
     }
     if m.contains("request token expired") {
         return Some("request tokens live a few minutes and work once: log in again");

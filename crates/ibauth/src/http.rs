@@ -1,6 +1,7 @@
 //! The one HTTP layer: a shared reqwest client (rustls, timeouts, user agent, extra CA roots,
 //! no redirects), and the mapping of transport failures and IBKR's error bodies onto [`Error`].
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -11,16 +12,55 @@ use crate::error::{ConfigError, Error, Step, hint_for};
 /// `ibauth/<version>`, sent on every request.
 pub const USER_AGENT: &str = concat!("ibauth/", env!("CARGO_PKG_VERSION"));
 
-/// A cheaply clonable HTTP client; build it once and share it.
+/// The largest answer body read by default (16 MiB): far above any IBKR answer, far below the
+/// memory a runaway or hostile server could otherwise make the process take.
+pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// One finished HTTP exchange, as reported to an observer (no header or body: nothing secret).
 #[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The step it belonged to.
+    pub step: Step,
+    /// The method.
+    pub method: reqwest::Method,
+    /// The path (without the query).
+    pub path: String,
+    /// The status, or `None` when no answer came.
+    pub status: Option<u16>,
+    /// From sending to the end of the body.
+    pub elapsed: Duration,
+}
+
+/// Reports every exchange (for progress output and metrics).
+pub type Observer = Arc<dyn Fn(&Exchange) + Send + Sync>;
+
+/// What every clone of one client shares.
+#[derive(Default)]
+struct Hooks {
+    observer: OnceLock<Observer>,
+    max_body: OnceLock<usize>,
+}
+
+/// A cheaply clonable HTTP client; build it once and share it.
+#[derive(Clone)]
 pub struct HttpClient {
     inner: reqwest::Client,
     timeout: Duration,
+    hooks: Arc<Hooks>,
 }
 
-/// A complete answer: status and body.
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A complete answer: status, headers and body.
 pub(crate) struct Reply {
     pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
     pub body: Vec<u8>,
     /// The server's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,
@@ -56,12 +96,47 @@ impl HttpClient {
             key: "tls".into(),
             reason: format!("cannot set up the HTTP client: {e}"),
         })?;
-        Ok(Self { inner, timeout })
+        Ok(Self {
+            inner,
+            timeout,
+            hooks: Arc::default(),
+        })
     }
 
     /// The underlying reqwest client, to build requests with.
     pub fn reqwest(&self) -> &reqwest::Client {
         &self.inner
+    }
+
+    /// The timeout of every call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Reports every exchange of this client and its clones to `observer` (the first one set
+    /// stays).
+    pub fn observe(&self, observer: Observer) {
+        let _ = self.hooks.observer.set(observer);
+    }
+
+    /// Caps every answer body of this client and its clones at `bytes` (the first cap set
+    /// stays; default [`DEFAULT_MAX_BODY`]).
+    pub fn limit_body(&self, bytes: usize) {
+        let _ = self.hooks.max_body.set(bytes);
+    }
+
+    fn max_body(&self) -> usize {
+        self.hooks
+            .max_body
+            .get()
+            .copied()
+            .unwrap_or(DEFAULT_MAX_BODY)
+    }
+
+    fn report(&self, exchange: impl FnOnce() -> Exchange) {
+        if let Some(observer) = self.hooks.observer.get() {
+            observer(&exchange());
+        }
     }
 
     /// Sends `request` and reads the whole body, mapping failures to `step`.
@@ -82,37 +157,62 @@ impl HttpClient {
         let method = request.method().clone();
         let path = request.url().path().to_owned();
         let started = Instant::now();
-        let response = self
-            .inner
-            .execute(request)
-            .await
-            .map_err(|e| self.transport(step, &host, e))?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport(step, &host, e))?
-            .to_vec();
+        let answer = async {
+            let mut response = self
+                .inner
+                .execute(request)
+                .await
+                .map_err(|e| self.transport(step, &host, e))?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+            let limit = self.max_body();
+            let declared = response.content_length().unwrap_or(0);
+            if declared > limit as u64 {
+                return Err(too_large(step, status, limit));
+            }
+            let mut body = Vec::with_capacity(usize::try_from(declared).unwrap_or(0).min(limit));
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| self.transport(step, &host, e))?
+            {
+                if body.len().saturating_add(chunk.len()) > limit {
+                    return Err(too_large(step, status, limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Reply {
+                status,
+                headers: std::mem::take(response.headers_mut()),
+                body,
+                retry_after,
+            })
+        }
+        .await;
+        let elapsed = started.elapsed();
+        self.report(|| Exchange {
+            step,
+            method: method.clone(),
+            path: path.clone(),
+            status: answer.as_ref().ok().map(|r| r.status),
+            elapsed,
+        });
+        let reply = answer?;
         tracing::trace!(
             step = step.name(),
             %method,
             host,
             path,
-            status,
-            bytes = body.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            status = reply.status,
+            bytes = reply.body.len(),
+            elapsed_ms = elapsed.as_millis() as u64,
             "http exchange"
         );
-        Ok(Reply {
-            status,
-            body,
-            retry_after,
-        })
+        Ok(reply)
     }
 
     fn transport(&self, step: Step, host: &str, e: reqwest::Error) -> Error {
@@ -134,6 +234,16 @@ impl HttpClient {
             detail,
             source: e,
         }
+    }
+}
+
+fn too_large(step: Step, status: u16, limit: usize) -> Error {
+    Error::Protocol {
+        step,
+        status,
+        detail: format!(
+            "the answer is larger than {limit} bytes; refused (a misbehaving server or proxy?)"
+        ),
     }
 }
 
@@ -280,6 +390,7 @@ mod tests {
     fn http_200_with_error_field_is_rejected() {
         let reply = Reply {
             status: 200,
+            headers: Default::default(),
             body: br#"{"error":"not authenticated"}"#.to_vec(),
             retry_after: None,
         };
@@ -289,12 +400,14 @@ mod tests {
         );
         let ok = Reply {
             status: 200,
+            headers: Default::default(),
             body: br#"{"session":"abc","extra":1}"#.to_vec(),
             retry_after: None,
         };
         assert!(ok.json::<Value>(Step::Tickle).is_ok());
         let garbled = Reply {
             status: 200,
+            headers: Default::default(),
             body: b"<html>".to_vec(),
             retry_after: None,
         };
@@ -328,6 +441,7 @@ mod tests {
     fn a_rejection_carries_retry_after() {
         let reply = Reply {
             status: 429,
+            headers: Default::default(),
             body: br#"{"error":"Too Many Requests"}"#.to_vec(),
             retry_after: Some(Duration::from_secs(3)),
         };

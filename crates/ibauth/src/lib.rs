@@ -32,10 +32,13 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
+mod brokerage;
+mod client;
 mod clock;
 mod config;
 mod error;
-mod http;
+pub mod http;
 mod jwt;
 mod key;
 pub mod manager;
@@ -43,11 +46,15 @@ pub mod oauth1a;
 pub mod oauth2;
 mod pem;
 mod public_ip;
-mod session;
+pub mod session;
+mod settings;
 pub mod signal;
 pub mod store;
+mod tokens;
 pub mod ws;
 
+pub use auth::AuthConfig;
+pub use client::{AuthMethod, BoxFuture, Client};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{
     Config, ConfigBuilder, DEFAULT_CONFIG_FILE, DEFAULT_DOMAIN, DEFAULT_IP_LOOKUP_URLS,
@@ -57,15 +64,18 @@ pub use error::{ConfigError, Error, KeyError, Step};
 pub use http::{HttpClient, MAX_RETRY_AFTER, USER_AGENT};
 pub use key::{DecryptionKey, SigningKey};
 pub use oauth2::Oauth2Client;
+pub use reqwest::Method;
 pub use secrecy;
+pub use session::{ApiRequest, ApiResponse, KeepAlive, Session, SessionBuilder};
+pub use tokens::{TokenExpiry, TokenKind};
 
 /// PEM-encodes DER with 64-column lines (for tools that write keys and parameters).
 pub fn pem_encode(label: &str, der: &[u8]) -> String {
     pem::encode(label, der)
 }
-pub use session::{
-    AuthStatus, Authorizer, BearerAuthorizer, BrokerageClient, IServer, Logout, ServerInfo,
-    SsoValidation, Tickle, short_id,
+pub use brokerage::{
+    AuthStatus, Authorizer, BearerAuthorizer, BrokerageClient, Connected, IServer, Logout,
+    ServerInfo, SsoValidation, Tickle, short_id,
 };
 
 /// The README's library example, compiled as a doc test so it cannot rot.

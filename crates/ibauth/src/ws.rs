@@ -48,6 +48,42 @@ impl std::fmt::Debug for WsTarget {
     }
 }
 
+/// Where and how to open a client's socket: everything but the session cookie, which comes
+/// from a tickle just before connecting.
+#[derive(Clone)]
+pub struct WsEndpoint {
+    /// `wss://…/v1/api/ws` (with `oauth_token` for OAuth 1.0a).
+    pub url: Url,
+    /// `Authorization` for OAuth 2.0 (marked sensitive).
+    pub authorization: Option<HeaderValue>,
+    /// Extra trusted CA certificates (PEM).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Timeout of the handshake.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for WsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsEndpoint")
+            .field("host", &self.url.host_str())
+            .field("path", &self.url.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsEndpoint {
+    /// The target for the session `session` (the `api` cookie).
+    pub fn target(self, session: String) -> WsTarget {
+        WsTarget {
+            url: self.url,
+            session,
+            authorization: self.authorization,
+            ca_pem: self.ca_pem,
+            timeout: self.timeout,
+        }
+    }
+}
+
 /// Produces a fresh [`WsTarget`] (a new tickle, so the current session id) for reconnecting.
 pub type Retarget =
     Box<dyn FnMut() -> futures_util::future::BoxFuture<'static, Result<WsTarget, Error>> + Send>;
@@ -232,36 +268,21 @@ impl IbkrWebSocket {
     }
 }
 
-/// Opens a socket for `auth`'s session at `url` (a tickle gives the `api` cookie) that
+/// Opens a socket for `auth`'s session at `endpoint` (a tickle gives the `api` cookie) that
 /// reconnects by itself, after a fresh tickle, when the server closes it.
 pub(crate) async fn open_reconnecting<A>(
-    brokerage: crate::session::BrokerageClient,
+    brokerage: crate::brokerage::BrokerageClient,
     auth: A,
-    url: Url,
-    bearer: Option<HeaderValue>,
-    ca_pem: Option<Vec<u8>>,
-    timeout: Duration,
+    endpoint: WsEndpoint,
 ) -> Result<IbkrWebSocket, Error>
 where
-    A: crate::session::Authorizer + Clone + 'static,
+    A: crate::brokerage::Authorizer + Clone + 'static,
 {
     let mut retarget: Retarget = Box::new(move || {
-        let (brokerage, auth, url, bearer, ca_pem) = (
-            brokerage.clone(),
-            auth.clone(),
-            url.clone(),
-            bearer.clone(),
-            ca_pem.clone(),
-        );
+        let (brokerage, auth, endpoint) = (brokerage.clone(), auth.clone(), endpoint.clone());
         Box::pin(async move {
             let tickle = brokerage.tickle(&auth).await?;
-            Ok(WsTarget {
-                url,
-                session: tickle.session,
-                authorization: bearer,
-                ca_pem,
-                timeout,
-            })
+            Ok(endpoint.target(tickle.session))
         })
     });
     let target = retarget().await?;

@@ -15,10 +15,12 @@ use ibauth::store::{FileStore, StoredBearer, StoredTokens, TokenStore};
 /// Set in the writer child: the token file to write to.
 const CHILD_FILE: &str = "IBAUTH_STORE_CRASH_FILE";
 const CHILD_START: &str = "IBAUTH_STORE_CRASH_START";
+/// The identity every document is stored under.
+const ID: &str = "crash";
 
 /// Document `n`: its token is a long, n-derived string, so a torn write cannot pass for whole.
 fn doc(n: u64) -> StoredTokens {
-    let mut t = StoredTokens::new("oauth2", "crash".into(), "https://api.ibkr.com/".into(), n);
+    let mut t = StoredTokens::new("oauth2", ID.into(), "https://api.ibkr.com/".into(), n);
     let token: String = format!("{n:016x}").repeat(4096);
     t.bearer = Some(StoredBearer {
         token: SecretString::from(token),
@@ -89,7 +91,7 @@ fn a_writer_killed_at_random_points_never_leaves_a_partial_file() {
         std::thread::spawn(move || {
             let store = FileStore::new(file);
             while !stop.load(Ordering::SeqCst) {
-                let t = store.load().unwrap().expect("always a document");
+                let t = store.load(ID).unwrap().expect("always a document");
                 whole(&t);
                 reads.fetch_add(1, Ordering::SeqCst);
             }
@@ -115,7 +117,10 @@ fn a_writer_killed_at_random_points_never_leaves_a_partial_file() {
         std::thread::sleep(Duration::from_micros(next() % 30_000));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let t = store.load().unwrap().expect("a document after every kill");
+        let t = store
+            .load(ID)
+            .unwrap()
+            .expect("a document after every kill");
         let n = whole(&t);
         assert!(
             n == last || n >= start,

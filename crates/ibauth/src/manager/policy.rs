@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::config::{DEFAULT_CONFIG_FILE, OneOrMany};
 use crate::error::ConfigError;
+use crate::settings::{SETTINGS, is_policy_key};
 
 /// What the manager does, and how often.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,50 +80,6 @@ impl Default for Policy {
             token_file: None,
         }
     }
-}
-
-/// Every setting: YAML key, our variable, ibind's variable (or "").
-pub(crate) const SETTINGS: &[(&str, &str, &str)] = &[
-    (
-        "tickle_interval",
-        "IBAUTH_TICKLE_INTERVAL",
-        "IBIND_TICKLER_INTERVAL",
-    ),
-    ("compete", "IBAUTH_COMPETE", ""),
-    ("init_oauth", "IBAUTH_INIT_OAUTH", "IBIND_INIT_OAUTH"),
-    (
-        "init_brokerage_session",
-        "IBAUTH_INIT_BROKERAGE_SESSION",
-        "IBIND_INIT_BROKERAGE_SESSION",
-    ),
-    ("maintain", "IBAUTH_MAINTAIN", "IBIND_MAINTAIN_OAUTH"),
-    (
-        "logout_on_shutdown",
-        "IBAUTH_LOGOUT_ON_SHUTDOWN",
-        "IBIND_SHUTDOWN_OAUTH",
-    ),
-    ("max_failed_logins", "IBAUTH_MAX_FAILED_LOGINS", ""),
-    ("renew_margin", "IBAUTH_RENEW_MARGIN", ""),
-    ("failover_hosts", "IBAUTH_FAILOVER_HOSTS", ""),
-    ("shutdown_timeout", "IBAUTH_SHUTDOWN_TIMEOUT", ""),
-    ("token_file", "IBAUTH_TOKEN_FILE", ""),
-];
-
-/// ibind's names for two of the keys, accepted in the YAML file too.
-const ALIASES: &[(&str, &str)] = &[
-    ("maintain_oauth", "maintain"),
-    ("shutdown_oauth", "logout_on_shutdown"),
-];
-
-/// Whether `key` is a top-level YAML key read here (so the client config does not call it
-/// unknown).
-pub(crate) fn is_policy_key(key: &str) -> bool {
-    SETTINGS.iter().any(|(k, _, _)| *k == key) || ALIASES.iter().any(|(a, _)| *a == key)
-}
-
-/// Whether `name` is an environment variable read here.
-pub(crate) fn is_policy_env(name: &str) -> bool {
-    SETTINGS.iter().any(|(_, ours, _)| *ours == name)
 }
 
 impl Policy {

@@ -14,12 +14,14 @@ use super::{
     DhGroup, DhSecret, LstError, Nonce, Signer, authorize, live_session_token, lst_matches,
     oauth_params, prepend,
 };
+use crate::brokerage::{
+    AuthStatus, Authorizer, BrokerageClient, Connected, Logout, SsoValidation, Tickle,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{DEFAULT_TIMEOUT, parse_base_url};
 use crate::error::{ConfigError, Error, Step};
 use crate::http::HttpClient;
 use crate::key::{DecryptionKey, SigningKey};
-use crate::session::{AuthStatus, Authorizer, BrokerageClient, Logout, SsoValidation, Tickle};
 use crate::store::{StoredLst, StoredTokens};
 
 /// IBKR's demo consumer, valid only with the `test_realm` realm.
@@ -158,6 +160,16 @@ impl Oauth1aConfig {
         self
     }
 
+    /// The `publish` flag of `ssodh/init`.
+    pub fn publishes(&self) -> bool {
+        self.publish
+    }
+
+    /// The `compete` flag of `ssodh/init`.
+    pub fn competes(&self) -> bool {
+        self.compete
+    }
+
     /// The consumer key.
     pub fn consumer_key(&self) -> &str {
         &self.consumer_key
@@ -290,6 +302,8 @@ pub struct Oauth1aClient {
     prepend: SecretString,
     http: HttpClient,
     clock: Arc<dyn Clock>,
+    /// The host root of `rest_url` (`https://api.ibkr.com/`).
+    api_base: Url,
     brokerage: BrokerageClient,
     lst: Option<LiveSessionToken>,
 }
@@ -303,6 +317,16 @@ impl Oauth1aClient {
 
     /// A client on the given clock.
     pub fn with_clock(config: Oauth1aConfig, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+        let http = HttpClient::new(config.timeout, config.ca_pem.as_deref())?;
+        Self::with_http(config, clock, http)
+    }
+
+    /// A client that sends through `http` (a [`crate::Session`] passes its paced one).
+    pub fn with_http(
+        config: Oauth1aConfig,
+        clock: Arc<dyn Clock>,
+        http: HttpClient,
+    ) -> Result<Self, Error> {
         let prepend =
             prepend(&config.encryption_key, &config.access_token_secret).map_err(|source| {
                 Error::Lst {
@@ -310,16 +334,27 @@ impl Oauth1aClient {
                     source,
                 }
             })?;
-        let http = HttpClient::new(config.timeout, config.ca_pem.as_deref())?;
         let brokerage = BrokerageClient::new(http.clone(), config.rest_url.clone());
+        let api_base = host_root(&config.rest_url);
         Ok(Self {
             config,
             prepend,
             http,
             clock,
+            api_base,
             brokerage,
             lst: None,
         })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Oauth1aConfig {
+        &self.config
+    }
+
+    /// The HTTP client every request goes through.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
     }
 
     /// A fingerprint of the consumer key and access token: stored tokens are only used by the
@@ -385,8 +420,13 @@ impl Oauth1aClient {
         &self.clock
     }
 
-    /// The REST base URL in use (`https://api.ibkr.com/v1/api/`).
-    pub fn base_url(&self) -> &Url {
+    /// The API host in use (`https://api.ibkr.com/`).
+    pub fn api_base(&self) -> &Url {
+        &self.api_base
+    }
+
+    /// The REST base in use (`https://api.ibkr.com/v1/api/`): the brokerage and API calls.
+    pub fn rest_base(&self) -> &Url {
         &self.config.rest_url
     }
 
@@ -421,6 +461,7 @@ impl Oauth1aClient {
             .ws_url(&format!("{ws_root}/v1/api/ws"))?;
         tracing::info!(from = %self.config.rest_url, to = %config.rest_url, "API host switched");
         self.brokerage = BrokerageClient::new(self.http.clone(), config.rest_url.clone());
+        self.api_base = host_root(&config.rest_url);
         self.config = config;
         Ok(())
     }
@@ -527,9 +568,13 @@ impl Oauth1aClient {
     }
 
     /// Live session token, then `ssodh/init`.
-    pub async fn connect(&mut self) -> Result<AuthStatus, Error> {
+    pub async fn connect(&mut self) -> Result<Connected, Error> {
         self.request_live_session_token().await?;
-        self.init_brokerage_session().await
+        let status = self.init_brokerage_session().await?;
+        Ok(Connected {
+            validation: None,
+            status,
+        })
     }
 
     /// `ssodh/init`.
@@ -546,7 +591,7 @@ impl Oauth1aClient {
     }
 
     /// `sso/validate`.
-    pub async fn validate(&self) -> Result<SsoValidation, Error> {
+    pub async fn validate(&mut self) -> Result<SsoValidation, Error> {
         self.brokerage
             .validate(&self.authorizer(Step::Validate)?)
             .await
@@ -560,24 +605,31 @@ impl Oauth1aClient {
     }
 
     /// `tickle`.
-    pub async fn tickle(&self) -> Result<Tickle, Error> {
+    pub async fn tickle(&mut self) -> Result<Tickle, Error> {
         self.brokerage.tickle(&self.authorizer(Step::Tickle)?).await
+    }
+
+    /// Where the WebSocket is: `?oauth_token=<access token>` on the configured URL.
+    pub fn websocket_endpoint(&self) -> crate::ws::WsEndpoint {
+        let mut url = self.config.ws_url.clone();
+        url.query_pairs_mut()
+            .append_pair("oauth_token", &self.config.access_token);
+        crate::ws::WsEndpoint {
+            url,
+            authorization: None,
+            ca_pem: self.config.ca_pem.clone(),
+            timeout: self.config.timeout,
+        }
     }
 
     /// An authenticated WebSocket: `?oauth_token=<access token>` and the `api` cookie from a
     /// fresh tickle.
     /// It reconnects by itself (after a fresh tickle) when the server closes it.
     pub async fn connect_websocket(&self) -> Result<crate::ws::IbkrWebSocket, Error> {
-        let mut url = self.config.ws_url.clone();
-        url.query_pairs_mut()
-            .append_pair("oauth_token", &self.config.access_token);
         crate::ws::open_reconnecting(
             self.brokerage.clone(),
             self.authorizer(Step::WebSocket)?,
-            url,
-            None,
-            self.config.ca_pem.clone(),
-            self.config.timeout,
+            self.websocket_endpoint(),
         )
         .await
     }
@@ -591,4 +643,18 @@ impl Oauth1aClient {
         self.lst = None;
         Ok(logout)
     }
+}
+
+/// The host root of a REST base: `https://api.ibkr.com/v1/api/` → `https://api.ibkr.com/`; a
+/// base without the usual `/v1/api/` suffix keeps its path up to the last segment.
+pub(crate) fn host_root(rest: &Url) -> Url {
+    let mut root = rest.clone();
+    let path = rest.path();
+    let prefix = path
+        .strip_suffix("/v1/api/")
+        .or_else(|| path.strip_suffix("/v1/api"))
+        .unwrap_or("");
+    root.set_path(&format!("{prefix}/"));
+    root.set_query(None);
+    root
 }

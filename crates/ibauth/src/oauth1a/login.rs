@@ -1,19 +1,20 @@
 //! Third-party login flows: the browser flow (a local HTTPS callback server with a certificate
 //! made on the fly, the system browser opened on the authorisation page, the verifier captured
 //! from the redirect) and the manual flow (the URL printed, the redirect or verifier pasted);
-//! and [`login`], which reuses stored tokens when it can and picks a flow when it must.
+//! and [`Interactive`], which picks one when a [`crate::Session`] needs a grant.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use url::Url;
 
+use super::granted::Authorize;
+use super::parse_verifier;
 use super::third_party::{AccessGrant, RequestToken, ThirdPartyClient, VerifierError};
-use super::{Oauth1aClient, parse_verifier};
+use crate::client::BoxFuture;
 use crate::error::Error;
-use crate::store::{StoredGrant, TokenStore};
 
 /// Why a login flow stopped.
 #[derive(Debug, thiserror::Error)]
@@ -335,7 +336,7 @@ pub fn can_open_browser() -> bool {
         || set("WAYLAND_DISPLAY")
 }
 
-/// Which flow [`login`] runs when it must log in.
+/// Which flow [`Interactive`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     /// The browser flow where a browser can be opened and a callback is registered, else manual.
@@ -346,105 +347,66 @@ pub enum Flow {
     Manual,
 }
 
-/// How [`login`] behaves.
-#[derive(Debug, Clone)]
-pub struct LoginOptions {
-    /// Stored tokens older than this are not reused (a fresh authorisation is asked for).
-    pub max_age: Duration,
-    /// The flow, when one is needed.
-    pub flow: Flow,
-    /// How long to wait for the user (`None`: forever).
-    pub timeout: Option<Duration>,
+/// The command line's way to ask for an authorisation: the browser flow or the manual one,
+/// as `flow` says, reading pasted redirects from `input` and speaking through `say`.
+pub struct Interactive {
+    flow: Flow,
+    timeout: Option<Duration>,
+    input: Box<dyn AsyncBufRead + Send + Unpin>,
+    say: Box<dyn FnMut(&str) + Send>,
+    asked: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Default for LoginOptions {
-    fn default() -> Self {
+impl Interactive {
+    /// Asks with `flow`, waiting up to `timeout` (`None`: forever) for the user.
+    pub fn new(
+        flow: Flow,
+        timeout: Option<Duration>,
+        input: Box<dyn AsyncBufRead + Send + Unpin>,
+        say: Box<dyn FnMut(&str) + Send>,
+    ) -> Self {
         Self {
-            max_age: Duration::from_secs(7 * 86_400),
-            flow: Flow::Auto,
-            timeout: Some(Duration::from_secs(300)),
+            flow,
+            timeout,
+            input,
+            say,
+            asked: Arc::default(),
         }
+    }
+
+    /// Set once the user has been asked (a fresh authorisation, not a stored grant).
+    pub fn asked(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.asked.clone()
     }
 }
 
-/// The easy way in: an [`Oauth1aClient`] holding a valid live session token. Reuses the
-/// store's grant (and its live session token, while valid) if it belongs to this consumer and
-/// is younger than `max_age`; otherwise runs a login flow, then gets a live session token, and
-/// stores both. `stdin` and `say` serve the manual flow and the banners.
-pub async fn login<R: AsyncBufRead + Unpin>(
-    third_party: &ThirdPartyClient,
-    store: &Arc<dyn TokenStore>,
-    options: &LoginOptions,
-    stdin: &mut R,
-    say: &mut (dyn FnMut(&str) + Send),
-) -> Result<(Oauth1aClient, bool), LoginError> {
-    let consumer = third_party.config().consumer_key().to_owned();
-    let stored = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.load())
-            .await
-            .map_err(|e| crate::store::StoreError::Other(e.to_string()))??
-    };
-    let now = crate::clock::Clock::now_unix(&crate::clock::SystemClock);
-    if let Some(doc) = stored
-        && let Some(grant) = doc.grant.clone()
-        && grant.consumer_key == consumer
-        && doc.token_age(now) < options.max_age
-    {
-        let grant = AccessGrant {
-            access_token: grant.access_token.expose_secret().to_owned(),
-            access_token_secret: grant.access_token_secret,
-            is_paper: grant.is_paper,
-        };
-        let mut client = Oauth1aClient::new(third_party.session_config(&grant))?;
-        if !(doc.usable(now, 60) && client.restore_tokens(&doc)) {
-            client.request_live_session_token().await?;
-            save(store, &client, &grant, &consumer, Some(doc.created_at)).await?;
-        }
-        return Ok((client, false));
+impl std::fmt::Debug for Interactive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interactive")
+            .field("flow", &self.flow)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
-    let grant = match options.flow {
-        Flow::Manual => manual(third_party, stdin, say, options.timeout).await?,
-        Flow::Browser => browser(third_party, &mut open_in_browser, say, options.timeout).await?,
-        Flow::Auto if can_open_browser() && third_party.config().callback().is_some() => {
-            browser(third_party, &mut open_in_browser, say, options.timeout).await?
-        }
-        Flow::Auto => manual(third_party, stdin, say, options.timeout).await?,
-    };
-    let mut client = Oauth1aClient::new(third_party.session_config(&grant))?;
-    client.request_live_session_token().await?;
-    save(store, &client, &grant, &consumer, None).await?;
-    Ok((client, true))
 }
 
-async fn save(
-    store: &Arc<dyn TokenStore>,
-    client: &Oauth1aClient,
-    grant: &AccessGrant,
-    consumer: &str,
-    created_at: Option<u64>,
-) -> Result<(), LoginError> {
-    let now = crate::clock::Clock::now_unix(&crate::clock::SystemClock);
-    let Some(mut doc) = client.stored_tokens(now) else {
-        return Ok(());
-    };
-    if let Some(created) = created_at {
-        doc.created_at = created;
+impl Authorize for Interactive {
+    fn authorize<'a>(
+        &'a mut self,
+        client: &'a ThirdPartyClient,
+    ) -> BoxFuture<'a, Result<AccessGrant, LoginError>> {
+        Box::pin(async move {
+            self.asked.store(true, std::sync::atomic::Ordering::SeqCst);
+            let say = &mut *self.say;
+            match self.flow {
+                Flow::Manual => manual(client, &mut self.input, say, self.timeout).await,
+                Flow::Browser => browser(client, &mut open_in_browser, say, self.timeout).await,
+                Flow::Auto if can_open_browser() && client.config().callback().is_some() => {
+                    browser(client, &mut open_in_browser, say, self.timeout).await
+                }
+                Flow::Auto => manual(client, &mut self.input, say, self.timeout).await,
+            }
+        })
     }
-    doc.grant = Some(StoredGrant {
-        consumer_key: consumer.to_owned(),
-        access_token: SecretString::from(grant.access_token.clone()),
-        access_token_secret: grant.access_token_secret.clone(),
-        is_paper: grant.is_paper,
-    });
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || {
-        let _guard = store.lock()?;
-        store.save(&doc)
-    })
-    .await
-    .map_err(|e| crate::store::StoreError::Other(e.to_string()))??;
-    Ok(())
 }
 
 #[cfg(test)]

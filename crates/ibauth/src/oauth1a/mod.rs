@@ -4,6 +4,7 @@
 
 mod client;
 pub mod config;
+mod granted;
 pub mod login;
 mod lst;
 mod signing;
@@ -13,6 +14,7 @@ pub use client::{
     DEFAULT_REST_URL, DEFAULT_WS_URL, HmacAuthorizer, LiveSessionToken, Oauth1aClient,
     Oauth1aConfig, TEST_CONSUMER,
 };
+pub use granted::{Authorize, DEFAULT_GRANT_MAX_AGE, GrantedClient};
 
 pub use lst::{
     DH_SECRET_BITS, DhGroup, DhSecret, LstError, RFC3526_PRIME_2048, live_session_token,

@@ -83,6 +83,16 @@ impl ThirdPartyConfig {
     pub fn consumer_key(&self) -> &str {
         self.template.consumer_key()
     }
+
+    /// The consumer's settings (keys, DH group, realm, URLs); its access token is empty.
+    pub fn template(&self) -> &Oauth1aConfig {
+        &self.template
+    }
+
+    /// The REST base the exchanges and the session use.
+    pub fn rest_base(&self) -> &Url {
+        self.template.rest_base()
+    }
 }
 
 /// A request token on its way to the user's authorisation. Not a secret on its own: it is
@@ -171,11 +181,16 @@ impl ThirdPartyClient {
     /// A client on the given clock.
     pub fn with_clock(config: ThirdPartyConfig, clock: Arc<dyn Clock>) -> Result<Self, Error> {
         let http = HttpClient::new(config.template.timeout_value(), config.template.ca())?;
-        Ok(Self {
+        Ok(Self::with_http(config, clock, http))
+    }
+
+    /// A client that sends through `http`.
+    pub fn with_http(config: ThirdPartyConfig, clock: Arc<dyn Clock>, http: HttpClient) -> Self {
+        Self {
             config,
             http,
             clock,
-        })
+        }
     }
 
     /// The settings.
@@ -348,9 +363,6 @@ pub fn parse_verifier(input: &str, request: &RequestToken) -> Result<SecretStrin
         .map(SecretString::from)
         .ok_or(VerifierError::Missing)
 }
-
-/// What to check when a third-party consumer is refused with `invalid consumer`.
-pub(crate) const INVALID_CONSUMER_THIRD_PARTY: &str = "the consumer is unknown or not activated yet (activation waits for IBKR's weekend restart), registered for paper but used live (or the reverse), is TESTCONS used with your own keys, is a first-party consumer (request_token is for third-party consumers), or the realm is wrong";
 
 #[cfg(test)]
 mod tests {

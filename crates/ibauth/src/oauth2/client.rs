@@ -11,14 +11,14 @@ use super::{
     CLIENT_ASSERTION_TYPE, REST_PATH, SCOPE, SSO_SESSIONS_PATH, TOKEN_PATH, client_assertion,
     sso_session_request,
 };
+use crate::brokerage::{
+    AuthStatus, BearerAuthorizer, BrokerageClient, Connected, Logout, SsoValidation, Tickle,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, parse_base_url};
 use crate::error::{ConfigError, Error, Step};
 use crate::http::HttpClient;
 use crate::public_ip;
-use crate::session::{
-    AuthStatus, BearerAuthorizer, BrokerageClient, Logout, SsoValidation, Tickle,
-};
 use crate::store::{StoredBearer, StoredToken, StoredTokens};
 
 /// The OAuth 2.0 access token (about 24 h), which opens SSO sessions.
@@ -50,15 +50,6 @@ pub struct BearerToken {
     /// When it expires (Unix seconds): the `exp` requested, refined by `sso/validate`'s
     /// `EXPIRES` and tickle's `ssoExpires`.
     pub expires_at: u64,
-}
-
-/// The outcome of [`Oauth2Client::connect`].
-#[derive(Debug, Clone)]
-pub struct Connected {
-    /// The SSO session's details.
-    pub validation: SsoValidation,
-    /// The brokerage session's flags after `ssodh/init`.
-    pub status: AuthStatus,
 }
 
 #[derive(Deserialize)]
@@ -105,9 +96,14 @@ impl Oauth2Client {
     /// A client on the given clock (tests pin it to reproduce signatures).
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, Error> {
         let http = HttpClient::new(config.timeout(), config.ca_pem())?;
+        Ok(Self::with_http(config, clock, http))
+    }
+
+    /// A client that sends through `http` (a [`crate::Session`] passes its paced one).
+    pub fn with_http(config: Config, clock: Arc<dyn Clock>, http: HttpClient) -> Self {
         let api_base = config.api_base().clone();
         let brokerage = BrokerageClient::new(http.clone(), rest_base(&api_base));
-        Ok(Self {
+        Self {
             config,
             http,
             clock,
@@ -116,7 +112,7 @@ impl Oauth2Client {
             access: None,
             bearer: None,
             last_ip: None,
-        })
+        }
     }
 
     /// The configuration in use.
@@ -129,9 +125,19 @@ impl Oauth2Client {
         &self.clock
     }
 
-    /// Where requests go now.
+    /// The API host in use (`https://api.ibkr.com/`): the OAuth endpoints hang off it.
     pub fn api_base(&self) -> &Url {
         &self.api_base
+    }
+
+    /// The REST base in use (`https://api.ibkr.com/v1/api/`): the brokerage and API calls.
+    pub fn rest_base(&self) -> &Url {
+        self.brokerage.rest_base()
+    }
+
+    /// The HTTP client every request goes through.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
     }
 
     /// Switches to another API host (`api.ibkr.com`, `5.api.ibkr.com`, …); every later call goes
@@ -406,10 +412,8 @@ impl Oauth2Client {
         Ok(tickle)
     }
 
-    /// An authenticated WebSocket on the current host: the bearer token and the `api` cookie
-    /// from a fresh tickle.
-    /// It reconnects by itself (after a fresh tickle) when the server closes it.
-    pub async fn connect_websocket(&mut self) -> Result<crate::ws::IbkrWebSocket, Error> {
+    /// Where the WebSocket is on the current host, authorised by the bearer token.
+    pub fn websocket_endpoint(&self) -> Result<crate::ws::WsEndpoint, Error> {
         let auth = self.authorizer(Step::WebSocket)?;
         let mut url = join(&self.api_base, "/v1/api/ws");
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
@@ -418,16 +422,20 @@ impl Oauth2Client {
             status: 0,
             detail: "cannot derive the WebSocket URL".into(),
         })?;
-        let bearer = Some(auth.header());
-        crate::ws::open_reconnecting(
-            self.brokerage.clone(),
-            auth,
+        Ok(crate::ws::WsEndpoint {
             url,
-            bearer,
-            self.config.ca_pem().map(<[u8]>::to_vec),
-            self.config.timeout(),
-        )
-        .await
+            authorization: Some(auth.header()),
+            ca_pem: self.config.ca_pem().map(<[u8]>::to_vec),
+            timeout: self.config.timeout(),
+        })
+    }
+
+    /// An authenticated WebSocket on the current host: the bearer token and the `api` cookie
+    /// from a fresh tickle.
+    /// It reconnects by itself (after a fresh tickle) when the server closes it.
+    pub async fn connect_websocket(&self) -> Result<crate::ws::IbkrWebSocket, Error> {
+        let auth = self.authorizer(Step::WebSocket)?;
+        crate::ws::open_reconnecting(self.brokerage.clone(), auth, self.websocket_endpoint()?).await
     }
 
     /// `logout`: ends the brokerage session and forgets the bearer token.
@@ -445,7 +453,10 @@ impl Oauth2Client {
         self.create_sso_session().await?;
         let validation = self.validate().await?;
         let status = self.init_brokerage_session().await?;
-        Ok(Connected { validation, status })
+        Ok(Connected {
+            validation: Some(validation),
+            status,
+        })
     }
 
     fn refine_bearer_expiry(&mut self, left: Duration) {

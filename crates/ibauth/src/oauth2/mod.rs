@@ -16,11 +16,12 @@
 mod assertion;
 mod client;
 
+pub use crate::brokerage::Connected;
 pub use assertion::{
     ASSERTION_AUDIENCE, ASSERTION_BACKDATE_SECS, ASSERTION_LIFETIME_SECS,
     SSO_SESSION_LIFETIME_SECS, client_assertion, sso_session_request,
 };
-pub use client::{AccessToken, BearerToken, Connected, Oauth2Client, token_request_body};
+pub use client::{AccessToken, BearerToken, Oauth2Client, token_request_body};
 
 /// `client_assertion_type` of the token request.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

@@ -1,4 +1,4 @@
-//! The file store: one JSON document, written atomically (temp file in the same folder, fsync,
+//! The file store: one JSON document (an entry per identity), written atomically (temp file in the same folder, fsync,
 //! rename, fsync of the folder), mode 0600 in a 0700 folder; an advisory lock on a sibling
 //! `.lock` file; a file others can read is refused; a corrupt one is moved aside, never deleted.
 
@@ -176,11 +176,52 @@ fn random_suffix() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-impl TokenStore for FileStore {
-    fn load(&self) -> Result<Option<StoredTokens>, StoreError> {
+/// The file: one entry per identity (schema 2). Schema 1 held a single document at the top.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Entries {
+    schema: u32,
+    #[serde(default)]
+    sessions: std::collections::BTreeMap<String, StoredTokens>,
+}
+
+impl FileStore {
+    /// Every document in the file, without changing anything: a corrupt file is
+    /// [`StoreError::Corrupt`] here (for diagnostics), where loading would move it aside.
+    pub fn inspect(&self) -> Result<Vec<StoredTokens>, StoreError> {
+        match self.parse_entries()? {
+            Ok(entries) => Ok(entries.sessions.into_values().collect()),
+            Err(problem) => Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                problem,
+            }),
+        }
+    }
+
+    /// Every entry in the file; an absent file is empty, a corrupt one is reported (and moved
+    /// aside when this process holds the lock) and read as empty.
+    fn read_entries(&self) -> Result<Entries, StoreError> {
+        let problem = match self.parse_entries()? {
+            Ok(entries) => return Ok(entries),
+            Err(problem) => problem,
+        };
+        if self.holding.load(Ordering::SeqCst) > 0 {
+            self.move_aside(&problem);
+        } else {
+            tracing::warn!(
+                file = %self.path.display(),
+                "token file is corrupt ({problem}); it is replaced at the next login"
+            );
+        }
+        Ok(Entries::default())
+    }
+
+    /// The entries, or what makes the file unreadable as a token document.
+    fn parse_entries(&self) -> Result<Result<Entries, String>, StoreError> {
         let mut file = match File::open(&self.path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Ok(Entries::default()));
+            }
             Err(e) => return Err(io(&self.path, "open")(e)),
         };
         check_private(&self.path, &file)?;
@@ -200,28 +241,37 @@ impl TokenStore for FileStore {
                                 found: u32::try_from(found).unwrap_or(u32::MAX),
                             });
                         }
-                        _ => match serde_json::from_value::<StoredTokens>(value) {
-                            Ok(tokens) => return Ok(Some(tokens)),
+                        // Schema 1: one document, which becomes the entry of its identity.
+                        Some(1) => match serde_json::from_value::<StoredTokens>(value) {
+                            Ok(tokens) => {
+                                let mut entries = Entries::default();
+                                entries.sessions.insert(tokens.identity.clone(), tokens);
+                                return Ok(Ok(entries));
+                            }
+                            Err(e) => format!("not a token document: {e}"),
+                        },
+                        _ => match serde_json::from_value::<Entries>(value) {
+                            Ok(entries) => return Ok(Ok(entries)),
                             Err(e) => format!("not a token document: {e}"),
                         },
                     }
                 }
             },
         };
-        if self.holding.load(Ordering::SeqCst) > 0 {
-            self.move_aside(&problem);
-        } else {
-            tracing::warn!(
-                file = %self.path.display(),
-                "token file is corrupt ({problem}); it is replaced at the next login"
-            );
-        }
-        Ok(None)
+        Ok(Err(problem))
     }
 
-    fn save(&self, tokens: &StoredTokens) -> Result<(), StoreError> {
+    fn write_entries(&self, mut entries: Entries) -> Result<(), StoreError> {
+        if entries.sessions.is_empty() {
+            return match fs::remove_file(&self.path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io(&self.path, "remove")(e)),
+            };
+        }
+        entries.schema = SCHEMA_VERSION;
         self.ensure_folder()?;
-        let json = serde_json::to_vec_pretty(tokens)
+        let json = serde_json::to_vec_pretty(&entries)
             .map_err(|e| StoreError::Other(format!("cannot encode the token document: {e}")))?;
         let temp = self.sibling(
             &format!(".tmp-{}-{}", std::process::id(), random_suffix()),
@@ -249,13 +299,31 @@ impl TokenStore for FileStore {
         self.sweep_temp_files();
         Ok(())
     }
+}
 
-    fn clear(&self) -> Result<(), StoreError> {
-        match fs::remove_file(&self.path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(&self.path, "remove")(e)),
+impl TokenStore for FileStore {
+    fn load(&self, identity: &str) -> Result<Option<StoredTokens>, StoreError> {
+        Ok(self.read_entries()?.sessions.remove(identity))
+    }
+
+    fn load_all(&self) -> Result<Vec<StoredTokens>, StoreError> {
+        Ok(self.read_entries()?.sessions.into_values().collect())
+    }
+
+    fn save(&self, tokens: &StoredTokens) -> Result<(), StoreError> {
+        let mut entries = self.read_entries()?;
+        entries
+            .sessions
+            .insert(tokens.identity.clone(), tokens.clone());
+        self.write_entries(entries)
+    }
+
+    fn clear(&self, identity: &str) -> Result<(), StoreError> {
+        let mut entries = self.read_entries()?;
+        if entries.sessions.remove(identity).is_none() {
+            return Ok(());
         }
+        self.write_entries(entries)
     }
 
     fn lock(&self) -> Result<StoreLock, StoreError> {
@@ -320,10 +388,10 @@ mod tests {
     fn saves_privately_and_loads_back() {
         let path = temp("save");
         let store = FileStore::new(&path);
-        assert!(store.load().unwrap().is_none());
+        assert!(store.load("id").unwrap().is_none());
         store.save(&doc(1)).unwrap();
         store.save(&doc(2)).unwrap();
-        assert_eq!(store.load().unwrap(), Some(doc(2)));
+        assert_eq!(store.load("id").unwrap(), Some(doc(2)));
         #[cfg(unix)]
         {
             assert_eq!(mode(&path), 0o600);
@@ -336,9 +404,42 @@ mod tests {
             .filter(|n| n.contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
-        store.clear().unwrap();
-        assert!(store.load().unwrap().is_none());
-        store.clear().unwrap();
+        store.clear("id").unwrap();
+        assert!(store.load("id").unwrap().is_none());
+        assert!(!path.exists(), "the last entry gone, the file goes");
+        store.clear("id").unwrap();
+    }
+
+    #[test]
+    fn one_entry_per_identity() {
+        let path = temp("entries");
+        let store = FileStore::new(&path);
+        let mut other = doc(5);
+        other.identity = "other".into();
+        other.method = "oauth1a".into();
+        store.save(&doc(1)).unwrap();
+        store.save(&other).unwrap();
+        store.save(&doc(2)).unwrap();
+        assert_eq!(store.load("id").unwrap(), Some(doc(2)));
+        assert_eq!(store.load("other").unwrap(), Some(other.clone()));
+        assert_eq!(store.load_all().unwrap().len(), 2);
+        store.clear("id").unwrap();
+        assert_eq!(store.load("id").unwrap(), None);
+        assert_eq!(store.load("other").unwrap(), Some(other));
+    }
+
+    #[test]
+    fn a_schema_1_file_is_read_as_its_one_entry() {
+        let path = temp("schema1");
+        let store = FileStore::new(&path);
+        store.save(&doc(1)).unwrap();
+        let mut old = serde_json::to_value(doc(7)).unwrap();
+        old["schema"] = serde_json::json!(1);
+        fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(store.load("id").unwrap().map(|d| d.created_at), Some(7));
+        store.save(&doc(8)).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"schema\": 2"), "{text}");
     }
 
     #[cfg(unix)]
@@ -349,7 +450,7 @@ mod tests {
         let store = FileStore::new(&path);
         store.save(&doc(1)).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let err = store.load().unwrap_err();
+        let err = store.load("id").unwrap_err();
         assert!(matches!(err, StoreError::Exposed { mode: 0o644, .. }));
         assert!(err.to_string().contains("chmod 600"), "{err}");
         assert!(!err.to_string().contains("bearer-1"));
@@ -363,11 +464,11 @@ mod tests {
         let full = fs::read(&path).unwrap();
         fs::write(&path, &full[..full.len() / 2]).unwrap();
         // Without the lock: reported, left in place.
-        assert!(store.load().unwrap().is_none());
+        assert!(store.load("id").unwrap().is_none());
         assert!(path.exists());
         // Under the lock: moved aside, kept.
         let guard = store.lock().unwrap();
-        assert!(store.load().unwrap().is_none());
+        assert!(store.load("id").unwrap().is_none());
         drop(guard);
         assert!(!path.exists());
         let kept: Vec<_> = fs::read_dir(path.parent().unwrap())
@@ -379,7 +480,7 @@ mod tests {
         assert_eq!(fs::read(kept[0].path()).unwrap(), &full[..full.len() / 2]);
         // And the next save starts afresh.
         store.save(&doc(3)).unwrap();
-        assert_eq!(store.load().unwrap(), Some(doc(3)));
+        assert_eq!(store.load("id").unwrap(), Some(doc(3)));
     }
 
     #[test]
@@ -389,9 +490,9 @@ mod tests {
         store.save(&doc(1)).unwrap();
         let text = fs::read_to_string(&path)
             .unwrap()
-            .replace("\"schema\": 1", "\"schema\": 9");
+            .replace("\"schema\": 2", "\"schema\": 9");
         fs::write(&path, text).unwrap();
-        let err = store.load().unwrap_err();
+        let err = store.load("id").unwrap_err();
         assert!(
             matches!(err, StoreError::NewerSchema { found: 9, .. }),
             "{err}"

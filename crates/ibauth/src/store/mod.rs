@@ -1,13 +1,14 @@
 //! Tokens that outlive the process: a [`TokenStore`] trait (load / save / lock) with a file
-//! store (the default: atomic, private, locked) and an in-memory store, and the document they
-//! keep — only tokens IBKR issued, never a private key.
+//! store (the default: atomic, private, locked) and an in-memory store, and the documents they
+//! keep — one per identity (auth method + credentials), only tokens IBKR issued, never a
+//! private key.
 //!
 //! ```
 //! # fn main() -> Result<(), ibauth::store::StoreError> {
 //! use ibauth::store::{FileStore, TokenStore};
 //! let dir = std::env::temp_dir().join(format!("ibauth-doc-{}", std::process::id()));
 //! let store = FileStore::new(dir.join("tokens.json"));
-//! assert!(store.load()?.is_none()); // nothing stored yet
+//! assert!(store.load("some-identity")?.is_none()); // nothing stored yet
 //! let _guard = store.lock()?;       // other processes wait here while this one logs in
 //! # std::fs::remove_dir_all(&dir).ok();
 //! # Ok(()) }
@@ -25,19 +26,24 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
 /// The version of the stored document this build writes; it reads this and older ones.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Where tokens are kept between runs.
 ///
-/// Implementations must make `save` atomic (a reader sees the old or the new document, never
-/// part of one) and `lock` exclusive across every process that shares the store.
+/// A store keeps one document per identity ([`StoredTokens::identity`]: the auth method and a
+/// fingerprint of the credentials), so logins of different accounts or methods never
+/// overwrite each other. Implementations must make `save` atomic (a reader sees the old or the
+/// new document, never part of one) and `lock` exclusive across every process that shares the
+/// store; callers hold the lock around `save` and `clear`.
 pub trait TokenStore: Send + Sync {
-    /// The stored tokens, if any.
-    fn load(&self) -> Result<Option<StoredTokens>, StoreError>;
-    /// Replaces the stored tokens.
+    /// The tokens stored for `identity`, if any.
+    fn load(&self, identity: &str) -> Result<Option<StoredTokens>, StoreError>;
+    /// Every stored document.
+    fn load_all(&self) -> Result<Vec<StoredTokens>, StoreError>;
+    /// Replaces the document of `tokens.identity`.
     fn save(&self, tokens: &StoredTokens) -> Result<(), StoreError>;
-    /// Removes the stored tokens (after a logout).
-    fn clear(&self) -> Result<(), StoreError>;
+    /// Removes the document of `identity` (after a logout).
+    fn clear(&self, identity: &str) -> Result<(), StoreError>;
     /// Takes the store's exclusive lock, waiting for it; held until the guard is dropped. Take
     /// it around a refresh, then `load` again: another process may have refreshed meanwhile.
     fn lock(&self) -> Result<StoreLock, StoreError>;
@@ -97,6 +103,15 @@ pub enum StoreError {
         /// The version found.
         found: u32,
     },
+    /// The file is not a token document (reported by [`FileStore::inspect`]; loading moves
+    /// such a file aside instead).
+    #[error("token file {} is corrupt ({problem}); the next login moves it aside (kept) and writes a new one", .path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A custom store failed.
     #[error("token store: {0}")]
     Other(String),
@@ -106,7 +121,7 @@ pub enum StoreError {
 /// programs that keep tokens elsewhere and only want the locking discipline.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
-    tokens: Arc<Mutex<Option<StoredTokens>>>,
+    tokens: Arc<Mutex<std::collections::BTreeMap<String, StoredTokens>>>,
     held: Arc<(Mutex<bool>, Condvar)>,
 }
 
@@ -128,28 +143,33 @@ impl MemoryStore {
     }
 }
 
-impl TokenStore for MemoryStore {
-    fn load(&self) -> Result<Option<StoredTokens>, StoreError> {
-        Ok(self
-            .tokens
+impl MemoryStore {
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, StoredTokens>> {
+        self.tokens
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone())
+    }
+}
+
+impl TokenStore for MemoryStore {
+    fn load(&self, identity: &str) -> Result<Option<StoredTokens>, StoreError> {
+        Ok(self.entries().get(identity).cloned())
+    }
+
+    fn load_all(&self) -> Result<Vec<StoredTokens>, StoreError> {
+        Ok(self.entries().values().cloned().collect())
     }
 
     fn save(&self, tokens: &StoredTokens) -> Result<(), StoreError> {
-        *self
-            .tokens
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(tokens.clone());
+        self.entries()
+            .insert(tokens.identity.clone(), tokens.clone());
         Ok(())
     }
 
-    fn clear(&self) -> Result<(), StoreError> {
-        *self
-            .tokens
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    fn clear(&self, identity: &str) -> Result<(), StoreError> {
+        self.entries().remove(identity);
         Ok(())
     }
 

@@ -21,7 +21,7 @@ fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
 pub struct StoredTokens {
     /// Document version ([`SCHEMA_VERSION`] when written by this build).
     pub schema: u32,
-    /// `oauth2` or `oauth1a`.
+    /// `oauth2`, `oauth1a` or `third_party`.
     pub method: String,
     /// A fingerprint of the credentials the tokens were issued to (a hash: no credential is
     /// stored); tokens of another account or consumer are never used.
@@ -63,6 +63,10 @@ pub struct StoredGrant {
     pub access_token_secret: SecretString,
     /// A paper-trading account.
     pub is_paper: bool,
+    /// When the user authorised (Unix seconds); absent in files of ibauth 0.1, where the
+    /// document's `created_at` stood for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_at: Option<u64>,
 }
 
 impl PartialEq for StoredGrant {
@@ -177,8 +181,8 @@ impl StoredTokens {
     }
 
     /// The stored tokens' expiries, as the session manager sees them.
-    pub fn expiries(&self) -> Vec<crate::manager::TokenExpiry> {
-        use crate::manager::{TokenExpiry, TokenKind};
+    pub fn expiries(&self) -> Vec<crate::tokens::TokenExpiry> {
+        use crate::tokens::{TokenExpiry, TokenKind};
         let access = self.access_token.as_ref().and_then(|a| {
             a.expires_at.map(|expires_at| TokenExpiry {
                 kind: TokenKind::AccessToken,

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use super::{StoreError, StoreLock, StoredTokens, TokenStore};
+use crate::client::{BoxFuture, Client};
 use crate::error::Error;
-use crate::manager::Client;
 
 /// Where the client's tokens came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// The tokens the client already held.
+    Held,
     /// The store's tokens, still valid.
     Stored,
     /// The store's tokens, refreshed meanwhile by another process.
@@ -35,13 +37,18 @@ async fn lock(store: &Arc<dyn TokenStore>) -> Result<StoreLock, Error> {
     blocking(store, |s| s.lock()).await
 }
 
-async fn load(store: &Arc<dyn TokenStore>) -> Result<Option<StoredTokens>, Error> {
-    blocking(store, |s| s.load()).await
+async fn load(store: &Arc<dyn TokenStore>, identity: &str) -> Result<Option<StoredTokens>, Error> {
+    let identity = identity.to_owned();
+    blocking(store, move |s| s.load(&identity)).await
 }
 
 /// Whether `stored` can serve `client` now: its credentials, and no token due for renewal
 /// within `margin`.
-fn fits<C: Client>(client: &C, stored: &StoredTokens, margin: std::time::Duration) -> bool {
+fn fits<C: Client + ?Sized>(
+    client: &C,
+    stored: &StoredTokens,
+    margin: std::time::Duration,
+) -> bool {
     let now = client.now_unix();
     stored.identity == client.identity()
         && stored.usable(now, 0)
@@ -50,12 +57,16 @@ fn fits<C: Client>(client: &C, stored: &StoredTokens, margin: std::time::Duratio
 
 /// Loads the stored tokens into `client` if they are its own and valid beyond `margin`;
 /// returns them (so callers can show their age), or `None` if there are none to reuse.
-pub async fn restore<C: Client>(
+pub async fn restore<C: Client + ?Sized>(
     client: &mut C,
     store: &Arc<dyn TokenStore>,
     margin: std::time::Duration,
 ) -> Result<Option<StoredTokens>, Error> {
-    match load(store).await? {
+    let stored = load(store, &client.identity()).await?;
+    if let Some(stored) = &stored {
+        client.adopt_credentials(stored);
+    }
+    match stored {
         Some(stored) if fits(client, &stored, margin) && client.restore_tokens(&stored) => {
             tracing::debug!(
                 age_s = stored.token_age(client.now_unix()).as_secs(),
@@ -71,28 +82,32 @@ pub async fn restore<C: Client>(
 /// store is read again: if it holds valid tokens other than the client's (another process
 /// refreshed them), they are adopted; otherwise `refresh` runs (a login or a renewal) and its
 /// tokens are saved. `fresh_login` starts a new token age; a renewal keeps the stored one.
-pub async fn refresh<C, F>(
+/// What `refresh` returned comes back with them (`None` when the tokens were adopted).
+pub async fn refresh<C, T, F>(
     client: &mut C,
     store: &Arc<dyn TokenStore>,
     margin: std::time::Duration,
     fresh_login: bool,
     refresh: F,
-) -> Result<(Source, StoredTokens), Error>
+) -> Result<(Source, StoredTokens, Option<T>), Error>
 where
-    C: Client,
-    F: AsyncFnOnce(&mut C) -> Result<(), Error>,
+    C: Client + ?Sized,
+    F: for<'a> FnOnce(&'a mut C) -> BoxFuture<'a, Result<T, Error>>,
 {
     let _guard = lock(store).await?;
-    let stored = load(store).await?;
+    let stored = load(store, &client.identity()).await?;
+    if let Some(stored) = &stored {
+        client.adopt_credentials(stored);
+    }
     let ours = client.stored_tokens(client.now_unix());
     if let Some(stored) = &stored {
         let replaced = ours.as_ref().is_none_or(|o| !o.same_session_token(stored));
         if replaced && fits(client, stored, margin) && client.restore_tokens(stored) {
             tracing::info!("adopted tokens another process refreshed");
-            return Ok((Source::Adopted, stored.clone()));
+            return Ok((Source::Adopted, stored.clone(), None));
         }
     }
-    refresh(client).await?;
+    let value = refresh(client).await?;
     let now = client.now_unix();
     let Some(mut doc) = client.stored_tokens(now) else {
         return Err(StoreError::Other("the refresh left the client without tokens".into()).into());
@@ -103,28 +118,28 @@ where
     }
     let saved = doc.clone();
     blocking(store, move |s| s.save(&doc)).await?;
-    Ok((Source::Refreshed, saved))
+    Ok((Source::Refreshed, saved, Some(value)))
 }
 
 /// Logs in afresh under the store's lock and saves the new tokens, whatever is stored (a
 /// forced login: `ibauth login --force`).
-pub async fn replace<C, F>(
+pub async fn replace<C, T, F>(
     client: &mut C,
     store: &Arc<dyn TokenStore>,
     login: F,
-) -> Result<StoredTokens, Error>
+) -> Result<(StoredTokens, T), Error>
 where
-    C: Client,
-    F: AsyncFnOnce(&mut C) -> Result<(), Error>,
+    C: Client + ?Sized,
+    F: for<'a> FnOnce(&'a mut C) -> BoxFuture<'a, Result<T, Error>>,
 {
     let _guard = lock(store).await?;
-    login(client).await?;
+    let value = login(client).await?;
     let Some(doc) = client.stored_tokens(client.now_unix()) else {
         return Err(StoreError::Other("the login left the client without tokens".into()).into());
     };
     let saved = doc.clone();
     blocking(store, move |s| s.save(&doc)).await?;
-    Ok(saved)
+    Ok((saved, value))
 }
 
 /// Saves `doc` (a client's [`stored_tokens`](Client::stored_tokens)), keeping the stored
@@ -132,9 +147,7 @@ where
 /// another process stored newer tokens meanwhile.
 pub async fn save(store: &Arc<dyn TokenStore>, mut doc: StoredTokens) -> Result<(), Error> {
     let _guard = lock(store).await?;
-    if let Some(stored) = load(store).await?
-        && stored.identity == doc.identity
-    {
+    if let Some(stored) = load(store, &doc.identity).await? {
         if !stored.same_session_token(&doc) {
             // Another process refreshed since: its tokens win; ours are found stale later.
             return Ok(());
@@ -149,9 +162,10 @@ pub async fn save(store: &Arc<dyn TokenStore>, mut doc: StoredTokens) -> Result<
 /// logged out with (another process logged in since).
 pub async fn forget(store: &Arc<dyn TokenStore>, logged_out: &StoredTokens) -> Result<(), Error> {
     let _guard = lock(store).await?;
-    match load(store).await? {
+    match load(store, &logged_out.identity).await? {
         Some(stored) if stored.same_session_token(logged_out) => {
-            blocking(store, |s| s.clear()).await
+            let identity = logged_out.identity.clone();
+            blocking(store, move |s| s.clear(&identity)).await
         }
         _ => Ok(()),
     }

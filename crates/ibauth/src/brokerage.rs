@@ -169,6 +169,17 @@ impl BrokerageClient {
     }
 }
 
+/// The outcome of a client's `connect()`: the login and `ssodh/init`, the same for every auth
+/// method.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    /// The SSO session's details (`sso/validate`; OAuth 2.0 validates as part of its login,
+    /// OAuth 1.0a does not).
+    pub validation: Option<SsoValidation>,
+    /// The brokerage session's flags after `ssodh/init`.
+    pub status: AuthStatus,
+}
+
 /// The brokerage session's flags, from `ssodh/init`, `auth/status` and `tickle`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]

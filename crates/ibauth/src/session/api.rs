@@ -1,0 +1,385 @@
+//! Calls to any Web API endpoint through a [`Session`]: authorised afresh on every attempt,
+//! paced before sending, recovered once when IBKR refuses them for authentication.
+
+use std::borrow::Cow;
+
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::Session;
+use crate::error::{Error, Step, hint_for};
+use crate::http::{Reply, ibkr_message};
+
+/// A request being put together; [`send`](Self::send) sends it.
+///
+/// ```no_run
+/// # async fn run(session: ibauth::Session) -> Result<(), ibauth::Error> {
+/// let order = serde_json::json!({ "orders": [{ "conid": 265598, "side": "BUY", "quantity": 1,
+///     "orderType": "MKT", "tif": "DAY", "cOID": "my-order-1" }] });
+/// let reply = session
+///     .request(ibauth::Method::POST, "iserver/account/U1234567/orders")
+///     .json(&order)
+///     .send()
+///     .await?;
+/// println!("{}: {}", reply.status(), reply.text());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ApiRequest {
+    session: Session,
+    method: Method,
+    path: String,
+    query: Vec<(String, String)>,
+    body: Option<Result<Vec<u8>, String>>,
+}
+
+/// An answer: status, headers and body, whatever the status (like reqwest's). Use
+/// [`json`](Self::json) for a typed body, which fails on an error status.
+#[derive(Clone)]
+pub struct ApiResponse {
+    method: Method,
+    path: String,
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl std::fmt::Debug for ApiResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiResponse")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("status", &self.status)
+            .field("bytes", &self.body.len())
+            .finish()
+    }
+}
+
+impl ApiRequest {
+    pub(crate) fn new(session: Session, method: Method, path: &str) -> Self {
+        Self {
+            session,
+            method,
+            path: path.to_owned(),
+            query: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// Adds query parameters (sent as given; not part of an OAuth 1.0a signature, as IBKR's
+    /// production servers expect).
+    pub fn query<K: AsRef<str>, V: AsRef<str>>(mut self, pairs: &[(K, V)]) -> Self {
+        self.query.extend(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())),
+        );
+        self
+    }
+
+    /// A JSON body.
+    pub fn json<B: serde::Serialize + ?Sized>(mut self, body: &B) -> Self {
+        self.body = Some(serde_json::to_vec(body).map_err(|e| e.to_string()));
+        self
+    }
+
+    /// A body that is already JSON text (checked before sending).
+    pub fn json_text(mut self, text: &str) -> Self {
+        self.body = Some(
+            serde_json::from_str::<serde_json::Value>(text)
+                .map(|_| text.as_bytes().to_vec())
+                .map_err(|e| e.to_string()),
+        );
+        self
+    }
+
+    /// Sends it: connects first if the session holds no tokens, waits for its turn under the
+    /// pacing limits, and — only when IBKR refused it for authentication before acting on it —
+    /// recovers the session once and sends it again. A timeout, a network error or a 5xx is
+    /// returned as it is: an order is never sent twice on a guess.
+    pub async fn send(self) -> Result<ApiResponse, Error> {
+        let body = match self.body {
+            Some(Ok(body)) => Some(body),
+            Some(Err(e)) => {
+                return Err(Error::Protocol {
+                    step: Step::Api,
+                    status: 0,
+                    detail: format!("the request body is not JSON: {e}"),
+                });
+            }
+            None => None,
+        };
+        let inner = &self.session.inner;
+        let mut recovered = false;
+        let mut paced_again = false;
+        loop {
+            let (epoch, auth, rest_base) = inner.ready().await?;
+            let url = endpoint_url(&rest_base, &self.path, &self.query)?;
+            let header = auth.authorization(&self.method, &url)?;
+            let mut request = inner
+                .http
+                .reqwest()
+                .request(self.method.clone(), url.clone())
+                .header(AUTHORIZATION, header);
+            request = match &body {
+                Some(body) => request
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone()),
+                None if self.method != Method::GET && self.method != Method::HEAD => {
+                    request.header(CONTENT_LENGTH, "0")
+                }
+                None => request,
+            };
+            let reply = inner.http.send(Step::Api, request).await?;
+            if !recovered && let Some(why) = refused_for_authentication(&reply) {
+                recovered = true;
+                inner.recover_after(epoch, why).await?;
+                continue;
+            }
+            // The pacer paused this budget for the server's Retry-After; one more try waits
+            // for it (or fails at once with the wait needed, beyond the pacing bound).
+            if reply.status == 429 && !paced_again && reply.retry_after.is_some() {
+                paced_again = true;
+                continue;
+            }
+            return Ok(ApiResponse {
+                method: self.method,
+                path: url.path().to_owned(),
+                status: reply.status,
+                headers: reply.headers,
+                body: reply.body,
+            });
+        }
+    }
+}
+
+impl ApiResponse {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+
+    /// The path that was called.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The answer as an error if its status is not 2xx ([`Error::Rejected`] with IBKR's
+    /// message), else itself.
+    pub fn error_for_status(self) -> Result<Self, Error> {
+        if self.is_success() {
+            return Ok(self);
+        }
+        let message = format!(
+            "{} {}: {}",
+            self.method,
+            self.path,
+            ibkr_message(&self.body)
+        );
+        Err(Error::Rejected {
+            step: Step::Api,
+            status: self.status,
+            hint: hint_for(Step::Api, self.status, &message),
+            message,
+            retry_after: self
+                .headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| crate::http::parse_retry_after(v, std::time::SystemTime::now())),
+        })
+    }
+
+    /// The body as `T` (unknown fields ignored); an error status is [`Error::Rejected`],
+    /// a body that is not `T` is [`Error::Protocol`].
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        let checked = self.clone().error_for_status()?;
+        serde_json::from_slice(&checked.body).map_err(|e| Error::Protocol {
+            step: Step::Api,
+            status: self.status,
+            detail: format!(
+                "{} {}: cannot parse the JSON answer: {e}",
+                self.method, self.path
+            ),
+        })
+    }
+}
+
+/// Why IBKR refused a call for authentication (before acting on it), if it did: 401, a
+/// missing brokerage session (`no bridge`), or `authenticated: false`.
+fn refused_for_authentication(reply: &Reply) -> Option<&'static str> {
+    if reply.status == 401 {
+        return Some("401: the session or its token is no longer valid");
+    }
+    let json = serde_json::from_slice::<serde_json::Value>(&reply.body).ok();
+    let message = ibkr_message(&reply.body).to_ascii_lowercase();
+    if !(200..300).contains(&reply.status) && message.contains("no bridge") {
+        return Some("no bridge: the brokerage session is gone");
+    }
+    if let Some(serde_json::Value::Object(map)) = json
+        && map.get("authenticated") == Some(&serde_json::Value::Bool(false))
+    {
+        return Some("authenticated: false");
+    }
+    None
+}
+
+/// `path` on the API with `query`: relative to `rest_base` (`iserver/accounts`,
+/// `/iserver/accounts`), or absolute on its host when it starts with `/v1/` (`/v1/api/…`,
+/// `/v1/portal/…`). A full URL is refused: calls go to the session's host only.
+pub(crate) fn endpoint_url(
+    rest_base: &Url,
+    path: &str,
+    query: &[(String, String)],
+) -> Result<Url, Error> {
+    let bad = |reason: &str| Error::Protocol {
+        step: Step::Api,
+        status: 0,
+        detail: format!("`{path}` {reason}"),
+    };
+    let path = path.trim();
+    if path.contains("://") || path.starts_with("//") {
+        return Err(bad(
+            "is a URL: give a path such as portfolio/accounts (calls go to the session's host)",
+        ));
+    }
+    let (path, inline_query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    if path.split('/').any(|segment| segment == "..") {
+        return Err(bad("climbs out of the API with `..`"));
+    }
+    let mut url = if path.starts_with("/v1/") {
+        let mut url = rest_base.clone();
+        let root = rest_base
+            .path()
+            .strip_suffix("v1/api/")
+            .unwrap_or("/")
+            .trim_end_matches('/');
+        url.set_path(&format!("{root}{path}"));
+        url
+    } else {
+        rest_base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| bad(&format!("is not a path: {e}")))?
+    };
+    url.set_query(inline_query.filter(|q| !q.is_empty()));
+    if !query.is_empty() {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in query {
+            pairs.append_pair(k, v);
+        }
+    }
+    url.set_fragment(None);
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: body.as_bytes().to_vec(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn paths_resolve_against_the_rest_base() {
+        let base = Url::parse("https://api.ibkr.com/v1/api/").unwrap();
+        let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let url = |p: &str| endpoint_url(&base, p, &[]).unwrap().to_string();
+        assert_eq!(
+            url("iserver/accounts"),
+            "https://api.ibkr.com/v1/api/iserver/accounts"
+        );
+        assert_eq!(
+            url("/iserver/accounts"),
+            "https://api.ibkr.com/v1/api/iserver/accounts"
+        );
+        assert_eq!(url("/v1/api/tickle"), "https://api.ibkr.com/v1/api/tickle");
+        assert_eq!(
+            url("/v1/portal/sso/validate"),
+            "https://api.ibkr.com/v1/portal/sso/validate"
+        );
+        assert_eq!(
+            endpoint_url(
+                &base,
+                "iserver/marketdata/snapshot?conids=1",
+                &q(&[("fields", "31,84"), ("x", "a b&c")])
+            )
+            .unwrap()
+            .to_string(),
+            "https://api.ibkr.com/v1/api/iserver/marketdata/snapshot?conids=1&fields=31%2C84&x=a+b%26c"
+        );
+        let prefixed = Url::parse("http://127.0.0.1:5000/prefix/v1/api/").unwrap();
+        assert_eq!(
+            endpoint_url(&prefixed, "/v1/api/tickle", &[])
+                .unwrap()
+                .to_string(),
+            "http://127.0.0.1:5000/prefix/v1/api/tickle"
+        );
+        for bad in [
+            "https://evil.example/x",
+            "//evil.example/x",
+            "../../oauth2/api/v1/token",
+        ] {
+            assert!(endpoint_url(&base, bad, &[]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refusals_for_authentication_and_nothing_else() {
+        assert!(refused_for_authentication(&reply(401, "")).is_some());
+        assert!(
+            refused_for_authentication(&reply(400, r#"{"error":"Bad Request: no bridge"}"#))
+                .is_some()
+        );
+        assert!(
+            refused_for_authentication(&reply(200, r#"{"authenticated":false,"x":1}"#)).is_some()
+        );
+        for (status, body) in [
+            (200, r#"{"authenticated":true}"#),
+            (200, r#"[{"authenticated":false}]"#),
+            (500, r#"{"error":"internal"}"#),
+            (503, ""),
+            (429, r#"{"error":"Too Many Requests"}"#),
+            (200, r#"{"note":"no bridge here"}"#),
+        ] {
+            assert!(
+                refused_for_authentication(&reply(status, body)).is_none(),
+                "{status} {body}"
+            );
+        }
+    }
+}

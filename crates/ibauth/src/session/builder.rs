@@ -1,0 +1,238 @@
+//! Putting a [`Session`] together: the credentials (or a ready client), the settings, the
+//! token store, the clock.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{Current, Inner, Session, Status};
+use crate::auth::AuthConfig;
+use crate::client::Client;
+use crate::clock::{Clock, SystemClock};
+use crate::error::Error;
+use crate::http::{HttpClient, Observer};
+use crate::manager::Policy;
+use crate::oauth1a::{Authorize, GrantedClient, Oauth1aClient};
+use crate::oauth2::Oauth2Client;
+use crate::store::{FileStore, TokenStore, default_token_file};
+
+/// Stored tokens are reused only if valid at least this much longer, so a call does not start
+/// with a token about to run out.
+pub const DEFAULT_REUSE_MARGIN: Duration = Duration::from_secs(60);
+
+enum Source {
+    Config(Box<AuthConfig>),
+    Client(Box<dyn Client>),
+}
+
+enum StoreChoice {
+    /// `policy.token_file`, else the platform's default file.
+    Default,
+    File(PathBuf),
+    Given(Arc<dyn TokenStore>),
+    /// Tokens live as long as the session.
+    None,
+}
+
+/// Builds a [`Session`]; see [`Session::builder`] and [`Session::from_config`].
+pub struct SessionBuilder {
+    source: Source,
+    policy: Policy,
+    store: StoreChoice,
+    clock: Arc<dyn Clock>,
+    reuse_margin: Duration,
+    authorize: Option<Box<dyn Authorize>>,
+    grant_max_age: Option<Duration>,
+    observer: Option<Observer>,
+    max_body: Option<usize>,
+    pub(crate) status: Option<watch::Sender<Status>>,
+}
+
+impl std::fmt::Debug for SessionBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionBuilder")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionBuilder {
+    pub(crate) fn new(config: AuthConfig) -> Self {
+        Self::with_source(Source::Config(Box::new(config)))
+    }
+
+    pub(crate) fn from_client(client: Box<dyn Client>) -> Self {
+        Self::with_source(Source::Client(client))
+    }
+
+    fn with_source(source: Source) -> Self {
+        Self {
+            source,
+            policy: Policy::default(),
+            store: StoreChoice::Default,
+            clock: Arc::new(SystemClock),
+            reuse_margin: DEFAULT_REUSE_MARGIN,
+            authorize: None,
+            grant_max_age: None,
+            observer: None,
+            max_body: None,
+            status: None,
+        }
+    }
+
+    /// The settings: `compete`, what the keep-alive does, `token_file` (default
+    /// [`Policy::default`]).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Keeps tokens in `store` (default: the file `policy.token_file`, else
+    /// [`default_token_file`]).
+    pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = StoreChoice::Given(store);
+        self
+    }
+
+    /// Keeps tokens in the file at `path`.
+    pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.store = StoreChoice::File(path.into());
+        self
+    }
+
+    /// Keeps tokens only as long as the session lives.
+    pub fn no_store(mut self) -> Self {
+        self.store = StoreChoice::None;
+        self
+    }
+
+    /// The clock tokens are timed and requests signed with (tests pin it).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Stored tokens are reused only while valid at least `margin` longer (default 60 s).
+    pub fn reuse_margin(mut self, margin: Duration) -> Self {
+        self.reuse_margin = margin;
+        self
+    }
+
+    /// Third party: how to ask the user for a grant when none is stored (without it, a missing
+    /// grant is an error that says what to run).
+    pub fn authorize_with(mut self, authorize: Box<dyn Authorize>) -> Self {
+        self.authorize = Some(authorize);
+        self
+    }
+
+    /// Third party: a stored grant older than this is not reused (default 7 days).
+    pub fn grant_max_age(mut self, max_age: Duration) -> Self {
+        self.grant_max_age = Some(max_age);
+        self
+    }
+
+    /// Reports every HTTP exchange (step, method, path, status, time; nothing secret).
+    pub fn observe(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Caps every answer body (default [`crate::http::DEFAULT_MAX_BODY`]).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = Some(bytes);
+        self
+    }
+
+    /// The session (nothing is sent yet: the first call connects).
+    pub fn build(self) -> Result<Session, Error> {
+        let client: Box<dyn Client> = match self.source {
+            Source::Client(client) => client,
+            Source::Config(config) => {
+                let (timeout, ca) = match &*config {
+                    AuthConfig::OAuth2(c) => (c.timeout(), c.ca_pem().map(<[u8]>::to_vec)),
+                    AuthConfig::OAuth1a(c) => (c.timeout_value(), c.ca().map(<[u8]>::to_vec)),
+                    AuthConfig::ThirdParty(c) => (
+                        c.template().timeout_value(),
+                        c.template().ca().map(<[u8]>::to_vec),
+                    ),
+                };
+                let http = HttpClient::new(timeout, ca.as_deref())?;
+                match *config {
+                    AuthConfig::OAuth2(c) => {
+                        Box::new(Oauth2Client::with_http(c, self.clock.clone(), http))
+                    }
+                    AuthConfig::OAuth1a(c) => {
+                        Box::new(Oauth1aClient::with_http(c, self.clock.clone(), http)?)
+                    }
+                    AuthConfig::ThirdParty(c) => {
+                        let mut granted = GrantedClient::new(c, self.clock.clone(), http)?;
+                        if let Some(authorize) = self.authorize {
+                            granted = granted.with_authorize(authorize);
+                        }
+                        if let Some(max_age) = self.grant_max_age {
+                            granted = granted.with_max_age(max_age);
+                        }
+                        Box::new(granted)
+                    }
+                }
+            }
+        };
+        let http = client.http().clone();
+        if let Some(observer) = self.observer {
+            http.observe(observer);
+        }
+        if let Some(bytes) = self.max_body {
+            http.limit_body(bytes);
+        }
+        let store: Option<Arc<dyn TokenStore>> = match self.store {
+            StoreChoice::Given(store) => Some(store),
+            StoreChoice::File(path) => Some(Arc::new(FileStore::new(path))),
+            StoreChoice::None => None,
+            StoreChoice::Default => {
+                match self.policy.token_file.clone().or_else(default_token_file) {
+                    Some(path) => Some(Arc::new(FileStore::new(path))),
+                    None => {
+                        tracing::warn!(
+                            "no token_file and no home folder: tokens are not kept between runs"
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let status = match self.status {
+            Some(sender) => {
+                sender.send_modify(|s| {
+                    s.tokens = client.tokens();
+                    s.api_base = client.api_base().to_string();
+                });
+                sender
+            }
+            None => watch::channel(Status::new(client.tokens(), client.api_base().to_string())).0,
+        };
+        let current = Current {
+            epoch: 0,
+            auth: client.authorizer().ok(),
+            rest_base: client.rest_base().clone(),
+            api_base: client.api_base().clone(),
+            stored: None,
+        };
+        Ok(Session {
+            inner: Arc::new(Inner {
+                method: client.method(),
+                identity: client.identity(),
+                client: tokio::sync::Mutex::new(client),
+                current: std::sync::RwLock::new(current),
+                http,
+                store,
+                policy: self.policy,
+                status,
+                reuse_margin: self.reuse_margin,
+                keepalive: AtomicBool::new(false),
+            }),
+        })
+    }
+}
