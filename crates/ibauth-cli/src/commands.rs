@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ibauth::session::Connection;
-use ibauth::store::shared::Source;
+use ibauth::session::Source;
 use ibauth::{AuthStatus, Error, Method, Session, Tickle};
 use serde_json::json;
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
-use ibauth::manager::Policy;
 use ibauth::oauth1a::{self, Oauth1aClient};
+use ibauth::policy::Policy;
 use ibauth::store::{FileStore, StoreError, default_token_file};
 use ibauth::{AuthConfig, AuthMethod, Config, ConfigBuilder, ConfigError, KeyError, SigningKey};
 use serde_json::json;

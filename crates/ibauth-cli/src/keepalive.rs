@@ -8,7 +8,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use ibauth::manager::{Policy, SessionState, Status};
+use ibauth::policy::Policy;
+use ibauth::session::{SessionState, Status};
 use serde_json::json;
 use tokio::sync::watch;
 

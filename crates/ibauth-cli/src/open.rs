@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use ibauth::manager::Policy;
 use ibauth::oauth1a::login::{Flow, Interactive};
+use ibauth::policy::Policy;
 use ibauth::{AuthConfig, AuthMethod, Error, Session, Step};
 use serde_json::json;
 

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use ibauth::Error;
-use ibauth::store::shared::Source;
+use ibauth::session::Source;
 use ibauth::ws::IbkrWebSocket;
 
 use crate::open::{Flags, open};

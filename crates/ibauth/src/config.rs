@@ -377,7 +377,7 @@ impl ConfigBuilder {
         let raw: RawYaml = serde_saphyr::from_str(text).map_err(malformed)?;
         for key in names.keys() {
             // The `oauth1a:` section belongs to `oauth1a::config`, the session manager's keys
-            // to `manager::Policy`.
+            // to `policy::Policy`.
             if KEYS.iter().any(|(k, _)| k == key) || crate::settings::is_session_key(key) {
                 continue;
             }

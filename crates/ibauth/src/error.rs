@@ -161,12 +161,12 @@ pub enum Error {
         step: Step,
         /// What went wrong and what to check.
         #[source]
-        source: crate::oauth1a::LstError,
+        source: LstError,
     },
 
     /// The token store failed (unreadable, exposed to other users, from a newer ibauth, …).
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
 
     /// A third-party login flow stopped (no terminal, timeout, callback, browser).
     #[error("third-party login: {0}")]
@@ -437,6 +437,84 @@ pub enum KeyError {
         /// What was wrong.
         detail: String,
     },
+}
+
+/// Why a live-session-token computation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LstError {
+    /// The access-token secret is not base64.
+    #[error("the access-token secret is not valid base64; copy it again from IBKR's portal")]
+    SecretNotBase64,
+    /// The secret does not decrypt with the encryption key.
+    #[error(
+        "the access-token secret does not decrypt with the encryption key; check that the encryption key is the one registered with this consumer, and that the secret belongs to this access token"
+    )]
+    SecretDoesNotDecrypt,
+    /// The DH prime is not usable.
+    #[error("the Diffie-Hellman prime is invalid: {0}")]
+    BadPrime(&'static str),
+    /// IBKR's `live_session_token_signature` does not match the LST computed here.
+    #[error(
+        "the live session token does not validate: check the DH prime, the encryption key and the access-token secret"
+    )]
+    Mismatch,
+    /// IBKR's DH response is not a usable number.
+    #[error("IBKR's diffie_hellman_response is invalid: {0}")]
+    BadResponse(&'static str),
+}
+
+/// What can go wrong with a token store; every message says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Reading, writing or locking failed.
+    #[error("token file {}: cannot {action}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file (or its folder) can be read by other users; it is refused, not used.
+    #[error(
+        "token file {} is readable by other users (mode {mode:o}); it holds live session tokens: run `chmod 600 {}` (and `chmod 700` on its folder), or delete it and log in again",
+        .path.display(), .path.display()
+    )]
+    Exposed {
+        /// The file or folder.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file was written by a newer ibauth.
+    #[error(
+        "token file {} has schema version {found}, newer than this ibauth understands ({supported}); upgrade ibauth, or point `token_file` elsewhere",
+        .path.display()
+    )]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// The file is not a token document (reported by [`FileStore::inspect`]; loading moves
+    /// such a file aside instead).
+    #[error("token file {} is corrupt ({problem}); the next login moves it aside (kept) and writes a new one", .path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A custom store failed.
+    #[error("token store: {0}")]
+    Other(String),
 }
 
 #[cfg(test)]

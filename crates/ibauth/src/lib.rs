@@ -45,6 +45,7 @@ pub mod manager;
 pub mod oauth1a;
 pub mod oauth2;
 mod pem;
+pub mod policy;
 mod public_ip;
 pub mod session;
 mod settings;

@@ -1,5 +1,5 @@
 //! The registry of top-level settings that are not OAuth 2.0 credentials — how the session is
-//! kept ([`crate::manager::Policy`]), which auth method is used ([`crate::AuthConfig`]) and the
+//! kept ([`crate::policy::Policy`]), which auth method is used ([`crate::AuthConfig`]) and the
 //! sections other modules read as a whole — so the credentials reader ([`crate::Config`]) can
 //! warn about unknown keys without depending on the modules that read them.
 

@@ -23,12 +23,10 @@
 //! # Ok(()) }
 //! ```
 
-pub(crate) mod policy;
-
 pub use crate::client::Client;
+pub use crate::policy::Policy;
 pub use crate::session::{FailReason, KeepAlive, SessionState, Status};
 pub use crate::tokens::{TokenExpiry, TokenKind};
-pub use policy::Policy;
 
 use std::sync::Arc;
 

@@ -17,12 +17,14 @@ use super::{
 use crate::brokerage::{
     AuthStatus, Authorizer, BrokerageClient, Connected, Logout, SsoValidation, Tickle,
 };
+use crate::client::{AuthMethod, BoxFuture, Client};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{DEFAULT_TIMEOUT, parse_base_url};
 use crate::error::{ConfigError, Error, Step};
 use crate::http::HttpClient;
 use crate::key::{DecryptionKey, SigningKey};
 use crate::store::{StoredLst, StoredTokens};
+use crate::tokens::{TokenExpiry, TokenKind};
 
 /// IBKR's demo consumer, valid only with the `test_realm` realm.
 pub const TEST_CONSUMER: &str = "TESTCONS";
@@ -642,6 +644,86 @@ impl Oauth1aClient {
             .await?;
         self.lst = None;
         Ok(logout)
+    }
+}
+
+impl Client for Oauth1aClient {
+    fn method(&self) -> AuthMethod {
+        AuthMethod::OAuth1a
+    }
+    fn login(&mut self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move { self.request_live_session_token().await.map(|_| ()) })
+    }
+    fn renew<'a>(&'a mut self, kinds: &'a [TokenKind]) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            if kinds.contains(&TokenKind::LiveSessionToken) {
+                self.request_live_session_token().await?;
+            }
+            Ok(())
+        })
+    }
+    fn init(&mut self, compete: bool) -> BoxFuture<'_, Result<AuthStatus, Error>> {
+        Box::pin(self.init_brokerage_session_with(compete))
+    }
+    fn status(&mut self) -> BoxFuture<'_, Result<AuthStatus, Error>> {
+        Box::pin(self.auth_status())
+    }
+    fn tickle(&mut self) -> BoxFuture<'_, Result<Tickle, Error>> {
+        Box::pin(Oauth1aClient::tickle(self))
+    }
+    fn logout(&mut self) -> BoxFuture<'_, Result<Logout, Error>> {
+        Box::pin(Oauth1aClient::logout(self))
+    }
+    fn authorizer(&self) -> Result<Arc<dyn Authorizer>, Error> {
+        Ok(Arc::new(Oauth1aClient::authorizer(self, Step::Api)?))
+    }
+    fn websocket(&self) -> Result<crate::ws::WsEndpoint, Error> {
+        Ok(Oauth1aClient::websocket_endpoint(self))
+    }
+    fn tokens(&self) -> Vec<TokenExpiry> {
+        self.live_session_token()
+            .filter(|t| t.expires_at_ms > 0)
+            .map(|t| TokenExpiry {
+                kind: TokenKind::LiveSessionToken,
+                obtained_at: t.obtained_at,
+                expires_at: t.expires_at_ms / 1000,
+            })
+            .into_iter()
+            .collect()
+    }
+    fn has_session_token(&self) -> bool {
+        self.live_session_token().is_some()
+    }
+    fn now_unix(&self) -> u64 {
+        self.clock().now_unix()
+    }
+    fn api_base(&self) -> &Url {
+        Oauth1aClient::api_base(self)
+    }
+    fn rest_base(&self) -> &Url {
+        Oauth1aClient::rest_base(self)
+    }
+    fn switch_host(&mut self, host: &str) -> Result<(), ConfigError> {
+        if host.contains("://") {
+            self.set_base_url(host)
+        } else {
+            self.set_domain(host)
+        }
+    }
+    fn identity(&self) -> String {
+        Oauth1aClient::identity(self)
+    }
+    fn stored_tokens(&self, now: u64) -> Option<StoredTokens> {
+        Oauth1aClient::stored_tokens(self, now)
+    }
+    fn restore_tokens(&mut self, stored: &StoredTokens) -> bool {
+        Oauth1aClient::restore_tokens(self, stored)
+    }
+    fn http(&self) -> &HttpClient {
+        Oauth1aClient::http(self)
+    }
+    fn publish(&self) -> bool {
+        self.config().publishes()
     }
 }
 

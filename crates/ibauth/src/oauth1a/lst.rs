@@ -17,30 +17,7 @@ pub const RFC3526_PRIME_2048: &str = "ffffffffffffffffc90fdaa22168c234c4c6628b80
 /// Width of the DH secret exponent `a` (IBKR's clients use 256 random bits).
 pub const DH_SECRET_BITS: u32 = 256;
 
-/// Why a live-session-token computation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum LstError {
-    /// The access-token secret is not base64.
-    #[error("the access-token secret is not valid base64; copy it again from IBKR's portal")]
-    SecretNotBase64,
-    /// The secret does not decrypt with the encryption key.
-    #[error(
-        "the access-token secret does not decrypt with the encryption key; check that the encryption key is the one registered with this consumer, and that the secret belongs to this access token"
-    )]
-    SecretDoesNotDecrypt,
-    /// The DH prime is not usable.
-    #[error("the Diffie-Hellman prime is invalid: {0}")]
-    BadPrime(&'static str),
-    /// IBKR's `live_session_token_signature` does not match the LST computed here.
-    #[error(
-        "the live session token does not validate: check the DH prime, the encryption key and the access-token secret"
-    )]
-    Mismatch,
-    /// IBKR's DH response is not a usable number.
-    #[error("IBKR's diffie_hellman_response is invalid: {0}")]
-    BadResponse(&'static str),
-}
+pub use crate::error::LstError;
 
 /// The prepend: lowercase hex of the decrypted access-token secret.
 pub fn prepend(key: &DecryptionKey, secret_b64: &SecretString) -> Result<SecretString, LstError> {

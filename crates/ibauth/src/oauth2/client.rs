@@ -14,12 +14,14 @@ use super::{
 use crate::brokerage::{
     AuthStatus, BearerAuthorizer, BrokerageClient, Connected, Logout, SsoValidation, Tickle,
 };
+use crate::client::{AuthMethod, BoxFuture, Client};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, parse_base_url};
 use crate::error::{ConfigError, Error, Step};
 use crate::http::HttpClient;
 use crate::public_ip;
 use crate::store::{StoredBearer, StoredToken, StoredTokens};
+use crate::tokens::{TokenExpiry, TokenKind};
 
 /// The OAuth 2.0 access token (about 24 h), which opens SSO sessions.
 #[derive(Debug, Clone)]
@@ -464,6 +466,105 @@ impl Oauth2Client {
         if let Some(bearer) = self.bearer.as_mut() {
             bearer.expires_at = now + left.as_secs();
         }
+    }
+}
+
+impl Client for Oauth2Client {
+    fn method(&self) -> AuthMethod {
+        AuthMethod::OAuth2
+    }
+    fn login(&mut self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            self.request_access_token().await?;
+            self.create_sso_session().await?;
+            self.validate().await.map(|_| ())
+        })
+    }
+    fn renew<'a>(&'a mut self, kinds: &'a [TokenKind]) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let now = self.clock().now_unix();
+            // A new bearer needs a live access token: renew it first if it is also running out.
+            let access_stale = self
+                .access_token()
+                .is_none_or(|a| a.expires_at.is_some_and(|e| e <= now.saturating_add(1)));
+            if kinds.contains(&TokenKind::AccessToken)
+                || (kinds.contains(&TokenKind::Bearer) && access_stale)
+            {
+                self.request_access_token().await?;
+            }
+            if kinds.contains(&TokenKind::Bearer) {
+                self.create_sso_session().await?;
+                self.validate().await?;
+            }
+            Ok(())
+        })
+    }
+    fn init(&mut self, compete: bool) -> BoxFuture<'_, Result<AuthStatus, Error>> {
+        Box::pin(self.init_brokerage_session_with(compete))
+    }
+    fn status(&mut self) -> BoxFuture<'_, Result<AuthStatus, Error>> {
+        Box::pin(self.auth_status())
+    }
+    fn tickle(&mut self) -> BoxFuture<'_, Result<Tickle, Error>> {
+        Box::pin(Oauth2Client::tickle(self))
+    }
+    fn logout(&mut self) -> BoxFuture<'_, Result<Logout, Error>> {
+        Box::pin(Oauth2Client::logout(self))
+    }
+    fn authorizer(&self) -> Result<Arc<dyn crate::brokerage::Authorizer>, Error> {
+        Ok(Arc::new(Oauth2Client::authorizer(self, Step::Api)?))
+    }
+    fn websocket(&self) -> Result<crate::ws::WsEndpoint, Error> {
+        Oauth2Client::websocket_endpoint(self)
+    }
+    fn tokens(&self) -> Vec<TokenExpiry> {
+        let access = self.access_token().and_then(|a| {
+            a.expires_at.map(|expires_at| TokenExpiry {
+                kind: TokenKind::AccessToken,
+                obtained_at: a.obtained_at,
+                expires_at,
+            })
+        });
+        let bearer = self.bearer_token().map(|b| TokenExpiry {
+            kind: TokenKind::Bearer,
+            obtained_at: b.obtained_at,
+            expires_at: b.expires_at,
+        });
+        access.into_iter().chain(bearer).collect()
+    }
+    fn has_session_token(&self) -> bool {
+        self.bearer_token().is_some()
+    }
+    fn now_unix(&self) -> u64 {
+        self.clock().now_unix()
+    }
+    fn api_base(&self) -> &Url {
+        Oauth2Client::api_base(self)
+    }
+    fn rest_base(&self) -> &Url {
+        Oauth2Client::rest_base(self)
+    }
+    fn switch_host(&mut self, host: &str) -> Result<(), ConfigError> {
+        if host.contains("://") {
+            self.set_base_url(host)
+        } else {
+            self.set_domain(host)
+        }
+    }
+    fn identity(&self) -> String {
+        Oauth2Client::identity(self)
+    }
+    fn stored_tokens(&self, now: u64) -> Option<StoredTokens> {
+        Oauth2Client::stored_tokens(self, now)
+    }
+    fn restore_tokens(&mut self, stored: &StoredTokens) -> bool {
+        Oauth2Client::restore_tokens(self, stored)
+    }
+    fn http(&self) -> &HttpClient {
+        Oauth2Client::http(self)
+    }
+    fn publish(&self) -> bool {
+        self.config().publish()
     }
 }
 

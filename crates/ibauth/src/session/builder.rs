@@ -14,9 +14,9 @@ use crate::client::Client;
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::http::{HttpClient, Observer};
-use crate::manager::Policy;
 use crate::oauth1a::{Authorize, GrantedClient, Oauth1aClient};
 use crate::oauth2::Oauth2Client;
+use crate::policy::Policy;
 use crate::store::{FileStore, TokenStore, default_token_file};
 
 /// Stored tokens are reused only if valid at least this much longer, so a call does not start

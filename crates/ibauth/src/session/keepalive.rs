@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
+use super::sync as shared;
 use super::{Session, SessionState, Status};
 use crate::client::Client;
 use crate::error::Error;
-use crate::store::shared;
 use crate::tokens::TokenKind;
 
 use super::FailReason;

@@ -28,6 +28,7 @@ mod api;
 mod builder;
 pub(crate) mod keepalive;
 mod status;
+pub(crate) mod sync;
 
 pub use api::{ApiRequest, ApiResponse};
 pub use builder::SessionBuilder;
@@ -44,13 +45,14 @@ use reqwest::header::HeaderValue;
 use tokio::sync::watch;
 use url::Url;
 
+use self::sync as shared;
+pub use self::sync::Source;
 use crate::auth::AuthConfig;
 use crate::brokerage::{AuthStatus, Authorizer, Logout, Tickle};
 use crate::client::{AuthMethod, BoxFuture, Client};
 use crate::error::{ConfigError, Error, Step};
 use crate::http::HttpClient;
-use crate::manager::Policy;
-use crate::store::shared::{self, Source};
+use crate::policy::Policy;
 use crate::store::{StoredTokens, TokenStore};
 use crate::tokens::TokenExpiry;
 

@@ -239,6 +239,7 @@ impl FileStore {
                             return Err(StoreError::NewerSchema {
                                 path: self.path.clone(),
                                 found: u32::try_from(found).unwrap_or(u32::MAX),
+                                supported: SCHEMA_VERSION,
                             });
                         }
                         // Schema 1: one document, which becomes the entry of its identity.

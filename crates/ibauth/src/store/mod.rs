@@ -16,13 +16,11 @@
 
 mod file;
 mod session;
-pub mod shared;
 
 pub use file::{FileStore, default_token_file};
 pub(crate) use session::fingerprint;
 pub use session::{StoredBearer, StoredGrant, StoredLst, StoredToken, StoredTokens};
 
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
 /// The version of the stored document this build writes; it reads this and older ones.
@@ -66,56 +64,7 @@ impl std::fmt::Debug for StoreLock {
     }
 }
 
-/// What can go wrong with a token store; every message says what to do.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Reading, writing or locking failed.
-    #[error("token file {}: cannot {action}: {source}", .path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What was being done.
-        action: &'static str,
-        /// Why it failed.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file (or its folder) can be read by other users; it is refused, not used.
-    #[error(
-        "token file {} is readable by other users (mode {mode:o}); it holds live session tokens: run `chmod 600 {}` (and `chmod 700` on its folder), or delete it and log in again",
-        .path.display(), .path.display()
-    )]
-    Exposed {
-        /// The file or folder.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// The file was written by a newer ibauth.
-    #[error(
-        "token file {} has schema version {found}, newer than this ibauth understands ({SCHEMA_VERSION}); upgrade ibauth, or point `token_file` elsewhere",
-        .path.display()
-    )]
-    NewerSchema {
-        /// The file.
-        path: PathBuf,
-        /// The version found.
-        found: u32,
-    },
-    /// The file is not a token document (reported by [`FileStore::inspect`]; loading moves
-    /// such a file aside instead).
-    #[error("token file {} is corrupt ({problem}); the next login moves it aside (kept) and writes a new one", .path.display())]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        problem: String,
-    },
-    /// A custom store failed.
-    #[error("token store: {0}")]
-    Other(String),
-}
+pub use crate::error::StoreError;
 
 /// Tokens kept in memory: shared by clones, gone when the process ends. For tests, and for
 /// programs that keep tokens elsewhere and only want the locking discipline.

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use super::{StoreError, StoreLock, StoredTokens, TokenStore};
 use crate::client::{BoxFuture, Client};
 use crate::error::Error;
+use crate::store::{StoreError, StoreLock, StoredTokens, TokenStore};
 
 /// Where the client's tokens came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

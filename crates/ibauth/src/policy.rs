@@ -4,7 +4,7 @@
 //! ```
 //! # fn main() -> Result<(), ibauth::ConfigError> {
 //! use std::time::Duration;
-//! use ibauth::manager::Policy;
+//! use ibauth::policy::Policy;
 //!
 //! let policy = Policy::load_with_env(None, &[("IBAUTH_TICKLE_INTERVAL", "30"), ("IBIND_SHUTDOWN_OAUTH", "false")])?;
 //! assert_eq!(policy.tickle_interval, Duration::from_secs(30));
