@@ -301,10 +301,15 @@ fn key_text(
         }
         // ibind's *_KEY variables may hold a path as well.
         let path = raw.path(inline).unwrap_or_default();
-        return read(&path).map(|t| (t, path.display().to_string()));
+        return read_key(&path).map(|t| (t, path.display().to_string()));
     }
     let path = raw.path(file).ok_or_else(|| missing(file))?;
-    read(&path).map(|t| (t, path.display().to_string()))
+    read_key(&path).map(|t| (t, path.display().to_string()))
+}
+
+/// A private key file: refused if other users can access it (see [`crate::key`]).
+fn read_key(path: &Path) -> Result<String, ConfigError> {
+    Ok(crate::key::read_key_file(path)?)
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
