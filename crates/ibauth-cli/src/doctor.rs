@@ -145,23 +145,6 @@ fn key_file(report: &mut Report, setting: &str, path: &Path) -> Option<SigningKe
             return None;
         }
     };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                report.fail(
-                    &name,
-                    format!(
-                        "{} is readable by other users (mode {mode:o})",
-                        path.display()
-                    ),
-                    Some(format!("chmod 600 {}", path.display())),
-                );
-            }
-        }
-    }
     let Ok(text) = String::from_utf8(bytes) else {
         report.fail(
             &name,
@@ -202,6 +185,18 @@ fn key_file(report: &mut Report, setting: &str, path: &Path) -> Option<SigningKe
             );
             Some(key)
         }
+        Err(e @ KeyError::Exposed { .. }) => {
+            // Refused for its mode alone: still check what it holds, so one run of doctor
+            // lists every problem of the key.
+            report.fail(&name, e.to_string(), Some(fix_for_key(&e)));
+            match SigningKey::from_pem(&text) {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    report.fail(&name, e.to_string(), Some(fix_for_key(&e)));
+                    None
+                }
+            }
+        }
         Err(e) => {
             report.fail(&name, e.to_string(), Some(fix_for_key(&e)));
             None
@@ -234,6 +229,7 @@ fn fix_for_key(e: &KeyError) -> String {
             "check the path (relative paths resolve against the config file's folder)".into()
         }
         KeyError::Unreadable { path, .. } => format!("chmod 600 {} (and own it)", path.display()),
+        KeyError::Exposed { path, .. } => format!("chmod 600 {}", path.display()),
         KeyError::Encrypted { .. } => {
             "decrypt it once: openssl pkey -in KEY.pem -out key-plain.pem".into()
         }

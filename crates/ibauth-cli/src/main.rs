@@ -154,6 +154,11 @@ fn color_wanted(when: cli::Color, tty: bool) -> bool {
 }
 
 fn init_logging(cli: &Cli) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{Layer as _, filter::FilterExt as _};
+
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -161,18 +166,19 @@ fn init_logging(cli: &Cli) {
         (false, 2) => "debug",
         (false, _) => "trace",
     };
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let asked = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     // tungstenite logs the raw WebSocket handshake at TRACE — URL query (oauth_token), cookie
-    // and Authorization included — so it never goes above DEBUG, whatever RUST_LOG says.
-    for target in ["tungstenite=debug", "tokio_tungstenite=debug"] {
-        if let Ok(directive) = target.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // and Authorization included — so its targets are capped at DEBUG, whatever the flags or
+    // RUST_LOG say. A cap, not a directive: an event must pass both filters, so these targets
+    // are only ever lowered, never raised above the level asked for (`-q` keeps them quiet).
+    let cap = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("tungstenite", LevelFilter::DEBUG)
+        .with_target("tokio_tungstenite", LevelFilter::DEBUG);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(color_wanted(cli.color, std::io::stderr().is_terminal()))
         .with_target(cli.verbose >= 2)
-        .init();
+        .with_filter(asked.and(cap));
+    tracing_subscriber::registry().with(layer).init();
 }

@@ -63,12 +63,13 @@ async fn serve(out: Out, opts: Options<'_>) -> Result<(), String> {
     out.result(
         &format!(
             "ibauth sandbox serving {base}\n\
-             credentials and config in {dir}\n\n\
+             credentials and config in {dir}; tokens go to {tokens}, not your own token file\n\n\
              try it:\n  ibauth --config {config} login            (OAuth 2.0)\n  ibauth --config {config} --oauth1a login  (OAuth 1.0a)\n  ibauth --config {third} --third-party --flow manual login\n      (OAuth 1.0a third party: log in on the page as {user} / {password})\n\n\
              Python ibauth: use {config} and set its domain to {host}{ca}\n\
              Ctrl-C stops the sandbox.",
             base = sandbox.base_url(),
             dir = opts.dir.display(),
+            tokens = set.token_file().display(),
             config = config.display(),
             third = third_party.display(),
             user = SANDBOX_CREDENTIAL,
@@ -84,6 +85,7 @@ async fn serve(out: Out, opts: Options<'_>) -> Result<(), String> {
             "base_url": sandbox.base_url(),
             "config": config,
             "third_party_config": third_party,
+            "token_file": set.token_file(),
             "ca_file": sandbox.ca_pem().map(|_| opts.dir.join("ca.pem")),
         }),
     );

@@ -207,6 +207,70 @@ fn sandbox_command_serves_a_credential_set_the_other_commands_use() {
     assert!(status.success(), "sandbox exit: {status:?}");
 }
 
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn sandbox_configs_keep_their_tokens_beside_them_not_in_the_users_token_file() {
+    let dir = temp_dir("sandbox-tokens");
+    let (_sandbox, info) = spawn_sandbox(&dir, false);
+    let config = PathBuf::from(info["config"].as_str().unwrap());
+    let home = temp_dir("sandbox-tokens-home");
+    let token_file = dir.join("tokens.json");
+    assert_eq!(info["token_file"].as_str(), token_file.to_str());
+    // Run from another folder with a relative --config: the token file is found relative to
+    // the config file, not to where the command runs.
+    let relative = Path::new(dir.file_name().unwrap()).join("config.yaml");
+    let run = |flags: &[&str]| {
+        ibauth()
+            .current_dir(dir.parent().unwrap())
+            .arg("--config")
+            .arg(&relative)
+            .env("HOME", &home)
+            .env("XDG_STATE_HOME", home.join("state"))
+            .args(["--json"])
+            .args(flags)
+            .output()
+            .unwrap()
+    };
+    for (flags, method) in [
+        (&["login"][..], "oauth2"),
+        (&["--oauth1a", "login"], "oauth1a"),
+    ] {
+        let output = run(flags);
+        assert!(output.status.success(), "{flags:?}: {}", text(&output));
+        let stored: Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
+        assert_eq!(stored["method"], method, "{flags:?}");
+        assert_eq!(files_under(&home), Vec::<PathBuf>::new(), "{flags:?}");
+    }
+    // The next command finds them there.
+    let output = run(&["--oauth1a", "status"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(json_lines(&output.stdout)[0]["source"], "stored");
+
+    // The third-party config names the same file, resolved the same way.
+    let third = PathBuf::from(info["third_party_config"].as_str().unwrap());
+    let policy = ibauth::manager::Policy::load(Some(&third)).unwrap();
+    assert_eq!(policy.token_file, Some(token_file.clone()));
+    assert_eq!(
+        ibauth::manager::Policy::load(Some(&config))
+            .unwrap()
+            .token_file,
+        Some(token_file)
+    );
+}
+
 /// Starts `ibauth sandbox` in `dir`; returns it and its JSON announcement.
 fn spawn_sandbox(dir: &Path, tls: bool) -> (Running, Value) {
     let mut cmd = ibauth();
@@ -399,9 +463,14 @@ async fn rejections_and_network_failures_have_their_exit_codes() {
         .output()
         .unwrap();
     assert!(first.status.success());
+    // The other login is another machine's: it does not share the first one's token file.
     let output = ibauth()
         .arg("--config")
         .arg(&config)
+        .env(
+            "IBAUTH_TOKEN_FILE",
+            dir.join("elsewhere").join("tokens.json"),
+        )
         .env("IBAUTH_COMPETE", "false")
         .arg("login")
         .output()
@@ -426,10 +495,12 @@ async fn no_secret_reaches_the_output_even_at_trace_level() {
         &["--oauth1a", "login"],
         &["--oauth1a", "ws", "--count", "2"],
     ];
-    for command in runs {
+    for (n, command) in runs.into_iter().enumerate() {
         let output = ibauth()
             .arg("--config")
             .arg(&config)
+            // A token file per run: each logs in afresh, so there are more tokens to look for.
+            .env("IBAUTH_TOKEN_FILE", dir.join(format!("tokens-{n}.json")))
             .env("RUST_LOG", "trace")
             .arg("-vvv")
             .args(command)

@@ -171,7 +171,12 @@ impl WebDriver {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("chromedriver (Debian chromium-driver; .ci/run installs it)");
+            // Strict on purpose: a browser test that skipped would pass without testing.
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start chromedriver ({e}): run scripts/test.sh, which installs chromium and chromium-driver"
+                )
+            });
         let http = ibauth::HttpClient::new(Duration::from_secs(60), None)
             .unwrap()
             .reqwest()
@@ -194,7 +199,10 @@ impl WebDriver {
             {
                 let body: Value = reply.json().await.unwrap();
                 session = body["value"]["sessionId"].as_str().map(str::to_owned);
-                assert!(session.is_some(), "no WebDriver session: {body}");
+                assert!(
+                    session.is_some(),
+                    "no WebDriver session (is chromium installed? run scripts/test.sh): {body}"
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -202,7 +210,7 @@ impl WebDriver {
         Self {
             http,
             base,
-            session: session.expect("chromedriver answers"),
+            session: session.expect("chromedriver did not answer within 5 s"),
             driver,
         }
     }

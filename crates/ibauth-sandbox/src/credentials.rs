@@ -22,6 +22,10 @@ const CONFIG_FILE: &str = "config.yaml";
 const SIGNATURE_KEY_FILE: &str = "signature_key.pem";
 const ENCRYPTION_KEY_FILE: &str = "encryption_key.pem";
 const DH_PARAM_FILE: &str = "dhparam.pem";
+/// Where the configs written here keep their tokens: beside them, never in the user's real
+/// token file (`~/.local/state/ibauth/tokens.json`). Relative paths in a config resolve
+/// against its folder.
+const TOKEN_FILE: &str = "tokens.json";
 
 /// Consumer key of the generated OAuth 1.0a credential set (nine characters, like IBKR's).
 pub const SANDBOX_CONSUMER_KEY: &str = "SANDBOXCK";
@@ -73,6 +77,11 @@ impl CredentialSet {
         &self.dir
     }
 
+    /// The token file the written configs name (`token_file`), in the folder.
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.join(TOKEN_FILE)
+    }
+
     /// The registration to give the sandbox.
     pub fn registration(&self) -> ClientRegistration {
         ClientRegistration::new(SANDBOX_CLIENT_ID)
@@ -111,6 +120,8 @@ impl CredentialSet {
         let mut yaml = format!(
             "# Written by `ibauth sandbox`: OAuth 1.0a third party with IBKR's demo consumer.\n\
              # ibauth --config THIS --third-party login   (log in as {SANDBOX_CREDENTIAL} / {SANDBOX_PASSWORD})\n\
+             # Tokens stay beside this file, out of your real token file.\n\
+             token_file: {TOKEN_FILE}\n\
              oauth1a:\n  consumer_key: TESTCONS\n  realm: test_realm\n  signature_key_file: {SIGNATURE_KEY_FILE}\n  encryption_key_file: {ENCRYPTION_KEY_FILE}\n  dh_param_file: {DH_PARAM_FILE}\n  rest_url: {base_url}/v1/api/\n  authorize_url: {base_url}/authorize\n"
         );
         if ca_pem.is_some() {
@@ -150,7 +161,8 @@ impl CredentialSet {
         Ok(path)
     }
 
-    /// Writes `config.yaml` (and `ca.pem` for HTTPS) pointing at `base_url`; returns its path.
+    /// Writes `config.yaml` (and `ca.pem` for HTTPS) pointing at `base_url`, with
+    /// `token_file: tokens.json` beside it; returns its path.
     pub fn write_config(
         &self,
         base_url: &str,
@@ -165,7 +177,9 @@ impl CredentialSet {
              private_key_file: {PRIVATE_KEY_FILE}\n\
              domain: api.ibkr.com\n\
              base_url: {base_url}\n\
-             public_ip: 127.0.0.1\n"
+             public_ip: 127.0.0.1\n\
+             # Tokens stay beside this file, out of your real token file.\n\
+             token_file: {TOKEN_FILE}\n"
         );
         if let Some(ca) = ca_pem {
             write_private(&self.dir.join(CA_FILE), ca.as_bytes(), 0o644)?;

@@ -596,7 +596,7 @@ fn invalid(key: &str, reason: &str) -> ConfigError {
     }
 }
 
-fn parse_timeout(key: &str, text: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn parse_timeout(key: &str, text: &str) -> Result<Duration, ConfigError> {
     text.trim()
         .trim_end_matches('s')
         .parse::<f64>()
@@ -679,7 +679,10 @@ pub(crate) fn parse_base_url(key: &str, text: &str) -> Result<Url, ConfigError> 
 }
 
 /// The closest known name, if it is close enough to be a typo.
-fn did_you_mean<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    known: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
     let word = word.to_ascii_lowercase();
     known
         .map(|k| (edit_distance(&word, &k.to_ascii_lowercase()), k))

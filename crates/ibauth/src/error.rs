@@ -382,6 +382,18 @@ pub enum KeyError {
         /// The file.
         path: PathBuf,
     },
+    /// The key file can be read or written by other users (Unix: any group/other permission
+    /// bit); it is refused, not used, as the token file is.
+    #[error(
+        "private key file {} is accessible to other users (mode {mode:o}); anyone who can read it can log in as you: run `chmod 600 {}`",
+        .path.display(), .path.display()
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The key file exists but cannot be read.
     #[error("cannot read private key file {}: {source}", .path.display())]
     Unreadable {

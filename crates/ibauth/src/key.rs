@@ -26,7 +26,8 @@ impl fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// Reads a PEM key file (PKCS#1 `RSA PRIVATE KEY` or PKCS#8 `PRIVATE KEY`).
+    /// Reads a PEM key file (PKCS#1 `RSA PRIVATE KEY` or PKCS#8 `PRIVATE KEY`). On Unix a
+    /// file other users can access is refused ([`KeyError::Exposed`]): `chmod 600` it.
     pub fn from_pem_file(path: &Path) -> Result<Self, KeyError> {
         Self::parse(&read_key_file(path)?, &path.display().to_string())
     }
@@ -199,7 +200,8 @@ impl DecryptionKey {
         Self::parse(text, "(inline PEM)")
     }
 
-    /// Reads a PEM key file.
+    /// Reads a PEM key file; on Unix a file other users can access is refused
+    /// ([`KeyError::Exposed`]).
     pub fn from_pem_file(path: &Path) -> Result<Self, KeyError> {
         Self::parse(&read_key_file(path)?, &path.display().to_string())
     }
@@ -225,8 +227,13 @@ impl DecryptionKey {
     }
 }
 
-fn read_key_file(path: &Path) -> Result<String, KeyError> {
-    std::fs::read_to_string(path).map_err(|source| match source.kind() {
+/// Reads a private key file, refusing (on Unix) one whose mode grants group or others any
+/// permission: a key others can read lets them log in as the owner, so it is treated as the
+/// token file is, not merely warned about. The mode is taken from the opened file, so what is
+/// checked is what is read.
+pub(crate) fn read_key_file(path: &Path) -> Result<String, KeyError> {
+    use std::io::Read as _;
+    let failed = |source: std::io::Error| match source.kind() {
         std::io::ErrorKind::NotFound => KeyError::NotFound {
             path: path.to_owned(),
         },
@@ -234,7 +241,22 @@ fn read_key_file(path: &Path) -> Result<String, KeyError> {
             path: path.to_owned(),
             source,
         },
-    })
+    };
+    let mut file = std::fs::File::open(path).map_err(failed)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(failed)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Exposed {
+                path: path.to_owned(),
+                mode: mode & 0o777,
+            });
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(failed)?;
+    Ok(text)
 }
 
 fn not_rsa(origin: &str, found: &'static str) -> KeyError {
@@ -257,6 +279,35 @@ mod tests {
         assert_eq!(again.bits(), 2048);
         let debug = format!("{again:?}");
         assert_eq!(debug, "SigningKey(RSA 2048 bits)");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_access_is_refused_with_the_chmod_to_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ibauth-key-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key.pem");
+        std::fs::write(&path, SigningKey::generate().unwrap().to_pkcs8_pem()).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o601] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = SigningKey::from_pem_file(&path).unwrap_err();
+            assert!(
+                matches!(&err, KeyError::Exposed { mode: m, .. } if *m == mode),
+                "{mode:o}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("chmod 600 {}", path.display())),
+                "{text}"
+            );
+            assert!(DecryptionKey::from_pem_file(&path).is_err(), "{mode:o}");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(SigningKey::from_pem_file(&path).is_ok(), "{mode:o}");
+            assert!(DecryptionKey::from_pem_file(&path).is_ok(), "{mode:o}");
+        }
     }
 
     #[test]

@@ -22,6 +22,35 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A fixture key as a user keeps it: a copy only its owner can read. Git checks the fixtures
+/// out readable by all, and ibauth refuses a key file other users can access.
+fn key_fixture(name: &str) -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ibauth-config-keys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(fixture("")).unwrap() {
+            let from = entry.unwrap().path();
+            let to = dir.join(from.file_name().unwrap());
+            std::fs::copy(&from, &to).unwrap();
+            owner_only(&to);
+        }
+        dir
+    });
+    dir.join(name)
+}
+
+fn owner_only(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 fn fixture_text(name: &str) -> String {
     std::fs::read_to_string(fixture(name)).unwrap()
 }
@@ -54,6 +83,7 @@ impl TempDir {
         let path = self.0.join("keys").join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::copy(fixture(name), &path).unwrap();
+        owner_only(&path);
         path
     }
 }
@@ -144,7 +174,7 @@ fn python_ibauth_yaml_loads_with_key_relative_to_the_yaml_folder() {
     assert_eq!(config.credential().expose_secret(), "myusername");
     assert_eq!(config.api_base().as_str(), "https://5.api.ibkr.com/");
     assert_eq!(config.signing_key().bits(), 2048);
-    let expected = SigningKey::from_pem_file(&fixture("rsa2048_pkcs8.pem")).unwrap();
+    let expected = SigningKey::from_pem_file(&key_fixture("rsa2048_pkcs8.pem")).unwrap();
     assert_eq!(
         config.signing_key().public_key_pem(),
         expected.public_key_pem()
@@ -213,7 +243,7 @@ fn plain_http_base_url_is_accepted_on_loopback() {
 #[test]
 fn env_overrides_the_file() {
     let (_dir, path) = setup_with("env_overrides", "public_ip: 203.0.113.7\ntimeout: 30\n");
-    let pkcs1 = fixture("rsa2048_pkcs1.pem");
+    let pkcs1 = key_fixture("rsa2048_pkcs1.pem");
     let vars = env(&[
         ("IBAUTH_CLIENT_ID", "ENVCLIENT"),
         ("IBAUTH_CLIENT_KEY_ID", "envkid"),
@@ -315,7 +345,7 @@ fn assert_no_default_config_file() {
 #[test]
 fn env_alone_is_a_whole_configuration_without_config_yaml() {
     assert_no_default_config_file();
-    let key = fixture("rsa2048_pkcs8.pem");
+    let key = key_fixture("rsa2048_pkcs8.pem");
     assert!(key.is_absolute());
     let vars = env(&[
         ("IBAUTH_CLIENT_ID", "ENVCLIENT"),
@@ -386,7 +416,7 @@ fn unknown_env_var_warns_with_did_you_mean() {
 
 #[test]
 fn builder_with_a_loaded_signing_key() {
-    let key = SigningKey::from_pem_file(&fixture("rsa2048_pkcs1.pem")).unwrap();
+    let key = SigningKey::from_pem_file(&key_fixture("rsa2048_pkcs1.pem")).unwrap();
     let config = Config::builder()
         .client_id("TESTCLIENT")
         .client_key_id("main")
@@ -412,7 +442,7 @@ fn builder_with_a_private_key_file() {
         .client_id("TESTCLIENT")
         .client_key_id("main")
         .credential("myusername")
-        .private_key_file(fixture("rsa2048_pkcs8.pem"))
+        .private_key_file(key_fixture("rsa2048_pkcs8.pem"))
         .build()
         .unwrap();
     assert_eq!(config.api_base().as_str(), "https://api.ibkr.com/");
@@ -423,7 +453,7 @@ fn builder_with_a_private_key_file() {
         .client_id("TESTCLIENT")
         .client_key_id("main")
         .credential("myusername")
-        .private_key_file(fixture("rsa1024_pkcs8.pem"))
+        .private_key_file(key_fixture("rsa1024_pkcs8.pem"))
         .build()
         .unwrap_err();
     assert!(
@@ -675,6 +705,26 @@ fn missing_key_file_is_not_found() {
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn a_key_file_other_users_can_read_is_refused_with_the_chmod_to_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, path) = setup("exposed", PYTHON_YAML);
+    let key = dir.path().join("keys/rsa2048_pkcs8.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = load(&path).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Key(KeyError::Exposed { path: p, mode: 0o644 }) if *p == key),
+        "{err:?}"
+    );
+    assert_contains(
+        &err.to_string(),
+        &[&format!("chmod 600 {}", key.display()), "other users"],
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(load(&path).is_ok());
+}
+
 #[test]
 fn encrypted_keys_say_how_to_decrypt() {
     let legacy = fixture_text("rsa2048_encrypted_pkcs1.pem");
@@ -774,7 +824,7 @@ fn crlf_key_loads() {
     );
     let (_dir, config) = load_with_key("crlf", "rsa2048_pkcs1_crlf.pem");
     let config = config.unwrap();
-    let expected = SigningKey::from_pem_file(&fixture("rsa2048_pkcs1.pem")).unwrap();
+    let expected = SigningKey::from_pem_file(&key_fixture("rsa2048_pkcs1.pem")).unwrap();
     assert_eq!(
         config.signing_key().public_key_pem(),
         expected.public_key_pem()

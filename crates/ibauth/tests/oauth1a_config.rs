@@ -1,7 +1,7 @@
 //! OAuth 1.0a configuration: the `oauth1a:` YAML section, `IBAUTH_OAUTH1A_*`, ibind's
 //! `IBIND_*`, keys as files or inline PEM, the DH prime as hex or `dhparam.pem`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ibauth::ConfigError;
 use ibauth::oauth1a::config::{load_with_env, requested_by_env};
@@ -33,11 +33,39 @@ fn encryption_pem() -> String {
 
 const NO_ENV: &[(&str, &str)] = &[];
 
+/// Writes a private key file only its owner can read: ibauth refuses one other users can.
+fn write_key(path: &Path, pem: &[u8]) -> String {
+    std::fs::write(path, pem).unwrap();
+    chmod(path, 0o600);
+    path.display().to_string()
+}
+
+/// A fixture key copied into `dir`, owner-only (Git checks the fixtures out readable by all).
+fn fixture_key(dir: &Path, name: &str) -> String {
+    write_key(
+        &dir.join(name),
+        &std::fs::read(fixtures().join(name)).unwrap(),
+    )
+}
+
+fn chmod(path: &Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+}
+
 #[test]
 fn yaml_section_with_files_and_dhparam_resolves_against_the_yaml_folder() {
     let dir = temp("yaml");
-    std::fs::write(dir.join("enc.pem"), encryption_pem()).unwrap();
-    std::fs::copy(fixtures().join("rsa2048_pkcs1.pem"), dir.join("sig.pem")).unwrap();
+    write_key(&dir.join("enc.pem"), encryption_pem().as_bytes());
+    write_key(
+        &dir.join("sig.pem"),
+        &std::fs::read(fixtures().join("rsa2048_pkcs1.pem")).unwrap(),
+    );
     // A PKCS#3 dhparam.pem of RFC 3526 group 14, generator 2 (what `openssl dhparam` writes).
     std::fs::write(
         dir.join("dhparam.pem"),
@@ -74,9 +102,9 @@ fn dh_der() -> Vec<u8> {
 
 #[test]
 fn ibind_variables_alone_are_a_whole_configuration_and_ours_override_them() {
-    let sig = fixtures().join("rsa2048_pkcs8.pem");
     let dir = temp("ibind");
-    std::fs::write(dir.join("enc.pem"), encryption_pem()).unwrap();
+    let sig = fixture_key(&dir, "rsa2048_pkcs8.pem");
+    write_key(&dir.join("enc.pem"), encryption_pem().as_bytes());
     let secret = secret();
     let mut env = vec![
         ("IBIND_USE_OAUTH", "True".to_owned()),
@@ -87,7 +115,7 @@ fn ibind_variables_alone_are_a_whole_configuration_and_ours_override_them() {
         ),
         ("IBIND_OAUTH1A_ACCESS_TOKEN_SECRET", secret),
         ("IBIND_OAUTH1A_DH_PRIME", PRIME.to_owned()),
-        ("IBIND_OAUTH1A_SIGNATURE_KEY_FP", sig.display().to_string()),
+        ("IBIND_OAUTH1A_SIGNATURE_KEY_FP", sig),
         (
             "IBIND_OAUTH1A_ENCRYPTION_KEY_FP",
             dir.join("enc.pem").display().to_string(),
@@ -157,9 +185,9 @@ fn missing_settings_are_named_with_their_section_and_variable() {
 
 #[test]
 fn bad_dh_and_bad_secret_say_what_to_fix() {
-    let sig = fixtures().join("rsa2048_pkcs8.pem").display().to_string();
     let dir = temp("bad");
-    std::fs::write(dir.join("enc.pem"), encryption_pem()).unwrap();
+    let sig = fixture_key(&dir, "rsa2048_pkcs8.pem");
+    write_key(&dir.join("enc.pem"), encryption_pem().as_bytes());
     std::fs::write(
         dir.join("notdh.pem"),
         std::fs::read(fixtures().join("certificate.pem")).unwrap(),
@@ -204,4 +232,66 @@ fn bad_dh_and_bad_secret_say_what_to_fix() {
     let config = load_with_env(None, &env).unwrap();
     let err = ibauth::oauth1a::Oauth1aClient::new(config).unwrap_err();
     assert!(err.to_string().contains("copy it again"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn key_files_other_users_can_access_are_refused_however_they_are_named() {
+    let dir = temp("exposed");
+    let sig = fixture_key(&dir, "rsa2048_pkcs8.pem");
+    let enc = write_key(&dir.join("enc.pem"), encryption_pem().as_bytes());
+    let env = |extra: &[(&'static str, &str)]| {
+        let mut env = vec![
+            ("IBAUTH_OAUTH1A_CONSUMER_KEY", "ABCDEFGHI".to_owned()),
+            (
+                "IBAUTH_OAUTH1A_ACCESS_TOKEN",
+                "0123456789abcdef0123".to_owned(),
+            ),
+            ("IBAUTH_OAUTH1A_ACCESS_TOKEN_SECRET", secret()),
+            ("IBAUTH_OAUTH1A_DH_PRIME", PRIME.to_owned()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        env
+    };
+    let refused = |env: &[(&'static str, String)], file: &str| {
+        let err = load_with_env(None, env).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Key(ibauth::KeyError::Exposed { path, .. })
+                if path.display().to_string() == file),
+            "{file}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains(&format!("chmod 600 {file}")),
+            "{err}"
+        );
+    };
+    let ours = [
+        ("IBAUTH_OAUTH1A_SIGNATURE_KEY_FILE", sig.as_str()),
+        ("IBAUTH_OAUTH1A_ENCRYPTION_KEY_FILE", enc.as_str()),
+    ];
+    let ibind = [
+        ("IBIND_OAUTH1A_SIGNATURE_KEY_FP", sig.as_str()),
+        ("IBIND_OAUTH1A_ENCRYPTION_KEY_FP", enc.as_str()),
+    ];
+    // ibind's *_KEY variables may hold a path too.
+    let ibind_key = [
+        ("IBIND_OAUTH1A_SIGNATURE_KEY", sig.as_str()),
+        ("IBIND_OAUTH1A_ENCRYPTION_KEY", enc.as_str()),
+    ];
+    for names in [ours, ibind, ibind_key] {
+        assert!(load_with_env(None, &env(&names)).is_ok(), "0600: {names:?}");
+        for (mode, file) in [(0o644, &sig), (0o640, &enc)] {
+            chmod(Path::new(file), mode);
+            refused(&env(&names), file);
+            chmod(Path::new(file), 0o600);
+        }
+    }
+    // The same keys as inline PEM are no file's business.
+    chmod(Path::new(&sig), 0o644);
+    let inline = std::fs::read_to_string(&sig).unwrap();
+    let env = env(&[
+        ("IBAUTH_OAUTH1A_SIGNATURE_KEY", inline.as_str()),
+        ("IBAUTH_OAUTH1A_ENCRYPTION_KEY_FILE", enc.as_str()),
+    ]);
+    assert!(load_with_env(None, &env).is_ok());
 }

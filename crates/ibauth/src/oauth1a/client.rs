@@ -144,7 +144,7 @@ impl Oauth1aConfig {
         Ok(self)
     }
 
-    /// Timeout of every call.
+    /// Timeout of every HTTP call and of the WebSocket handshake (default 10 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -1,14 +1,20 @@
 //! OAuth 1.0a settings from the `oauth1a:` section of the YAML file, `IBAUTH_OAUTH1A_*`
 //! variables, and ibind's own `IBIND_*` variables (so an ibind user switches with no
 //! reconfiguration). Later sources override earlier ones: file, `IBIND_*`, `IBAUTH_OAUTH1A_*`.
+//!
+//! `timeout` (seconds, every call and the WebSocket handshake) follows the same rule, and when
+//! none of those sets it, the top-level setting shared with OAuth 2.0 applies (`timeout:` in
+//! the file, overridden by `IBAUTH_TIMEOUT`), then the 10 s default. So, first found wins:
+//! `IBAUTH_OAUTH1A_TIMEOUT`, `oauth1a.timeout`, `IBAUTH_TIMEOUT`, top-level `timeout`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::SecretString;
 
 use super::{DhGroup, Oauth1aConfig};
-use crate::config::DEFAULT_CONFIG_FILE;
+use crate::config::{DEFAULT_CONFIG_FILE, did_you_mean, parse_timeout};
 use crate::error::ConfigError;
 use crate::key::{DecryptionKey, SigningKey};
 use crate::pem;
@@ -71,7 +77,11 @@ const SETTINGS: &[(&str, &str, &str)] = &[
     ("ca_file", "IBAUTH_OAUTH1A_CA_FILE", ""),
     ("callback_url", "IBAUTH_OAUTH1A_CALLBACK_URL", ""),
     ("authorize_url", "IBAUTH_OAUTH1A_AUTHORIZE_URL", ""),
+    ("timeout", "IBAUTH_OAUTH1A_TIMEOUT", ""),
 ];
+
+/// The longest timeout accepted, as for OAuth 2.0's `timeout`.
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Whether the environment asks for OAuth 1.0a (any `IBAUTH_OAUTH1A_*`/`IBIND_OAUTH1A_*`
 /// setting, or `IBIND_USE_OAUTH=true`).
@@ -117,6 +127,9 @@ fn raw_settings<K: AsRef<str>, V: AsRef<str>>(
     if let Some(file) = &file {
         read_yaml(file, &mut raw)?;
     }
+    if let Some(v) = var("IBAUTH_TIMEOUT") {
+        raw.fallback_timeout = Some((v, "IBAUTH_TIMEOUT".to_owned()));
+    }
     let cwd = PathBuf::from(".");
     for (key, ours, ibind) in SETTINGS {
         if !ibind.is_empty()
@@ -135,6 +148,9 @@ fn raw_settings<K: AsRef<str>, V: AsRef<str>>(
 #[derive(Debug, Default)]
 struct Raw {
     values: BTreeMap<&'static str, (String, PathBuf)>,
+    /// The top-level `timeout` (shared with OAuth 2.0), used when the section sets none: the
+    /// text and where it came from (for errors).
+    fallback_timeout: Option<(String, String)>,
     warnings: Vec<String>,
 }
 
@@ -204,6 +220,7 @@ fn read_yaml(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {
     #[serde(default)]
     struct File {
         oauth1a: Option<BTreeMap<String, String>>,
+        timeout: Option<String>,
     }
     let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => ConfigError::FileNotFound {
@@ -226,11 +243,22 @@ fn read_yaml(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {
     for (key, value) in file.oauth1a.unwrap_or_default() {
         match SETTINGS.iter().find(|(k, _, _)| *k == key) {
             Some((k, _, _)) => raw.set(k, value, &dir),
-            None => raw.warnings.push(format!(
-                "unknown key `oauth1a.{key}` in {} is ignored",
-                path.display()
-            )),
+            None => raw.warnings.push(
+                match did_you_mean(&key, SETTINGS.iter().map(|(k, _, _)| *k)) {
+                    Some(known) => format!(
+                        "unknown key `oauth1a.{key}` in {} is ignored; did you mean `{known}`?",
+                        path.display()
+                    ),
+                    None => format!(
+                        "unknown key `oauth1a.{key}` in {} is ignored",
+                        path.display()
+                    ),
+                },
+            ),
         }
+    }
+    if let Some(v) = file.timeout.filter(|v| !v.trim().is_empty()) {
+        raw.fallback_timeout = Some((v, format!("timeout (in {})", path.display())));
     }
     Ok(())
 }
@@ -273,10 +301,15 @@ fn key_text(
         }
         // ibind's *_KEY variables may hold a path as well.
         let path = raw.path(inline).unwrap_or_default();
-        return read(&path).map(|t| (t, path.display().to_string()));
+        return read_key(&path).map(|t| (t, path.display().to_string()));
     }
     let path = raw.path(file).ok_or_else(|| missing(file))?;
-    read(&path).map(|t| (t, path.display().to_string()))
+    read_key(&path).map(|t| (t, path.display().to_string()))
+}
+
+/// A private key file: refused if other users can access it (see [`crate::key`]).
+fn read_key(path: &Path) -> Result<String, ConfigError> {
+    Ok(crate::key::read_key_file(path)?)
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -333,8 +366,28 @@ fn consumer(raw: &Raw) -> Result<Consumer, ConfigError> {
     })
 }
 
-/// Realm, URLs and CA over a config.
+/// The timeout in force: the section's own (file, then variables), else the top-level one.
+fn timeout(raw: &Raw) -> Result<Option<Duration>, ConfigError> {
+    let (text, key) = match (raw.get("timeout"), &raw.fallback_timeout) {
+        (Some(text), _) => (text, "oauth1a.timeout".to_owned()),
+        (None, Some((text, key))) => (text.as_str(), key.clone()),
+        (None, None) => return Ok(None),
+    };
+    let timeout = parse_timeout(&key, text)?;
+    if timeout > MAX_TIMEOUT {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: "must be between 0 and 600 seconds (e.g. `timeout: 10`)".into(),
+        });
+    }
+    Ok(Some(timeout))
+}
+
+/// Realm, URLs, timeout and CA over a config.
 fn apply(raw: &Raw, mut config: Oauth1aConfig) -> Result<Oauth1aConfig, ConfigError> {
+    if let Some(timeout) = timeout(raw)? {
+        config = config.timeout(timeout);
+    }
     if let Some(realm) = raw.get("realm") {
         config = config.realm(realm);
     }
@@ -381,6 +434,9 @@ pub fn load_third_party_with_env<K: AsRef<str>, V: AsRef<str>>(
     env: &[(K, V)],
 ) -> Result<super::ThirdPartyConfig, ConfigError> {
     let raw = raw_settings(path, env)?;
+    for warning in &raw.warnings {
+        tracing::warn!("{warning}");
+    }
     let c = consumer(&raw)?;
     // The grant fills the token in later; the template only carries the consumer's settings.
     let template = apply(
@@ -475,4 +531,109 @@ fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         return None;
     }
     Some((tag, &rest[..len], &rest[len..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A whole OAuth 1.0a configuration from variables (inline keys), with `extra` over it.
+    fn env(extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        static PEM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let pem = PEM.get_or_init(|| SigningKey::generate().unwrap().to_pkcs8_pem());
+        let mut env = vec![
+            ("IBAUTH_OAUTH1A_CONSUMER_KEY", "ABCDEFGHI".to_owned()),
+            (
+                "IBAUTH_OAUTH1A_ACCESS_TOKEN",
+                "0123456789abcdef0123".to_owned(),
+            ),
+            ("IBAUTH_OAUTH1A_ACCESS_TOKEN_SECRET", "c2VjcmV0".to_owned()),
+            ("IBAUTH_OAUTH1A_SIGNATURE_KEY", pem.clone()),
+            ("IBAUTH_OAUTH1A_ENCRYPTION_KEY", pem.clone()),
+            (
+                "IBAUTH_OAUTH1A_DH_PRIME",
+                super::super::RFC3526_PRIME_2048.to_owned(),
+            ),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        env
+    }
+
+    fn yaml(name: &str, text: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("ibauth-o1a-unit-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn timeout_of(file: Option<&Path>, extra: &[(&'static str, &str)]) -> Duration {
+        load_with_env(file, &env(extra)).unwrap().timeout_value()
+    }
+
+    #[test]
+    fn timeout_from_the_section_its_variable_or_the_top_level_setting() {
+        let s = Duration::from_secs;
+        assert_eq!(timeout_of(None, &[]), crate::config::DEFAULT_TIMEOUT);
+        let section = yaml("section", "oauth1a:\n  timeout: 1\n");
+        assert_eq!(timeout_of(Some(&section), &[]), s(1));
+        let top = yaml("top", "timeout: 2.5\noauth1a:\n  realm: limited_poa\n");
+        assert_eq!(timeout_of(Some(&top), &[]), Duration::from_millis(2500));
+        assert_eq!(timeout_of(None, &[("IBAUTH_TIMEOUT", "4")]), s(4));
+        let both = yaml("both", "timeout: 2\noauth1a:\n  timeout: 3\n");
+        // The section's own beats the shared one, wherever the shared one comes from …
+        assert_eq!(timeout_of(Some(&both), &[]), s(3));
+        assert_eq!(timeout_of(Some(&both), &[("IBAUTH_TIMEOUT", "4")]), s(3));
+        // … and its variable beats the section, as every IBAUTH_OAUTH1A_* does.
+        assert_eq!(
+            timeout_of(Some(&both), &[("IBAUTH_OAUTH1A_TIMEOUT", "5")]),
+            s(5)
+        );
+        // The shared variable beats the shared file setting, as for OAuth 2.0.
+        assert_eq!(timeout_of(Some(&top), &[("IBAUTH_TIMEOUT", "4")]), s(4));
+    }
+
+    #[test]
+    fn a_bad_timeout_names_the_setting() {
+        for (file, extra, key) in [
+            ("oauth1a:\n  timeout: soon\n", None, "oauth1a.timeout"),
+            ("oauth1a:\n  timeout: 601\n", None, "oauth1a.timeout"),
+            ("timeout: -1\n", None, "timeout (in "),
+            ("", Some(("IBAUTH_TIMEOUT", "0")), "IBAUTH_TIMEOUT"),
+        ] {
+            let path = yaml("bad", file);
+            let extra: Vec<(&'static str, &str)> = extra.into_iter().collect();
+            let err = load_with_env(Some(&path), &env(&extra)).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, .. } if k.starts_with(key)),
+                "{file:?} {extra:?}: {err}"
+            );
+            assert!(err.to_string().contains("seconds"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_the_section_get_a_did_you_mean() {
+        let path = yaml(
+            "typo",
+            "oauth1a:\n  timout: 3\n  relm: test_realm\n  zzzzzz: 1\n",
+        );
+        let raw = raw_settings(Some(&path), &env(&[])).unwrap();
+        let warning = |key: &str| {
+            raw.warnings
+                .iter()
+                .find(|w| w.contains(&format!("`oauth1a.{key}`")))
+                .unwrap_or_else(|| panic!("no warning about {key}: {:?}", raw.warnings))
+                .clone()
+        };
+        assert!(warning("timout").ends_with("did you mean `timeout`?"));
+        assert!(warning("relm").ends_with("did you mean `realm`?"));
+        assert!(!warning("zzzzzz").contains("did you mean"));
+        // Ignored, not guessed: the typo does not set the timeout.
+        assert_eq!(
+            build(&raw).unwrap().timeout_value(),
+            crate::config::DEFAULT_TIMEOUT
+        );
+    }
 }

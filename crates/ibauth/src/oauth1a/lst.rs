@@ -109,7 +109,7 @@ impl DhGroup {
     /// is wrong with it.
     pub fn audit(&self) -> Result<String, String> {
         let p = self.params.modulus().clone().get();
-        let bits = p.bits();
+        let bits = p.bit_width();
         if bits < 2048 {
             return Err(format!("the prime has {bits} bits; IBKR's group has 2048"));
         }
