@@ -41,6 +41,7 @@ mod key;
 pub mod manager;
 pub mod oauth1a;
 pub mod oauth2;
+pub mod pacing;
 mod pem;
 mod public_ip;
 mod session;
