@@ -400,33 +400,41 @@ impl Pacer {
             }
         }
 
-        let rate_ids: Vec<usize> = ids.into_iter().flatten().collect();
-        let now = inner.clock.now_ms();
-        let left = max_wait.saturating_sub(now.saturating_sub(start));
+        // The buckets this request counts against, without allocating.
+        let mut buf = [0usize; 2];
+        let mut n = 0;
+        for (slot, id) in buf.iter_mut().zip(ids.into_iter().flatten()) {
+            *slot = id;
+            n += 1;
+        }
+        let rate_ids = buf.get(..n).unwrap_or_default();
+        let refuse = |plan: Plan| {
+            let (id, paused) = plan
+                .culprit
+                .unwrap_or((rate_ids.first().copied().unwrap_or(0), false));
+            paced(id, plan.at.saturating_sub(start), paused)
+        };
         let at = match &inner.shared {
-            None => self.reserve(&rate_ids, now, left, &mut |plan| {
-                let (id, paused) = plan.culprit.unwrap_or((rate_ids[0], false));
-                paced(id, plan.at.saturating_sub(start), paused)
-            })?,
+            None => {
+                let now = inner.clock.now_ms();
+                let left = max_wait.saturating_sub(now.saturating_sub(start));
+                self.reserve(rate_ids, now, left, &refuse)?
+            }
             Some(shared) => {
                 let _turn = shared.turn.lock().await;
                 let locked = self.lock_ledger(shared).await;
                 // Sampled after the lock: the queue and the lock take time.
                 let now = inner.clock.now_ms();
                 let left = max_wait.saturating_sub(now.saturating_sub(start));
-                let mut refuse = |plan: Plan| {
-                    let (id, paused) = plan.culprit.unwrap_or((rate_ids[0], false));
-                    paced(id, plan.at.saturating_sub(start), paused)
-                };
                 match locked {
-                    Some(mut file) => self.transact(&mut file, now, &rate_ids, |pacer| {
-                        pacer.reserve(&rate_ids, now, left, &mut refuse)
+                    Some(mut file) => self.transact(&mut file, now, rate_ids, |pacer| {
+                        pacer.reserve(rate_ids, now, left, &refuse)
                     })?,
                     None => {
-                        let at = self.reserve(&rate_ids, now, left, &mut refuse)?;
+                        let at = self.reserve(rate_ids, now, left, &refuse)?;
                         // Written at the next transaction that gets the lock.
                         let mut timelines = lock(&inner.timelines);
-                        for &id in &rate_ids {
+                        for &id in rate_ids {
                             if let Some(tl) = timelines.get_mut(id) {
                                 tl.dirty = true;
                             }
@@ -447,7 +455,7 @@ impl Pacer {
             // copy is another process's business by now).
             let mut hold = Unreserve {
                 inner,
-                ids: &rate_ids,
+                ids: rate_ids,
                 at,
                 armed: inner.shared.is_none(),
             };
@@ -467,7 +475,7 @@ impl Pacer {
         ids: &[usize],
         now: u64,
         left: u64,
-        refuse: &mut dyn FnMut(Plan) -> Paced,
+        refuse: &dyn Fn(Plan) -> Paced,
     ) -> Result<u64, Paced> {
         let inner = &*self.inner;
         let mut timelines = lock(&inner.timelines);
