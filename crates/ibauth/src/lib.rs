@@ -44,6 +44,7 @@ mod key;
 pub mod manager;
 pub mod oauth1a;
 pub mod oauth2;
+pub mod pacing;
 mod pem;
 pub mod policy;
 mod public_ip;
