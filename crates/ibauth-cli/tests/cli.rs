@@ -244,14 +244,22 @@ fn sandbox_configs_keep_their_tokens_beside_them_not_in_the_users_token_file() {
             .output()
             .unwrap()
     };
-    for (flags, method) in [
-        (&["login"][..], "oauth2"),
-        (&["--oauth1a", "login"], "oauth1a"),
+    // One entry per identity: the OAuth 1.0a login does not overwrite the OAuth 2.0 one.
+    for (flags, methods) in [
+        (&["login"][..], &["oauth2"][..]),
+        (&["--oauth1a", "login"], &["oauth1a", "oauth2"]),
     ] {
         let output = run(flags);
         assert!(output.status.success(), "{flags:?}: {}", text(&output));
         let stored: Value = serde_json::from_slice(&std::fs::read(&token_file).unwrap()).unwrap();
-        assert_eq!(stored["method"], method, "{flags:?}");
+        let mut stored_methods: Vec<&str> = stored["sessions"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|e| e["method"].as_str().unwrap())
+            .collect();
+        stored_methods.sort();
+        assert_eq!(stored_methods, methods, "{flags:?}");
         assert_eq!(files_under(&home), Vec::<PathBuf>::new(), "{flags:?}");
     }
     // The next command finds them there.
@@ -261,10 +269,10 @@ fn sandbox_configs_keep_their_tokens_beside_them_not_in_the_users_token_file() {
 
     // The third-party config names the same file, resolved the same way.
     let third = PathBuf::from(info["third_party_config"].as_str().unwrap());
-    let policy = ibauth::manager::Policy::load(Some(&third)).unwrap();
+    let policy = ibauth::policy::Policy::load(Some(&third)).unwrap();
     assert_eq!(policy.token_file, Some(token_file.clone()));
     assert_eq!(
-        ibauth::manager::Policy::load(Some(&config))
+        ibauth::policy::Policy::load(Some(&config))
             .unwrap()
             .token_file,
         Some(token_file)
