@@ -1,11 +1,33 @@
 //! What the sandbox knows: registered clients and users, issued tokens, brokerage sessions.
+//! The lowest layer: plain data and small invariants, used by every handler and depending on
+//! none of them.
+
+mod faults;
+mod oauth1a;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ibauth::Clock;
+
+pub use faults::FailWith;
+pub(crate) use faults::Faults;
+pub use oauth1a::RegisteredConsumer;
+pub(crate) use oauth1a::{AccessGrant1a, LstGrant, Oauth1aState, RequestGrant, session_key};
+
+/// The sandbox's state as every handler shares it: one lock, held briefly and never across an
+/// `await`.
+pub(crate) type Shared = Arc<Mutex<State>>;
+
+/// Locks `state`.
+pub(crate) fn lock(state: &Shared) -> MutexGuard<'_, State> {
+    // A panic in one handler must not take the whole sandbox down.
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Token lifetimes and verification windows. Short lifetimes make expiry testable in seconds.
 #[derive(Debug, Clone, Copy)]
@@ -118,7 +140,7 @@ pub(crate) struct State {
     pub seen_jtis: HashMap<String, u64>,
     pub counters: Counters,
     pub issued: Vec<String>,
-    pub oauth1a: crate::oauth1a::Oauth1aState,
+    pub oauth1a: Oauth1aState,
     /// The base URL clients are told to use; OAuth 1.0a signatures are checked against it.
     pub base_url: String,
     /// Users who can log in on the authorisation page: username → password.
@@ -127,7 +149,7 @@ pub(crate) struct State {
     pub paper_users: HashSet<String>,
     /// Interval of the WebSocket heartbeat messages.
     pub ws_heartbeat: Duration,
-    pub faults: crate::faults::Faults,
+    pub faults: Faults,
 }
 
 impl State {
@@ -200,6 +222,15 @@ impl State {
         self.brokerage
             .get(credential)
             .is_some_and(|b| b.owner_bearer == bearer)
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens and keys stay out of Debug output.
+        f.debug_struct("State")
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
     }
 }
 

@@ -9,11 +9,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::oauth1a::session_key;
 use crate::oauth2::bearer;
 use crate::reply::Reject;
-use crate::state::State;
-use crate::{Shared, lock};
+use crate::state::{Shared, State, lock, session_key};
 
 /// The session a socket belongs to: (session key, credential).
 fn authenticate(
