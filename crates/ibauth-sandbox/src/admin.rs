@@ -17,6 +17,11 @@ pub(crate) async fn counters(AxumState(s): AxumState<Shared>) -> Response {
     axum::Json(Control { state: s }.counters()).into_response()
 }
 
+/// `GET /__sandbox/orders`: the orders placed so far (for tests in other processes).
+pub(crate) async fn orders(AxumState(s): AxumState<Shared>) -> Response {
+    axum::Json(Control { state: s }.orders()).into_response()
+}
+
 /// `POST /__sandbox/{action}` with a JSON body: the fault-injection handle over HTTP, for
 /// tests that drive a separate process. Sandbox only; it never exists on IBKR.
 pub(crate) async fn action(

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::oauth1a;
-use crate::state::{self, Counters, FailWith, Flags, Shared, lock};
+use crate::state::{self, Counters, FailWith, Flags, PlacedOrder, Shared, lock};
 
 /// Fault injection and session control over a running sandbox (also reachable over HTTP at
 /// `/__sandbox/…` for tests that drive another process).
@@ -20,6 +20,12 @@ impl Control {
             faults_injected: state.faults.injected,
             ..state.counters
         }
+    }
+
+    /// The orders placed so far, oldest first (the latest 10 000 at most; `orders_placed`
+    /// counts all).
+    pub fn orders(&self) -> Vec<PlacedOrder> {
+        lock(&self.state).orders.all().cloned().collect()
     }
 
     /// Answers the next `n` API requests with `fail` instead of serving them.

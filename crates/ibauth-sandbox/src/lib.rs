@@ -6,6 +6,11 @@
 //! bearer token on every brokerage-session call. It runs in-process for tests and as
 //! `ibauth sandbox` from the shell, over HTTP or HTTPS (with a CA it generates).
 //!
+//! Behind the same checks it serves a few Web API endpoints, so a client's API calls can be
+//! tested for real: `iserver/accounts`, `portfolio/accounts`, `iserver/marketdata/snapshot`,
+//! `iserver/account/{accountId}/orders` (placed orders are recorded, see [`Control::orders`])
+//! and `iserver/account/orders`.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,10 +39,12 @@
 #![warn(missing_docs)]
 
 // Layers, lowest first; each uses only the ones before it, so no module calls back up:
-// `state` (data) → `jwt`, `oauth1a`, `oauth2`, `reply` (verification, refusals) → `brokerage`,
-// `third_party`, `ws`, `faults` (endpoints, middleware) → `router`, `admin` (HTTP surface)
-// → `control`, `server` (the public handles).
+// `state` (data) → `jwt`, `oauth1a`, `oauth2`, `reply` (verification, refusals) → `authn` (who
+// calls) → `brokerage`, `api`, `third_party`, `ws`, `faults` (endpoints, middleware) → `v1`,
+// `router`, `admin` (HTTP surface) → `control`, `server` (the public handles).
 mod admin;
+mod api;
+mod authn;
 mod brokerage;
 mod control;
 mod credentials;
@@ -53,6 +60,7 @@ mod server;
 mod state;
 mod third_party;
 pub mod tls;
+mod v1;
 mod ws;
 
 pub use control::Control;
@@ -65,4 +73,4 @@ pub use jwt::JwtError;
 pub use oauth1a::RFC3526_PRIME_2048;
 pub use registration::{ClientRegistration, ConsumerRegistration};
 pub use server::{Sandbox, SandboxBuilder};
-pub use state::{Counters, FailWith, Flags, Lifetimes, RegisteredClient};
+pub use state::{Counters, FailWith, Flags, Lifetimes, PlacedOrder, RegisteredClient};

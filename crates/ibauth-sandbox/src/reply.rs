@@ -3,7 +3,9 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
+
+use crate::state::{Shared, State, lock};
 
 /// A refusal, with the reason the sandbox logs.
 #[derive(Debug)]
@@ -72,6 +74,24 @@ impl IntoResponse for Reject {
                 )
                     .into_response()
             }
+        }
+    }
+}
+
+/// Runs one handler under the lock, counting and logging refusals.
+pub(crate) fn answer(
+    state: &Shared,
+    endpoint: &str,
+    ok: StatusCode,
+    handler: impl FnOnce(&mut State) -> Result<Value, Reject>,
+) -> Response {
+    let mut state = lock(state);
+    match handler(&mut state) {
+        Ok(body) => (ok, axum::Json(body)).into_response(),
+        Err(reject) => {
+            state.counters.rejections += 1;
+            tracing::info!(endpoint, ?reject, "sandbox refused a request");
+            reject.into_response()
         }
     }
 }

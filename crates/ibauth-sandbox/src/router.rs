@@ -8,32 +8,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State as AxumState};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::Value;
 
-use crate::reply::Reject;
-use crate::state::{Shared, State, lock};
-use crate::{admin, brokerage, faults, oauth1a, oauth2, third_party, ws};
-
-/// Runs one handler under the lock, counting and logging refusals.
-fn answer(
-    state: &Shared,
-    endpoint: &str,
-    ok: StatusCode,
-    handler: impl FnOnce(&mut State) -> Result<Value, Reject>,
-) -> Response {
-    let mut state = lock(state);
-    match handler(&mut state) {
-        Ok(body) => (ok, axum::Json(body)).into_response(),
-        Err(reject) => {
-            state.counters.rejections += 1;
-            tracing::info!(endpoint, ?reject, "sandbox refused a request");
-            reject.into_response()
-        }
-    }
-}
+use crate::reply::{Reject, answer};
+use crate::state::{Shared, lock};
+use crate::{admin, faults, oauth1a, oauth2, third_party, v1, ws};
 
 pub(crate) fn router(state: Shared) -> Router {
     Router::new()
@@ -60,17 +41,22 @@ pub(crate) fn router(state: Shared) -> Router {
                 },
             ),
         )
-        .route("/v1/api/sso/validate", get(brokerage_handler))
-        .route("/v1/api/iserver/auth/ssodh/init", post(brokerage_handler))
+        .route("/v1/api/sso/validate", get(v1::handler))
+        .route("/v1/api/iserver/auth/ssodh/init", post(v1::handler))
         .route(
             "/v1/api/iserver/auth/status",
-            post(brokerage_handler).get(brokerage_handler),
+            post(v1::handler).get(v1::handler),
         )
+        .route("/v1/api/tickle", post(v1::handler).get(v1::handler))
+        .route("/v1/api/logout", post(v1::handler))
+        .route("/v1/api/iserver/accounts", get(v1::handler))
+        .route("/v1/api/portfolio/accounts", get(v1::handler))
+        .route("/v1/api/iserver/marketdata/snapshot", get(v1::handler))
+        .route("/v1/api/iserver/account/orders", get(v1::handler))
         .route(
-            "/v1/api/tickle",
-            post(brokerage_handler).get(brokerage_handler),
+            "/v1/api/iserver/account/{account}/orders",
+            post(v1::handler),
         )
-        .route("/v1/api/logout", post(brokerage_handler))
         .route(
             "/v1/api/oauth/live_session_token",
             post(
@@ -144,6 +130,7 @@ pub(crate) fn router(state: Shared) -> Router {
             }),
         )
         .route("/__sandbox/counters", get(admin::counters))
+        .route("/__sandbox/orders", get(admin::orders))
         .route("/__sandbox/{action}", post(admin::action))
         .fallback(|| async { Reject::ibkr(404, "Not Found").into_response() })
         .layer(axum::middleware::from_fn_with_state(
@@ -191,31 +178,4 @@ fn decide(decision: third_party::Decision) -> Response {
         )
             .into_response(),
     }
-}
-
-/// The brokerage-session endpoints, authorised by bearer token or OAuth 1.0a signature.
-async fn brokerage_handler(
-    AxumState(s): AxumState<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = uri.path();
-    let endpoint = path.trim_start_matches("/v1/api/");
-    answer(&s, endpoint, StatusCode::OK, |state| {
-        let req = brokerage::Req {
-            method: method.as_str(),
-            url: format!("{}{path}", state.base_url),
-            headers: &headers,
-        };
-        match endpoint {
-            "sso/validate" => brokerage::validate(state, &req),
-            "iserver/auth/ssodh/init" => brokerage::init(state, &req, &body),
-            "iserver/auth/status" => brokerage::status(state, &req),
-            "tickle" => brokerage::tickle(state, &req),
-            "logout" => brokerage::logout(state, &req),
-            _ => Err(Reject::ibkr(404, "Not Found")),
-        }
-    })
 }

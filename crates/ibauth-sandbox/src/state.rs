@@ -4,6 +4,7 @@
 
 mod faults;
 mod oauth1a;
+mod orders;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -16,6 +17,8 @@ pub use faults::FailWith;
 pub(crate) use faults::Faults;
 pub use oauth1a::RegisteredConsumer;
 pub(crate) use oauth1a::{AccessGrant1a, LstGrant, Oauth1aState, RequestGrant, session_key};
+pub(crate) use orders::OrderBook;
+pub use orders::PlacedOrder;
 
 /// The sandbox's state as every handler shares it: one lock, held briefly and never across an
 /// `await`.
@@ -96,6 +99,10 @@ pub struct Counters {
     pub rejections: u64,
     /// Scripted failures answered (fault injection).
     pub faults_injected: u64,
+    /// Non-auth Web API calls answered (accounts, market data, orders).
+    pub api_calls: u64,
+    /// Orders accepted (each order of a multi-order request counts).
+    pub orders_placed: u64,
 }
 
 pub(crate) struct AccessGrant {
@@ -150,6 +157,7 @@ pub(crate) struct State {
     /// Interval of the WebSocket heartbeat messages.
     pub ws_heartbeat: Duration,
     pub faults: Faults,
+    pub orders: OrderBook,
 }
 
 impl State {
@@ -170,6 +178,7 @@ impl State {
             paper_users: HashSet::new(),
             ws_heartbeat: Duration::from_secs(10),
             faults: Default::default(),
+            orders: OrderBook::default(),
         }
     }
 
@@ -215,6 +224,24 @@ impl State {
                 connected: false,
             },
         }
+    }
+
+    /// Whether `bearer` holds its user's brokerage session and it is authenticated and
+    /// connected: what `iserver/*` calls need.
+    pub fn has_live_bridge(&self, bearer: &str, credential: &str) -> bool {
+        self.brokerage
+            .get(credential)
+            .is_some_and(|b| b.owner_bearer == bearer && b.authenticated && b.connected)
+    }
+
+    /// The one account of `credential`: IBKR's shape, `DU…` for a paper account, `U…` else.
+    pub fn account_id(&self, credential: &str) -> String {
+        let prefix = if self.paper_users.contains(credential) {
+            "DU"
+        } else {
+            "U"
+        };
+        format!("{prefix}{:07}", user_id(credential) % 10_000_000)
     }
 
     /// Whether `bearer` holds its user's brokerage session (the "bridge" exists).
