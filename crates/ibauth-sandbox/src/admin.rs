@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::control::Control;
 use crate::reply::Reject;
-use crate::state::{FailWith, Shared};
+use crate::state::{FailWith, PacingLimits, Shared};
 
 /// `GET /__sandbox/counters`: what the sandbox has answered (for tests in other processes).
 pub(crate) async fn counters(AxumState(s): AxumState<Shared>) -> Response {
@@ -66,6 +66,10 @@ pub(crate) async fn action(
             }
         }
         "cut" => handle.cut_next(number("n").unwrap_or(1) as u32),
+        "pacing" => match pacing_limits(&args) {
+            Ok(limits) => handle.set_pacing(limits),
+            Err(why) => return Reject::ibkr(400, why).into_response(),
+        },
         "expire_tokens" => handle.expire_tokens_now(),
         "nightly_reset" => handle.nightly_reset(),
         _ => {
@@ -73,4 +77,91 @@ pub(crate) async fn action(
         }
     }
     axum::Json(serde_json::json!({ "ok": true })).into_response()
+}
+
+/// Most endpoint limits one `pacing` request may set.
+const MAX_ENDPOINT_LIMITS: usize = 100;
+
+/// The limits of a `POST /__sandbox/pacing` body: `{"enabled":false}` for off, or
+/// `{"enabled":true}` with any of `preset` (`"ibkr"`, the default, or `"gateway"`),
+/// `penalty_ms`, `global_per_second`, `global` (`{"count","per_ms"}`) and `endpoints`
+/// (`[{"method","path","count","per_ms"}]`, `method` absent or null for any).
+fn pacing_limits(args: &Value) -> Result<Option<PacingLimits>, String> {
+    const KEYS: [&str; 6] = [
+        "enabled",
+        "preset",
+        "penalty_ms",
+        "global_per_second",
+        "global",
+        "endpoints",
+    ];
+    if let Some(unknown) = args
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !KEYS.contains(&k.as_str())))
+    {
+        return Err(format!("unknown pacing setting `{unknown}`"));
+    }
+    let enabled = args
+        .get("enabled")
+        .and_then(Value::as_bool)
+        .ok_or("`enabled` (true or false) missing")?;
+    if !enabled {
+        return Ok(None);
+    }
+    let mut limits = match args.get("preset").and_then(Value::as_str) {
+        None | Some("ibkr") => PacingLimits::ibkr(),
+        Some("gateway") => PacingLimits::gateway(),
+        Some(_) => return Err("`preset` must be \"ibkr\" or \"gateway\"".into()),
+    };
+    if let Some(ms) = args.get("penalty_ms") {
+        limits = limits.penalty(millis(ms, "penalty_ms")?);
+    }
+    if let Some(n) = args.get("global_per_second") {
+        limits = limits.global(count(n, "global_per_second")?, Duration::from_secs(1));
+    }
+    if let Some(global) = args.get("global") {
+        limits = limits.global(
+            count(&global["count"], "global.count")?,
+            millis(&global["per_ms"], "global.per_ms")?,
+        );
+    }
+    if let Some(endpoints) = args.get("endpoints") {
+        let endpoints = endpoints
+            .as_array()
+            .filter(|list| list.len() <= MAX_ENDPOINT_LIMITS)
+            .ok_or(format!(
+                "`endpoints` must be a list of at most {MAX_ENDPOINT_LIMITS}"
+            ))?;
+        for endpoint in endpoints {
+            let method = match &endpoint["method"] {
+                Value::Null => None,
+                Value::String(m) => Some(m.as_str()),
+                _ => return Err("`endpoints[].method` must be a string or null".into()),
+            };
+            let path = endpoint["path"]
+                .as_str()
+                .ok_or("`endpoints[].path` missing")?;
+            limits = limits.endpoint(
+                method,
+                path,
+                count(&endpoint["count"], "endpoints[].count")?,
+                millis(&endpoint["per_ms"], "endpoints[].per_ms")?,
+            );
+        }
+    }
+    Ok(Some(limits))
+}
+
+fn count(value: &Value, name: &str) -> Result<u32, String> {
+    value
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or(format!("`{name}` must be a whole number below 2^32"))
+}
+
+fn millis(value: &Value, name: &str) -> Result<Duration, String> {
+    value
+        .as_u64()
+        .map(Duration::from_millis)
+        .ok_or(format!("`{name}` must be a whole number of milliseconds"))
 }

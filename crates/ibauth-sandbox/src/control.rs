@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use crate::oauth1a;
-use crate::state::{self, Counters, FailWith, Flags, PlacedOrder, Shared, lock};
+use crate::state::{
+    self, Counters, FailWith, Flags, Pacer, PacingLimits, PlacedOrder, Shared, lock,
+};
 
 /// Fault injection and session control over a running sandbox (also reachable over HTTP at
 /// `/__sandbox/…` for tests that drive another process).
@@ -26,6 +28,12 @@ impl Control {
     /// counts all).
     pub fn orders(&self) -> Vec<PlacedOrder> {
         lock(&self.state).orders.all().cloned().collect()
+    }
+
+    /// Turns pacing enforcement on with `limits`, or off with `None`. Either way the windows
+    /// and the penalty box start empty.
+    pub fn set_pacing(&self, limits: Option<PacingLimits>) {
+        lock(&self.state).pacing = limits.map(Pacer::new);
     }
 
     /// Answers the next `n` API requests with `fail` instead of serving them.

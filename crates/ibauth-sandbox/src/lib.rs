@@ -11,6 +11,9 @@
 //! `iserver/account/{accountId}/orders` (placed orders are recorded, see [`Control::orders`])
 //! and `iserver/account/orders`.
 //!
+//! With [`SandboxBuilder::pacing`] it enforces IBKR's rate limits ([`PacingLimits`]) with a
+//! penalty box, so a test can prove a client never earns a 429.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,8 +43,9 @@
 
 // Layers, lowest first; each uses only the ones before it, so no module calls back up:
 // `state` (data) → `jwt`, `oauth1a`, `oauth2`, `reply` (verification, refusals) → `authn` (who
-// calls) → `brokerage`, `api`, `third_party`, `ws`, `faults` (endpoints, middleware) → `v1`,
-// `router`, `admin` (HTTP surface) → `control`, `server` (the public handles).
+// calls), `pacing` (limits over HTTP) → `brokerage`, `api`, `third_party`, `ws`, `faults`
+// (endpoints, middleware) → `v1`, `router`, `admin` (HTTP surface) → `control`, `server` (the
+// public handles).
 mod admin;
 mod api;
 mod authn;
@@ -53,6 +57,7 @@ mod faults;
 mod jwt;
 mod oauth1a;
 mod oauth2;
+mod pacing;
 mod registration;
 mod reply;
 mod router;
@@ -73,4 +78,6 @@ pub use jwt::JwtError;
 pub use oauth1a::RFC3526_PRIME_2048;
 pub use registration::{ClientRegistration, ConsumerRegistration};
 pub use server::{Sandbox, SandboxBuilder};
-pub use state::{Counters, FailWith, Flags, Lifetimes, PlacedOrder, RegisteredClient};
+pub use state::{
+    Counters, FailWith, Flags, Lifetimes, PacingLimits, PlacedOrder, RegisteredClient,
+};

@@ -19,6 +19,11 @@ pub(crate) enum Reject {
         status: u16,
         message: String,
     },
+    /// A pacing refusal (429 with `Retry-After`); counted by the pacing counters, not as a
+    /// rejection.
+    TooManyRequests {
+        retry_after_secs: u64,
+    },
 }
 
 impl Reject {
@@ -47,6 +52,10 @@ impl Reject {
     pub fn unauthenticated() -> Self {
         Self::ibkr(401, "not authenticated")
     }
+
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        Reject::TooManyRequests { retry_after_secs }
+    }
 }
 
 impl IntoResponse for Reject {
@@ -74,6 +83,13 @@ impl IntoResponse for Reject {
                 )
                     .into_response()
             }
+            Reject::TooManyRequests { retry_after_secs } => {
+                let mut response = Reject::ibkr(429, "Too Many Requests").into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                response
+            }
         }
     }
 }
@@ -89,7 +105,9 @@ pub(crate) fn answer(
     match handler(&mut state) {
         Ok(body) => (ok, axum::Json(body)).into_response(),
         Err(reject) => {
-            state.counters.rejections += 1;
+            if !matches!(reject, Reject::TooManyRequests { .. }) {
+                state.counters.rejections += 1;
+            }
             tracing::info!(endpoint, ?reject, "sandbox refused a request");
             reject.into_response()
         }

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 
 use crate::reply::{Reject, answer};
 use crate::state::{Shared, lock};
-use crate::{admin, faults, oauth1a, oauth2, third_party, v1, ws};
+use crate::{admin, faults, oauth1a, oauth2, pacing, third_party, v1, ws};
 
 pub(crate) fn router(state: Shared) -> Router {
     Router::new()
@@ -116,10 +116,13 @@ pub(crate) fn router(state: Shared) -> Router {
             "/v1/api/ws",
             get(
                 |AxumState(s): AxumState<Shared>,
+                 ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                 arrival: Option<axum::extract::Extension<pacing::Arrival>>,
                  upgrade: axum::extract::WebSocketUpgrade,
                  axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
                  headers: HeaderMap| async move {
-                    ws::handler(s, upgrade, query, headers).await
+                    let arrival = arrival.map_or_else(std::time::Instant::now, |a| a.0.0);
+                    ws::handler(s, upgrade, query, headers, peer.ip(), arrival).await
                 },
             ),
         )
@@ -133,6 +136,12 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/__sandbox/orders", get(admin::orders))
         .route("/__sandbox/{action}", post(admin::action))
         .fallback(|| async { Reject::ibkr(404, "Not Found").into_response() })
+        // Innermost first: the penalty box, fault injection, the `Date` header, and outermost
+        // the arrival stamp, so pacing sees when a request came whatever delays follow.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            pacing::penalty_box,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             faults::middleware,
@@ -141,6 +150,7 @@ pub(crate) fn router(state: Shared) -> Router {
             state.clone(),
             date_header,
         ))
+        .layer(axum::middleware::from_fn(pacing::stamp_arrival))
         .with_state(state)
 }
 

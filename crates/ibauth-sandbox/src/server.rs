@@ -12,7 +12,9 @@ use crate::control::Control;
 use crate::error::SandboxError;
 use crate::registration::{ClientRegistration, ConsumerRegistration};
 use crate::router::router;
-use crate::state::{Lifetimes, RegisteredClient, RegisteredConsumer, Shared, State, lock};
+use crate::state::{
+    Lifetimes, Pacer, PacingLimits, RegisteredClient, RegisteredConsumer, Shared, State, lock,
+};
 use crate::tls;
 
 /// Configures and starts a [`Sandbox`].
@@ -26,6 +28,7 @@ pub struct SandboxBuilder {
     clients: Vec<RegisteredClient>,
     consumers: Vec<RegisteredConsumer>,
     users: Vec<(String, String, bool)>,
+    pacing: Option<PacingLimits>,
 }
 
 impl SandboxBuilder {
@@ -72,6 +75,13 @@ impl SandboxBuilder {
         self
     }
 
+    /// Enforces `limits` with a penalty box (default: off, so tests may log in as often as
+    /// they like). See [`PacingLimits`] for what counts and how.
+    pub fn pacing(mut self, limits: PacingLimits) -> Self {
+        self.pacing = Some(limits);
+        self
+    }
+
     /// A user who can log in on the authorisation page (third-party flow); `paper` marks a
     /// paper account (`is_paper` in `oauth/access_token`).
     pub fn user(mut self, username: &str, password: &str, paper: bool) -> Self {
@@ -84,6 +94,7 @@ impl SandboxBuilder {
     pub async fn start(self) -> Result<Sandbox, SandboxError> {
         let mut state = State::new(self.lifetimes, self.clock);
         state.ws_heartbeat = self.ws_heartbeat;
+        state.pacing = self.pacing.map(Pacer::new);
         for client in self.clients {
             state.clients.insert(client.client_id.clone(), client);
         }
@@ -202,6 +213,7 @@ impl Sandbox {
             clients: Vec::new(),
             consumers: Vec::new(),
             users: Vec::new(),
+            pacing: None,
         }
     }
 

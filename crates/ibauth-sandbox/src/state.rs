@@ -5,6 +5,7 @@
 mod faults;
 mod oauth1a;
 mod orders;
+mod pacing;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -19,6 +20,8 @@ pub use oauth1a::RegisteredConsumer;
 pub(crate) use oauth1a::{AccessGrant1a, LstGrant, Oauth1aState, RequestGrant, session_key};
 pub(crate) use orders::OrderBook;
 pub use orders::PlacedOrder;
+pub(crate) use pacing::Pacer;
+pub use pacing::PacingLimits;
 
 /// The sandbox's state as every handler shares it: one lock, held briefly and never across an
 /// `await`.
@@ -95,7 +98,8 @@ pub struct Counters {
     pub request_tokens: u64,
     /// OAuth 1.0a access tokens issued through `oauth/access_token` (third party).
     pub oauth_access_tokens: u64,
-    /// Requests refused.
+    /// Requests refused (pacing refusals are counted only in `pacing_violations` and
+    /// `penalty_rejections`).
     pub rejections: u64,
     /// Scripted failures answered (fault injection).
     pub faults_injected: u64,
@@ -103,6 +107,11 @@ pub struct Counters {
     pub api_calls: u64,
     /// Orders accepted (each order of a multi-order request counts).
     pub orders_placed: u64,
+    /// Requests refused with 429 for exceeding a pacing limit (each puts its IP address in the
+    /// penalty box, unless the penalty is zero).
+    pub pacing_violations: u64,
+    /// Requests refused with 429 because their IP sat in the penalty box.
+    pub penalty_rejections: u64,
 }
 
 pub(crate) struct AccessGrant {
@@ -158,6 +167,8 @@ pub(crate) struct State {
     pub ws_heartbeat: Duration,
     pub faults: Faults,
     pub orders: OrderBook,
+    /// Pacing enforcement, when on.
+    pub pacing: Option<Pacer>,
 }
 
 impl State {
@@ -179,6 +190,7 @@ impl State {
             ws_heartbeat: Duration::from_secs(10),
             faults: Default::default(),
             orders: OrderBook::default(),
+            pacing: None,
         }
     }
 

@@ -1,14 +1,18 @@
 //! The authenticated `/v1/api` endpoints — the brokerage session and the Web API calls — in
-//! one pipeline: bounded body, authentication (bearer or OAuth 1.0a signature), then the
-//! endpoint.
+//! one pipeline: bounded body, authentication (bearer or OAuth 1.0a signature), pacing, then
+//! the endpoint.
+
+use std::net::SocketAddr;
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State as AxumState;
+use axum::extract::{ConnectInfo, Extension, State as AxumState};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::authn::{self, Caller};
+use crate::pacing::{self, Arrival};
 use crate::reply::{Reject, answer};
 use crate::state::{Shared, State, lock};
 use crate::{api, brokerage};
@@ -19,11 +23,14 @@ const MAX_BODY: usize = 64 * 1024;
 /// Serves one authenticated `/v1/api` request.
 pub(crate) async fn handler(
     AxumState(s): AxumState<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    arrival: Option<Extension<Arrival>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let arrival = arrival.map_or_else(Instant::now, |Extension(Arrival(at))| at);
     let path = uri.path();
     let endpoint = path.strip_prefix("/v1/api/").unwrap_or(path);
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
@@ -42,6 +49,14 @@ pub(crate) async fn handler(
             headers: &headers,
         };
         let caller = authn::authenticate(state, &req)?;
+        pacing::check(
+            state,
+            &caller.credential,
+            method.as_str(),
+            path,
+            peer.ip(),
+            arrival,
+        )?;
         dispatch(state, &caller, endpoint, uri.query(), &body)
     })
 }

@@ -117,6 +117,8 @@ async fn full_flow_connect_status_tickles_logout() {
             faults_injected: 0,
             api_calls: 0,
             orders_placed: 0,
+            pacing_violations: 0,
+            penalty_rejections: 0,
         }
     );
 
@@ -160,6 +162,8 @@ async fn full_flow_connect_status_tickles_logout() {
             faults_injected: 0,
             api_calls: 0,
             orders_placed: 0,
+            pacing_violations: 0,
+            penalty_rejections: 0,
         }
     );
 }
@@ -285,6 +289,8 @@ async fn host_switch_at_run_time_sends_every_later_call_to_the_new_host() {
             faults_injected: 0,
             api_calls: 0,
             orders_placed: 0,
+            pacing_violations: 0,
+            penalty_rejections: 0,
         }
     );
     assert_eq!(

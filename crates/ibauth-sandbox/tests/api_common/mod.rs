@@ -151,6 +151,14 @@ impl Session {
         assert!(status.authenticated && status.connected);
     }
 
+    /// Opens the client's WebSocket (a tickle, then the handshake); OAuth 2.0 sessions only.
+    pub async fn connect_websocket(&mut self) -> Result<ibauth::ws::IbkrWebSocket, ibauth::Error> {
+        match &mut self.client {
+            Client::Oauth2(c) => c.connect_websocket().await,
+            Client::Oauth1a(_) => panic!("connect_websocket is for OAuth 2.0 sessions"),
+        }
+    }
+
     /// The user logged in.
     pub fn user(&self) -> &'static str {
         match self.auth {
