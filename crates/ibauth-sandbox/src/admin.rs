@@ -22,6 +22,9 @@ pub(crate) async fn orders(AxumState(s): AxumState<Shared>) -> Response {
     axum::Json(Control { state: s }.orders()).into_response()
 }
 
+/// Most answers one `fail_next` or `cut` request may script.
+const MAX_SCRIPTED: u32 = 10_000;
+
 /// `POST /__sandbox/{action}` with a JSON body: the fault-injection handle over HTTP, for
 /// tests that drive a separate process. Sandbox only; it never exists on IBKR.
 pub(crate) async fn action(
@@ -39,6 +42,20 @@ pub(crate) async fn action(
     };
     let text = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_owned);
     let number = |k: &str| args.get(k).and_then(Value::as_u64);
+    // How many answers to script: bounded, so a request cannot queue faults without end.
+    let times = match args.get("n") {
+        None => 1,
+        Some(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if n <= MAX_SCRIPTED => n,
+            _ => {
+                return Reject::ibkr(
+                    400,
+                    format!("n must be a whole number up to {MAX_SCRIPTED}"),
+                )
+                .into_response();
+            }
+        },
+    };
     let handle = Control { state: s };
     match action.as_str() {
         "fail_next" => {
@@ -49,7 +66,7 @@ pub(crate) async fn action(
             if let Some(secs) = number("retry_after") {
                 fail = fail.retry_after(secs);
             }
-            handle.fail_next(number("n").unwrap_or(1) as usize, fail);
+            handle.fail_next(times as usize, fail);
         }
         "delay" => {
             handle.delay_responses(number("ms").filter(|ms| *ms > 0).map(Duration::from_millis))
@@ -65,7 +82,7 @@ pub(crate) async fn action(
                 _ => handle.rotate_session(&credential),
             }
         }
-        "cut" => handle.cut_next(number("n").unwrap_or(1) as u32),
+        "cut" => handle.cut_next(times),
         "pacing" => match pacing_limits(&args) {
             Ok(limits) => handle.set_pacing(limits),
             Err(why) => return Reject::ibkr(400, why).into_response(),

@@ -44,7 +44,8 @@ impl Control {
 
     /// Serves the next `n` API requests but closes the connection halfway through the answer.
     pub fn cut_next(&self, n: u32) {
-        lock(&self.state).faults.cut_next += n;
+        let mut state = lock(&self.state);
+        state.faults.cut_next = state.faults.cut_next.saturating_add(n);
     }
 
     /// Delays every API response by `delay` (`None` to stop).
