@@ -1,50 +1,13 @@
 //! The brokerage session on `/v1/api`: validate, `ssodh/init`, status, tickle, logout.
 //! One brokerage session per user; `compete` takes it from another SSO session.
 
-use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::oauth1a;
-use crate::oauth2::bearer;
+use crate::authn::Caller;
 use crate::reply::Reject;
 use crate::state::{Brokerage, Flags, State, random_hex, user_id};
 
 const MAC: &str = "98:F2:B3:23:BF:A0";
-
-/// What the brokerage handlers need of a request.
-pub(crate) struct Req<'a> {
-    pub method: &'a str,
-    /// The advertised URL of the request (sandbox base URL + path), which OAuth 1.0a signs.
-    pub url: String,
-    pub headers: &'a HeaderMap,
-}
-
-/// The SSO session behind the request — a bearer token (OAuth 2.0) or an HMAC-signed OAuth
-/// 1.0a request: (session key, credential).
-fn authenticate(state: &mut State, req: &Req<'_>) -> Result<(String, String), Reject> {
-    let oauth1a = req
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.starts_with("OAuth "));
-    let token = match oauth1a {
-        Some(header) => oauth1a::verify_signed_request(state, header, req.method, &req.url)?,
-        None => bearer(req.headers)
-            .ok_or_else(Reject::unauthenticated)?
-            .to_owned(),
-    };
-    let now = state.now();
-    let session = state.sso.get(&token).ok_or_else(Reject::unauthenticated)?;
-    if session.expires_at <= now {
-        let credential = session.credential.clone();
-        state.sso.remove(&token);
-        if state.has_bridge(&token, &credential) {
-            state.brokerage.remove(&credential);
-        }
-        return Err(Reject::unauthenticated());
-    }
-    Ok((token, session.credential.clone()))
-}
 
 fn status_json(flags: Flags, message: &str) -> Value {
     json!({
@@ -57,10 +20,10 @@ fn status_json(flags: Flags, message: &str) -> Value {
     })
 }
 
-pub(crate) fn validate(state: &mut State, req: &Req<'_>) -> Result<Value, Reject> {
-    let (token, _) = authenticate(state, req)?;
+pub(crate) fn validate(state: &mut State, caller: &Caller) -> Result<Value, Reject> {
+    let token = caller.session.as_str();
     let now = state.now();
-    let session = state.sso.get(&token).ok_or_else(Reject::unauthenticated)?;
+    let session = state.sso.get(token).ok_or_else(Reject::unauthenticated)?;
     let left_ms = session.expires_at.saturating_sub(now).saturating_mul(1000);
     let body = json!({
         "USER_NAME": session.credential,
@@ -95,8 +58,8 @@ pub(crate) fn validate(state: &mut State, req: &Req<'_>) -> Result<Value, Reject
     Ok(body)
 }
 
-pub(crate) fn init(state: &mut State, req: &Req<'_>, body: &[u8]) -> Result<Value, Reject> {
-    let (token, credential) = authenticate(state, req)?;
+pub(crate) fn init(state: &mut State, caller: &Caller, body: &[u8]) -> Result<Value, Reject> {
+    let (token, credential) = (caller.session.as_str(), caller.credential.as_str());
     let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -109,45 +72,45 @@ pub(crate) fn init(state: &mut State, req: &Req<'_>, body: &[u8]) -> Result<Valu
         .unwrap_or(false);
     let held_by_other = state
         .brokerage
-        .get(&credential)
+        .get(credential)
         .is_some_and(|b| b.owner_bearer != token && b.authenticated);
     state.counters.inits += 1;
     if held_by_other && !compete {
         return Ok(status_json(
-            state.flags(&token, &credential),
+            state.flags(token, credential),
             "competing session exists",
         ));
     }
     state.brokerage.insert(
-        credential.clone(),
+        credential.to_owned(),
         Brokerage {
-            owner_bearer: token.clone(),
+            owner_bearer: token.to_owned(),
             authenticated: true,
             connected: true,
         },
     );
-    Ok(status_json(state.flags(&token, &credential), ""))
+    Ok(status_json(state.flags(token, credential), ""))
 }
 
-pub(crate) fn status(state: &mut State, req: &Req<'_>) -> Result<Value, Reject> {
-    let (token, credential) = authenticate(state, req)?;
-    if !state.brokerage.contains_key(&credential) {
+pub(crate) fn status(state: &mut State, caller: &Caller) -> Result<Value, Reject> {
+    let (token, credential) = (caller.session.as_str(), caller.credential.as_str());
+    if !state.brokerage.contains_key(credential) {
         return Err(Reject::ibkr(400, "Bad Request: no bridge"));
     }
     state.counters.statuses += 1;
-    Ok(status_json(state.flags(&token, &credential), ""))
+    Ok(status_json(state.flags(token, credential), ""))
 }
 
-pub(crate) fn tickle(state: &mut State, req: &Req<'_>) -> Result<Value, Reject> {
-    let (token, credential) = authenticate(state, req)?;
+pub(crate) fn tickle(state: &mut State, caller: &Caller) -> Result<Value, Reject> {
+    let (token, credential) = (caller.session.as_str(), caller.credential.as_str());
     let now = state.now();
-    let session = state.sso.get(&token).ok_or_else(Reject::unauthenticated)?;
-    let flags = state.flags(&token, &credential);
+    let session = state.sso.get(token).ok_or_else(Reject::unauthenticated)?;
+    let flags = state.flags(token, credential);
     let body = json!({
         "session": session.session_id,
         "ssoExpires": session.expires_at.saturating_sub(now).saturating_mul(1000),
         "collission": flags.competing,
-        "userId": user_id(&credential),
+        "userId": user_id(credential),
         "hmds": { "error": "no bridge" },
         "iserver": { "authStatus": status_json(flags, "") },
     });
@@ -155,15 +118,15 @@ pub(crate) fn tickle(state: &mut State, req: &Req<'_>) -> Result<Value, Reject> 
     Ok(body)
 }
 
-pub(crate) fn logout(state: &mut State, req: &Req<'_>) -> Result<Value, Reject> {
-    let (token, credential) = authenticate(state, req)?;
-    if state.has_bridge(&token, &credential) {
-        state.brokerage.remove(&credential);
+pub(crate) fn logout(state: &mut State, caller: &Caller) -> Result<Value, Reject> {
+    let (token, credential) = (caller.session.as_str(), caller.credential.as_str());
+    if state.has_bridge(token, credential) {
+        state.brokerage.remove(credential);
     }
     // An OAuth 2.0 logout ends the SSO session (its bearer is dead); an OAuth 1.0a live
     // session token outlives the brokerage session (about 24 h), so logging out twice is fine.
     if !token.starts_with("oauth1a:") {
-        state.sso.remove(&token);
+        state.sso.remove(token);
     }
     state.counters.logouts += 1;
     Ok(json!({ "status": true }))

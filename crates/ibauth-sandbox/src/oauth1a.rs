@@ -3,76 +3,21 @@
 //! later request. The URL in the base string is the one the sandbox advertises, never the
 //! `Host` header.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ibauth::oauth1a::{DhGroup, DhSecret, Signer, base_string, live_session_token, lst_signature};
+use ibauth::oauth1a::{DhSecret, Signer, base_string, live_session_token, lst_signature};
 use ibauth::secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde_json::{Value, json};
 
 use crate::reply::Reject;
-use crate::state::{SsoSession, State, random_hex};
+use crate::state::{AccessGrant1a, LstGrant, SsoSession, State, random_hex, session_key};
 
 /// RFC 3526 group 14 (2048-bit MODP), the group IBKR's `dhparam.pem` files use.
 pub const RFC3526_PRIME_2048: &str = ibauth::oauth1a::RFC3526_PRIME_2048;
-
-/// A registered OAuth 1.0a consumer.
-#[derive(Debug, Clone)]
-pub struct RegisteredConsumer {
-    pub(crate) consumer_key: String,
-    pub(crate) realm: String,
-    pub(crate) signature_key: Vec<u8>,
-    pub(crate) encryption_key: Vec<u8>,
-    /// May use the third-party flow (`request_token` → `/authorize` → `access_token`).
-    pub(crate) third_party: bool,
-    /// The registered callback URL (`None`: out-of-band only).
-    pub(crate) callback: Option<String>,
-}
-
-/// An access token the sandbox issued: its plain secret (the prepend) and its user.
-#[derive(Clone)]
-pub(crate) struct AccessGrant1a {
-    pub consumer_key: String,
-    pub secret: Vec<u8>,
-    pub credential: String,
-}
-
-/// A live session token the sandbox agreed on.
-pub(crate) struct LstGrant {
-    pub key: Vec<u8>,
-    pub expires_at: u64,
-}
-
-/// Everything OAuth 1.0a the sandbox holds.
-pub(crate) struct Oauth1aState {
-    pub consumers: HashMap<String, RegisteredConsumer>,
-    pub tokens: HashMap<String, AccessGrant1a>,
-    pub lsts: HashMap<String, LstGrant>,
-    pub nonces: HashMap<String, u64>,
-    pub dh: Option<DhGroup>,
-    pub request_tokens: HashMap<String, crate::third_party::RequestGrant>,
-}
-
-impl Default for Oauth1aState {
-    fn default() -> Self {
-        Self {
-            consumers: HashMap::new(),
-            tokens: HashMap::new(),
-            lsts: HashMap::new(),
-            nonces: HashMap::new(),
-            dh: DhGroup::from_hex(RFC3526_PRIME_2048, 2).ok(),
-            request_tokens: HashMap::new(),
-        }
-    }
-}
-
-/// The SSO-session key of an OAuth 1.0a access token in the shared session table.
-pub(crate) fn session_key(access_token: &str) -> String {
-    format!("oauth1a:{access_token}")
-}
 
 /// The parameters of an `Authorization: OAuth …` header (values percent-decoded).
 pub(crate) fn parse_header(value: &str) -> Option<BTreeMap<String, String>> {
@@ -268,8 +213,32 @@ pub(crate) fn verify_signed_request(
     Ok(session_key(&token))
 }
 
+/// Issues an access token for `credential` under `consumer_key`, as IBKR's portal does: the
+/// token and its random secret encrypted to the consumer's encryption key (base64). `None` if
+/// the consumer is unknown.
+pub(crate) fn issue_access_token(
+    state: &mut State,
+    consumer_key: &str,
+    credential: &str,
+) -> Option<(String, String)> {
+    let consumer = state.oauth1a.consumers.get(consumer_key)?;
+    let mut secret = vec![0u8; 32];
+    aws_lc_rs::rand::fill(&mut secret).ok()?;
+    let encrypted = encrypt_secret(&consumer.encryption_key, &secret)?;
+    let token = random_hex(10);
+    state.oauth1a.tokens.insert(
+        token.clone(),
+        AccessGrant1a {
+            consumer_key: consumer_key.to_owned(),
+            secret,
+            credential: credential.to_owned(),
+        },
+    );
+    Some((token, encrypted))
+}
+
 /// Encrypts `plain` to the consumer's encryption key (RSAES-PKCS1-v1_5), base64.
-pub(crate) fn encrypt_secret(public_der: &[u8], plain: &[u8]) -> Option<String> {
+fn encrypt_secret(public_der: &[u8], plain: &[u8]) -> Option<String> {
     let key = aws_lc_rs::rsa::PublicEncryptingKey::from_der(public_der).ok()?;
     let key = aws_lc_rs::rsa::Pkcs1PublicEncryptingKey::new(key).ok()?;
     let mut out = vec![0u8; key.ciphertext_size()];

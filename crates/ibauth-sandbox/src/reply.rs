@@ -3,7 +3,9 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
+
+use crate::state::{Shared, State, lock};
 
 /// A refusal, with the reason the sandbox logs.
 #[derive(Debug)]
@@ -16,6 +18,11 @@ pub(crate) enum Reject {
     Ibkr {
         status: u16,
         message: String,
+    },
+    /// A pacing refusal (429 with `Retry-After`); counted by the pacing counters, not as a
+    /// rejection.
+    TooManyRequests {
+        retry_after_secs: u64,
     },
 }
 
@@ -45,6 +52,10 @@ impl Reject {
     pub fn unauthenticated() -> Self {
         Self::ibkr(401, "not authenticated")
     }
+
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        Reject::TooManyRequests { retry_after_secs }
+    }
 }
 
 impl IntoResponse for Reject {
@@ -72,6 +83,33 @@ impl IntoResponse for Reject {
                 )
                     .into_response()
             }
+            Reject::TooManyRequests { retry_after_secs } => {
+                let mut response = Reject::ibkr(429, "Too Many Requests").into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                response
+            }
+        }
+    }
+}
+
+/// Runs one handler under the lock, counting and logging refusals.
+pub(crate) fn answer(
+    state: &Shared,
+    endpoint: &str,
+    ok: StatusCode,
+    handler: impl FnOnce(&mut State) -> Result<Value, Reject>,
+) -> Response {
+    let mut state = lock(state);
+    match handler(&mut state) {
+        Ok(body) => (ok, axum::Json(body)).into_response(),
+        Err(reject) => {
+            if !matches!(reject, Reject::TooManyRequests { .. }) {
+                state.counters.rejections += 1;
+            }
+            tracing::info!(endpoint, ?reject, "sandbox refused a request");
+            reject.into_response()
         }
     }
 }

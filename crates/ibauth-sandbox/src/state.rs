@@ -1,11 +1,39 @@
 //! What the sandbox knows: registered clients and users, issued tokens, brokerage sessions.
+//! The lowest layer: plain data and small invariants, used by every handler and depending on
+//! none of them.
+
+mod faults;
+mod oauth1a;
+mod orders;
+mod pacing;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ibauth::Clock;
+
+pub use faults::FailWith;
+pub(crate) use faults::Faults;
+pub use oauth1a::RegisteredConsumer;
+pub(crate) use oauth1a::{AccessGrant1a, LstGrant, Oauth1aState, RequestGrant, session_key};
+pub(crate) use orders::OrderBook;
+pub use orders::PlacedOrder;
+pub(crate) use pacing::Pacer;
+pub use pacing::PacingLimits;
+
+/// The sandbox's state as every handler shares it: one lock, held briefly and never across an
+/// `await`.
+pub(crate) type Shared = Arc<Mutex<State>>;
+
+/// Locks `state`.
+pub(crate) fn lock(state: &Shared) -> MutexGuard<'_, State> {
+    // A panic in one handler must not take the whole sandbox down.
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Token lifetimes and verification windows. Short lifetimes make expiry testable in seconds.
 #[derive(Debug, Clone, Copy)]
@@ -70,10 +98,20 @@ pub struct Counters {
     pub request_tokens: u64,
     /// OAuth 1.0a access tokens issued through `oauth/access_token` (third party).
     pub oauth_access_tokens: u64,
-    /// Requests refused.
+    /// Requests refused (pacing refusals are counted only in `pacing_violations` and
+    /// `penalty_rejections`).
     pub rejections: u64,
     /// Scripted failures answered (fault injection).
     pub faults_injected: u64,
+    /// Non-auth Web API calls answered (accounts, market data, orders).
+    pub api_calls: u64,
+    /// Orders accepted (each order of a multi-order request counts).
+    pub orders_placed: u64,
+    /// Requests refused with 429 for exceeding a pacing limit (each puts its IP address in the
+    /// penalty box, unless the penalty is zero).
+    pub pacing_violations: u64,
+    /// Requests refused with 429 because their IP sat in the penalty box.
+    pub penalty_rejections: u64,
 }
 
 pub(crate) struct AccessGrant {
@@ -118,7 +156,7 @@ pub(crate) struct State {
     pub seen_jtis: HashMap<String, u64>,
     pub counters: Counters,
     pub issued: Vec<String>,
-    pub oauth1a: crate::oauth1a::Oauth1aState,
+    pub oauth1a: Oauth1aState,
     /// The base URL clients are told to use; OAuth 1.0a signatures are checked against it.
     pub base_url: String,
     /// Users who can log in on the authorisation page: username → password.
@@ -127,7 +165,10 @@ pub(crate) struct State {
     pub paper_users: HashSet<String>,
     /// Interval of the WebSocket heartbeat messages.
     pub ws_heartbeat: Duration,
-    pub faults: crate::faults::Faults,
+    pub faults: Faults,
+    pub orders: OrderBook,
+    /// Pacing enforcement, when on.
+    pub pacing: Option<Pacer>,
 }
 
 impl State {
@@ -148,6 +189,8 @@ impl State {
             paper_users: HashSet::new(),
             ws_heartbeat: Duration::from_secs(10),
             faults: Default::default(),
+            orders: OrderBook::default(),
+            pacing: None,
         }
     }
 
@@ -195,11 +238,38 @@ impl State {
         }
     }
 
+    /// Whether `bearer` holds its user's brokerage session and it is authenticated and
+    /// connected: what `iserver/*` calls need.
+    pub fn has_live_bridge(&self, bearer: &str, credential: &str) -> bool {
+        self.brokerage
+            .get(credential)
+            .is_some_and(|b| b.owner_bearer == bearer && b.authenticated && b.connected)
+    }
+
+    /// The one account of `credential`: IBKR's shape, `DU…` for a paper account, `U…` else.
+    pub fn account_id(&self, credential: &str) -> String {
+        let prefix = if self.paper_users.contains(credential) {
+            "DU"
+        } else {
+            "U"
+        };
+        format!("{prefix}{:07}", user_id(credential) % 10_000_000)
+    }
+
     /// Whether `bearer` holds its user's brokerage session (the "bridge" exists).
     pub fn has_bridge(&self, bearer: &str, credential: &str) -> bool {
         self.brokerage
             .get(credential)
             .is_some_and(|b| b.owner_bearer == bearer)
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens and keys stay out of Debug output.
+        f.debug_struct("State")
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
     }
 }
 

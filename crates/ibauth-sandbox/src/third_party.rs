@@ -9,20 +9,9 @@ use base64::engine::general_purpose::STANDARD;
 use ibauth::oauth1a::base_string;
 use serde_json::{Value, json};
 
-use crate::oauth1a::{check_common, invalid_consumer, parse_header};
+use crate::oauth1a::{check_common, invalid_consumer, issue_access_token, parse_header};
 use crate::reply::Reject;
-use crate::state::{State, random_hex};
-
-/// A request token on its way through the authorisation page.
-pub(crate) struct RequestGrant {
-    pub consumer_key: String,
-    /// `oob` or the registered callback URL.
-    pub callback: String,
-    pub expires_at: u64,
-    /// Set once a user approved: (verifier, credential).
-    pub approved: Option<(String, String)>,
-    pub denied: bool,
-}
+use crate::state::{RequestGrant, State, random_hex};
 
 /// What the authorisation page decided, for the HTTP layer to render.
 pub(crate) enum Decision {
@@ -249,7 +238,7 @@ pub(crate) fn access_token(
         return Err(Reject::ibkr(401, "invalid oauth_verifier"));
     }
     state.oauth1a.request_tokens.remove(&token);
-    let (access, secret) = crate::issue_access_token_in(state, &consumer_key, &credential)
+    let (access, secret) = issue_access_token(state, &consumer_key, &credential)
         .ok_or_else(|| Reject::ibkr(500, "cannot issue the access token"))?;
     state.counters.oauth_access_tokens += 1;
     Ok(json!({

@@ -2,18 +2,18 @@
 //! and the `api` session cookie, then sends IBKR's `system` and `sts` messages and heartbeats.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::oauth1a::session_key;
 use crate::oauth2::bearer;
+use crate::pacing;
 use crate::reply::Reject;
-use crate::state::State;
-use crate::{Shared, lock};
+use crate::state::{Shared, State, lock, session_key};
 
 /// The session a socket belongs to: (session key, credential).
 fn authenticate(
@@ -63,14 +63,21 @@ pub(crate) async fn handler(
     upgrade: WebSocketUpgrade,
     query: HashMap<String, String>,
     headers: HeaderMap,
+    peer: IpAddr,
+    arrival: Instant,
 ) -> Response {
     let (key, credential, heartbeat) = {
         let mut state = lock(&shared);
-        match authenticate(&state, &query, &headers) {
+        let admitted = authenticate(&state, &query, &headers).and_then(|(key, credential)| {
+            pacing::check(&mut state, &credential, "GET", "/v1/api/ws", peer, arrival)?;
+            Ok((key, credential))
+        });
+        match admitted {
             Ok((key, credential)) => {
                 state.counters.ws_connections += 1;
                 (key, credential, state.ws_heartbeat)
             }
+            Err(reject @ Reject::TooManyRequests { .. }) => return reject.into_response(),
             Err(reject) => {
                 state.counters.rejections += 1;
                 tracing::info!(endpoint = "ws", ?reject, "sandbox refused a request");

@@ -179,6 +179,20 @@ async fn the_admin_api_injects_the_same_faults_over_http() {
     assert!(!client.tickle().await.unwrap().auth_status().authenticated);
     let reply = admin("no_such_thing", serde_json::json!({})).await.unwrap();
     assert_eq!(reply.status(), 404);
+    // Counts are bounded and never truncated: nothing is scripted by a refused request.
+    for (action, body) in [
+        (
+            "fail_next",
+            serde_json::json!({"n": 1u64 << 40, "status": 500}),
+        ),
+        ("fail_next", serde_json::json!({"n": -1, "status": 500})),
+        ("cut", serde_json::json!({"n": (1u64 << 32) + 1})),
+        ("cut", serde_json::json!({"n": 10_001})),
+    ] {
+        let reply = admin(action, body.clone()).await.unwrap();
+        assert_eq!(reply.status(), 400, "{action} {body}");
+    }
+    assert!(client.tickle().await.is_ok(), "no fault was queued");
     let counters: serde_json::Value = http
         .reqwest()
         .get(format!("{}/__sandbox/counters", sandbox.base_url()))
@@ -189,7 +203,7 @@ async fn the_admin_api_injects_the_same_faults_over_http() {
         .await
         .unwrap();
     assert_eq!(counters["faults_injected"], 2);
-    assert_eq!(counters["tickles"], 1);
+    assert_eq!(counters["tickles"], 2);
 }
 
 #[tokio::test]

@@ -118,6 +118,10 @@ async fn full_flow_connect_status_tickles_logout() {
             ws_connections: 0,
             rejections: 0,
             faults_injected: 0,
+            api_calls: 0,
+            orders_placed: 0,
+            pacing_violations: 0,
+            penalty_rejections: 0,
         }
     );
 
@@ -159,6 +163,10 @@ async fn full_flow_connect_status_tickles_logout() {
             ws_connections: 0,
             rejections: 2,
             faults_injected: 0,
+            api_calls: 0,
+            orders_placed: 0,
+            pacing_violations: 0,
+            penalty_rejections: 0,
         }
     );
 }
@@ -285,6 +293,10 @@ async fn host_switch_at_run_time_sends_every_later_call_to_the_new_host() {
             ws_connections: 0,
             rejections: 1,
             faults_injected: 0,
+            api_calls: 0,
+            orders_placed: 0,
+            pacing_violations: 0,
+            penalty_rejections: 0,
         }
     );
     assert_eq!(
