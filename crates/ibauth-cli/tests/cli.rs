@@ -744,7 +744,11 @@ async fn keepalive_killed_hard_leaves_a_whole_token_file_the_next_run_reuses() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["tokens.json", "tokens.json.lock"]);
+    assert_eq!(
+        names,
+        ["tokens.json", "tokens.json.lock"],
+        "unpaced: no ledger"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

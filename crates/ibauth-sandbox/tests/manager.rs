@@ -16,8 +16,12 @@ use tokio::sync::watch;
 
 const USER: &str = "mallory";
 
+/// Fast turns for tests. Unpaced: these sandboxes do not enforce IBKR's limits, and the tests
+/// log in again within seconds of each other (`sso/validate` is 1 per minute); pacing has its
+/// own tests against a sandbox that does enforce them.
 fn policy() -> Policy {
     Policy {
+        pacing: ibauth::pacing::PacingRules::unlimited(),
         tickle_interval: Duration::from_millis(20),
         jitter: Duration::ZERO,
         max_failed_logins: 3,

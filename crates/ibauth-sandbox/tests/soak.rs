@@ -62,8 +62,11 @@ fn lifetimes() -> Lifetimes {
     }
 }
 
+/// Unpaced: tokens here live three seconds, so logins come far faster than IBKR's limits
+/// would allow (`sso/validate` 1 per minute); this sandbox does not enforce them.
 fn policy() -> Policy {
     Policy {
+        pacing: ibauth::pacing::PacingRules::unlimited(),
         tickle_interval: Duration::from_millis(100),
         jitter: Duration::from_millis(20),
         min_backoff: Duration::from_millis(20),

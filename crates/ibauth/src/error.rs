@@ -172,6 +172,17 @@ pub enum Error {
     #[error("third-party login: {0}")]
     Login(String),
 
+    /// The request would have waited longer than allowed for its turn under IBKR's pacing
+    /// limits; nothing was sent.
+    #[error("{step}: {source}")]
+    Paced {
+        /// The step that would have waited.
+        step: Step,
+        /// Which budget, its limit, and the wait needed.
+        #[source]
+        source: crate::pacing::Paced,
+    },
+
     /// Every public-IP lookup URL failed.
     #[error(
         "public IP lookup failed ({detail}); set `public_ip` in the config (or IBAUTH_PUBLIC_IP) to the address IBKR sees"
@@ -192,7 +203,8 @@ impl Error {
             | Error::Network { step, .. }
             | Error::Protocol { step, .. }
             | Error::NotReady { step, .. }
-            | Error::Lst { step, .. } => Some(*step),
+            | Error::Lst { step, .. }
+            | Error::Paced { step, .. } => Some(*step),
             Error::PublicIp { .. } => Some(Step::PublicIp),
             Error::Login(_) => Some(Step::Authorize),
         }
@@ -210,6 +222,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Rejected { retry_after, .. } => *retry_after,
+            Error::Paced { source, .. } => Some(source.wait),
             _ => None,
         }
     }
@@ -220,7 +233,7 @@ impl Error {
         match self {
             // A certificate that fails verification is a misconfiguration, not bad luck.
             Error::Network { detail, .. } => !is_certificate_problem(detail),
-            Error::Timeout { .. } | Error::PublicIp { .. } => true,
+            Error::Timeout { .. } | Error::PublicIp { .. } | Error::Paced { .. } => true,
             Error::Rejected { status, .. } | Error::Protocol { status, .. } => {
                 *status == 429 || *status >= 500
             }

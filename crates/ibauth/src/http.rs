@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{ConfigError, Error, Step, hint_for};
+use crate::pacing::Pacer;
 
 /// `ibauth/<version>`, sent on every request.
 pub const USER_AGENT: &str = concat!("ibauth/", env!("CARGO_PKG_VERSION"));
@@ -39,7 +40,12 @@ pub type Observer = Arc<dyn Fn(&Exchange) + Send + Sync>;
 struct Hooks {
     observer: OnceLock<Observer>,
     max_body: OnceLock<usize>,
+    pacer: OnceLock<Pacer>,
 }
+
+/// How long the session's own requests (a login's steps, tickles) may wait for their turn at
+/// least: a login must not fail because `sso/validate` (1 per minute) is a few seconds off.
+const INTERNAL_MAX_WAIT: Duration = Duration::from_secs(90);
 
 /// A cheaply clonable HTTP client; build it once and share it.
 #[derive(Clone)]
@@ -125,6 +131,17 @@ impl HttpClient {
         let _ = self.hooks.max_body.set(bytes);
     }
 
+    /// Paces every request of this client and its clones with `pacer` (the first one set
+    /// stays): each waits for its turn before it is sent, and a 429 pauses its budget.
+    pub fn pace(&self, pacer: Pacer) {
+        let _ = self.hooks.pacer.set(pacer);
+    }
+
+    /// The pacer in use, if any.
+    pub fn pacer(&self) -> Option<&Pacer> {
+        self.hooks.pacer.get()
+    }
+
     fn max_body(&self) -> usize {
         self.hooks
             .max_body
@@ -145,6 +162,17 @@ impl HttpClient {
         step: Step,
         request: reqwest::RequestBuilder,
     ) -> Result<Reply, Error> {
+        self.send_within(step, request, None).await
+    }
+
+    /// As [`send`](Self::send), waiting at most `max_wait` for a turn under the pacing limits
+    /// (`None`: the rules' `max_wait` for API calls, longer for the session's own steps).
+    pub(crate) async fn send_within(
+        &self,
+        step: Step,
+        request: reqwest::RequestBuilder,
+        max_wait: Option<Duration>,
+    ) -> Result<Reply, Error> {
         let request = request.build().map_err(|e| self.transport(step, "", e))?;
         let host = request
             .url()
@@ -156,6 +184,30 @@ impl HttpClient {
             .unwrap_or_default();
         let method = request.method().clone();
         let path = request.url().path().to_owned();
+        let pacer = self.hooks.pacer.get();
+        let _permit = match pacer {
+            Some(pacer) => {
+                let rules = pacer.rules().max_wait;
+                let wait = max_wait.unwrap_or(match step {
+                    Step::Api => rules,
+                    _ => rules.max(INTERNAL_MAX_WAIT),
+                });
+                let permit = pacer
+                    .acquire_within(&method, &path, wait)
+                    .await
+                    .map_err(|source| Error::Paced { step, source })?;
+                if !permit.waited.is_zero() {
+                    tracing::debug!(
+                        step = step.name(),
+                        path,
+                        waited_ms = u64::try_from(permit.waited.as_millis()).unwrap_or(u64::MAX),
+                        "waited for a turn under the pacing limits"
+                    );
+                }
+                Some(permit)
+            }
+            None => None,
+        };
         let started = Instant::now();
         let answer = async {
             let mut response = self
@@ -202,6 +254,17 @@ impl HttpClient {
             elapsed,
         });
         let reply = answer?;
+        if reply.status == 429
+            && let Some(pacer) = pacer
+        {
+            tracing::warn!(
+                step = step.name(),
+                path,
+                retry_after_s = reply.retry_after.map(|d| d.as_secs()),
+                "429 Too Many Requests: this budget is paused"
+            );
+            pacer.pause(&method, &path, reply.retry_after);
+        }
         tracing::trace!(
             step = step.name(),
             %method,
@@ -307,7 +370,7 @@ impl Reply {
 
 /// The longest wait taken from a `Retry-After`; a garbled or hostile value must not park a
 /// keep-alive for days.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+pub const MAX_RETRY_AFTER: Duration = crate::pacing::MAX_PAUSE;
 
 /// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3), capped at
 /// [`MAX_RETRY_AFTER`]; a date in the past means no wait.

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::config::{DEFAULT_CONFIG_FILE, OneOrMany};
 use crate::error::ConfigError;
+use crate::pacing::{PacingRules, PacingSettings, SettingValue};
 use crate::settings::{SETTINGS, is_policy_key};
 
 /// What the manager does, and how often.
@@ -55,6 +56,9 @@ pub struct Policy {
     pub failover_hosts: Vec<String>,
     /// Longest wait for the logout on shutdown.
     pub shutdown_timeout: Duration,
+    /// IBKR's limits, applied before every request (`pacing:` section, `IBAUTH_PACING=off|ibkr|gateway`,
+    /// `IBAUTH_PACING_MAX_WAIT`; default [`PacingRules::ibkr`]).
+    pub pacing: PacingRules,
     /// Where tokens are kept between runs (`token_file`, `IBAUTH_TOKEN_FILE`); `None`: the
     /// platform's default ([`crate::store::default_token_file`]). Read by whoever builds the
     /// store (the CLI does); the manager itself takes a store, not a path.
@@ -77,6 +81,7 @@ impl Default for Policy {
             renew_margin: Duration::from_secs(600),
             failover_hosts: Vec::new(),
             shutdown_timeout: Duration::from_secs(5),
+            pacing: PacingRules::ibkr(),
             token_file: None,
         }
     }
@@ -106,8 +111,23 @@ impl Policy {
             .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()));
         // (value, where it came from) by key.
         let mut raw: BTreeMap<&'static str, (Vec<String>, String)> = BTreeMap::new();
+        let mut pacing = PacingSettings::default();
         if let Some(file) = &file {
-            read_yaml(file, &mut raw)?;
+            pacing = read_yaml(file, &mut raw)?.unwrap_or_default();
+        }
+        // `off`/`false` switches pacing off; `ibkr`/`gateway`/`on` picks the limits.
+        if let Some(v) = var(PACING_ENV) {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "off" | "false" | "0" | "no" => pacing.enabled = Some(false),
+                "on" | "true" | "1" | "yes" => pacing.enabled = Some(true),
+                profile => {
+                    pacing.enabled = Some(true);
+                    pacing.profile = Some(profile.to_owned());
+                }
+            }
+        }
+        if let Some(v) = var(PACING_MAX_WAIT_ENV) {
+            pacing.max_wait = Some(SettingValue::Text(v));
         }
         for (key, ours, ibind) in SETTINGS {
             for name in [*ibind, *ours] {
@@ -121,14 +141,25 @@ impl Policy {
                 }
             }
         }
-        build(&raw)
+        let mut policy = build(&raw)?;
+        policy.pacing = pacing.into_rules().map_err(|e| ConfigError::Invalid {
+            key: e.key,
+            reason: e.message,
+        })?;
+        Ok(policy)
     }
 }
 
+/// Switches pacing off (`off`) or picks its limits (`ibkr`, `gateway`).
+const PACING_ENV: &str = "IBAUTH_PACING";
+/// How long a call may wait for its turn.
+const PACING_MAX_WAIT_ENV: &str = "IBAUTH_PACING_MAX_WAIT";
+
+/// The session keys of the file into `raw`; its `pacing:` section, if any.
 fn read_yaml(
     path: &Path,
     raw: &mut BTreeMap<&'static str, (Vec<String>, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<Option<PacingSettings>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => ConfigError::FileNotFound {
             path: path.to_owned(),
@@ -143,7 +174,7 @@ fn read_yaml(
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .all(|l| matches!(l, "" | "---" | "..." | "~" | "null"));
     if is_empty {
-        return Ok(());
+        return Ok(None);
     }
     // Values read as the text the user wrote (see `config`): only the keys of interest.
     let map: BTreeMap<String, serde::de::IgnoredAny> =
@@ -167,9 +198,10 @@ fn read_yaml(
         failover_hosts: Option<OneOrMany>,
         shutdown_timeout: Option<String>,
         token_file: Option<String>,
+        pacing: Option<PacingSettings>,
     }
-    if !map.keys().any(|k| is_policy_key(k)) {
-        return Ok(());
+    if !map.keys().any(|k| is_policy_key(k) || k == "pacing") {
+        return Ok(None);
     }
     let file: File = serde_saphyr::from_str(&text).map_err(|e| ConfigError::MalformedYaml {
         path: path.to_owned(),
@@ -206,7 +238,7 @@ fn read_yaml(
     if let Some(hosts) = file.failover_hosts {
         raw.insert("failover_hosts", (hosts.0, origin));
     }
-    Ok(())
+    Ok(file.pacing)
 }
 
 fn build(raw: &BTreeMap<&'static str, (Vec<String>, String)>) -> Result<Policy, ConfigError> {

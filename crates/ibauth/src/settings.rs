@@ -36,6 +36,9 @@ pub(crate) const ALIASES: &[(&str, &str)] = &[
     ("shutdown_oauth", "logout_on_shutdown"),
 ];
 
+/// Pacing switches read from the environment (the `pacing:` section has the rest).
+pub(crate) const PACING_ENV: &[&str] = &["IBAUTH_PACING", "IBAUTH_PACING_MAX_WAIT"];
+
 /// Which auth method to use (`oauth2`, `oauth1a`, `third_party`).
 pub(crate) const AUTH: (&str, &str) = ("auth", "IBAUTH_AUTH");
 
@@ -54,7 +57,9 @@ pub(crate) fn is_session_key(key: &str) -> bool {
 
 /// Whether `name` is an `IBAUTH_*` variable read outside the credentials.
 pub(crate) fn is_session_env(name: &str) -> bool {
-    SETTINGS.iter().any(|(_, ours, _)| *ours == name) || name == AUTH.1
+    SETTINGS.iter().any(|(_, ours, _)| *ours == name)
+        || name == AUTH.1
+        || PACING_ENV.contains(&name)
 }
 
 /// Every top-level key read outside the credentials (for did-you-mean suggestions).
@@ -72,4 +77,5 @@ pub(crate) fn session_env() -> impl Iterator<Item = &'static str> {
         .iter()
         .map(|(_, e, _)| *e)
         .chain(std::iter::once(AUTH.1))
+        .chain(PACING_ENV.iter().copied())
 }

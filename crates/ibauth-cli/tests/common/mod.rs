@@ -15,6 +15,10 @@ pub fn ibauth() -> Command {
             cmd.env_remove(name);
         }
     }
+    // These sandboxes do not enforce IBKR's pacing and the tests log in again within seconds
+    // (`sso/validate` is 1 per minute): unpaced unless a test turns pacing on, as the pacing
+    // tests do.
+    cmd.env("IBAUTH_PACING", "off");
     // Nor their token file: each command gets a default one of its own, so tokens are only
     // shared where a test names a file (IBAUTH_TOKEN_FILE).
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -56,9 +56,9 @@ use ledger::{Doc, Entry, Locked};
 use rules::{Matcher, normalize};
 use schedule::{Plan, Spec, Timeline};
 
-/// The longest pause a 429 can cause, and the longest pause read from a ledger (the HTTP
-/// layer honours `Retry-After` up to the same hour).
-const MAX_PAUSE: Duration = crate::MAX_RETRY_AFTER;
+/// The longest pause a 429 can cause, and the longest pause read from a ledger; the HTTP layer
+/// honours `Retry-After` up to the same hour ([`crate::MAX_RETRY_AFTER`] is this).
+pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(3600);
 
 /// How long a call waits for another process to release the ledger before pacing in-process
 /// only (a holder takes microseconds; one stopped mid-transaction must not stop us).

@@ -33,6 +33,7 @@ pub struct ApiRequest {
     path: String,
     query: Vec<(String, String)>,
     body: Option<Result<Vec<u8>, String>>,
+    max_wait: Option<std::time::Duration>,
 }
 
 /// An answer: status, headers and body, whatever the status (like reqwest's). Use
@@ -65,7 +66,15 @@ impl ApiRequest {
             path: path.to_owned(),
             query: Vec::new(),
             body: None,
+            max_wait: None,
         }
+    }
+
+    /// Waits at most `max_wait` for a turn under the pacing limits (default: the session's
+    /// `pacing.max_wait`); beyond it the call fails at once with [`Error::Paced`], unsent.
+    pub fn max_wait(mut self, max_wait: std::time::Duration) -> Self {
+        self.max_wait = Some(max_wait);
+        self
     }
 
     /// Adds query parameters (sent as given; not part of an OAuth 1.0a signature, as IBKR's
@@ -132,7 +141,10 @@ impl ApiRequest {
                 }
                 None => request,
             };
-            let reply = inner.http.send(Step::Api, request).await?;
+            let reply = inner
+                .http
+                .send_within(Step::Api, request, self.max_wait)
+                .await?;
             if !recovered && let Some(why) = refused_for_authentication(&reply) {
                 recovered = true;
                 inner.recover_after(epoch, why).await?;

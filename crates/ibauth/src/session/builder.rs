@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::http::{HttpClient, Observer};
 use crate::oauth1a::{Authorize, GrantedClient, Oauth1aClient};
 use crate::oauth2::Oauth2Client;
+use crate::pacing::{PaceLedger, Pacer};
 use crate::policy::Policy;
 use crate::store::{FileStore, TokenStore, default_token_file};
 
@@ -37,6 +38,23 @@ enum StoreChoice {
     None,
 }
 
+/// The policy's pacing, shared through a ledger beside the token file when there is one (so
+/// processes sharing the tokens share the budgets), else for this process.
+fn pacer_for(policy: &Policy, token_file: Option<&std::path::Path>, identity: &str) -> Pacer {
+    let rules = policy.pacing.clone();
+    if rules.global.is_none() && rules.endpoints.is_empty() {
+        return Pacer::new(rules);
+    }
+    match token_file.map(|file| PaceLedger::beside(file, identity)) {
+        Some(Ok(ledger)) => Pacer::with_ledger(rules, ledger),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "pacing for this process only: the pacing ledger cannot be used");
+            Pacer::new(rules)
+        }
+        None => Pacer::new(rules),
+    }
+}
+
 /// Builds a [`Session`]; see [`Session::builder`] and [`Session::from_config`].
 pub struct SessionBuilder {
     source: Source,
@@ -48,6 +66,7 @@ pub struct SessionBuilder {
     grant_max_age: Option<Duration>,
     observer: Option<Observer>,
     max_body: Option<usize>,
+    pacer: Option<Pacer>,
     pub(crate) status: Option<watch::Sender<Status>>,
 }
 
@@ -79,6 +98,7 @@ impl SessionBuilder {
             grant_max_age: None,
             observer: None,
             max_body: None,
+            pacer: None,
             status: None,
         }
     }
@@ -140,6 +160,14 @@ impl SessionBuilder {
         self
     }
 
+    /// Paces with `pacer` (share one between sessions of the same IBKR username) instead of
+    /// one made from `policy.pacing` — which is shared, through a ledger beside the token file,
+    /// with every process using the same file.
+    pub fn pacer(mut self, pacer: Pacer) -> Self {
+        self.pacer = Some(pacer);
+        self
+    }
+
     /// Caps every answer body (default [`crate::http::DEFAULT_MAX_BODY`]).
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = Some(bytes);
@@ -187,22 +215,27 @@ impl SessionBuilder {
         if let Some(bytes) = self.max_body {
             http.limit_body(bytes);
         }
-        let store: Option<Arc<dyn TokenStore>> = match self.store {
-            StoreChoice::Given(store) => Some(store),
-            StoreChoice::File(path) => Some(Arc::new(FileStore::new(path))),
-            StoreChoice::None => None,
-            StoreChoice::Default => {
-                match self.policy.token_file.clone().or_else(default_token_file) {
-                    Some(path) => Some(Arc::new(FileStore::new(path))),
-                    None => {
-                        tracing::warn!(
-                            "no token_file and no home folder: tokens are not kept between runs"
-                        );
-                        None
-                    }
-                }
+        let token_file = match &self.store {
+            StoreChoice::File(path) => Some(path.clone()),
+            StoreChoice::Default => self.policy.token_file.clone().or_else(default_token_file),
+            StoreChoice::Given(_) | StoreChoice::None => None,
+        };
+        let store: Option<Arc<dyn TokenStore>> = match (self.store, &token_file) {
+            (StoreChoice::Given(store), _) => Some(store),
+            (StoreChoice::None, _) => None,
+            (_, Some(path)) => Some(Arc::new(FileStore::new(path))),
+            (_, None) => {
+                tracing::warn!(
+                    "no token_file and no home folder: tokens are not kept between runs"
+                );
+                None
             }
         };
+        let pacer = match self.pacer {
+            Some(pacer) => pacer,
+            None => pacer_for(&self.policy, token_file.as_deref(), &client.identity()),
+        };
+        http.pace(pacer);
         let status = match self.status {
             Some(sender) => {
                 sender.send_modify(|s| {
