@@ -74,7 +74,7 @@ pub enum Color {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other error, 2 usage, 3 configuration, 4 rejected by IBKR, \
-5 network or timeout, 6 session not authenticated.";
+5 network, timeout or pacing wait too long, 6 session not authenticated.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -120,7 +120,11 @@ pub fn fail(out: Out, err: &Error) -> ExitCode {
         // A token file that is exposed or from a newer ibauth needs the user's hand, like a config.
         Error::Config(_) | Error::Store(_) => code::CONFIG,
         Error::Rejected { .. } => code::REJECTED,
-        Error::Timeout { .. } | Error::Network { .. } | Error::PublicIp { .. } => code::NETWORK,
+        // A turn too far away under the pacing limits is a wait that did not fit, like a timeout.
+        Error::Timeout { .. }
+        | Error::Network { .. }
+        | Error::PublicIp { .. }
+        | Error::Paced { .. } => code::NETWORK,
         Error::Protocol { .. } | Error::NotReady { .. } => code::OTHER,
         _ => code::OTHER,
     };

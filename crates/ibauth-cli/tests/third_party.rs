@@ -131,6 +131,54 @@ async fn manual_flow_with_the_verifier_on_stdin_then_the_grant_is_reused() {
         (1, 1),
         "nothing new asked of IBKR"
     );
+
+    // Every command works with the grant: an API call, the WebSocket, the doctor.
+    let third_party = |args: &[&str]| {
+        ibauth()
+            .arg("--config")
+            .arg(&config)
+            .env("IBAUTH_TOKEN_FILE", &token_file)
+            .arg("--third-party")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let output = third_party(&["api", "GET", "iserver/accounts"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let accounts: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(accounts["accounts"].is_array(), "{accounts}");
+    let output = third_party(&["ws", "--count", "1"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("\"topic\":\"system\""));
+    let output = third_party(&["--json", "doctor"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let report = json_lines(&output.stdout).pop().unwrap();
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["check"] == "auth method" && c["detail"] == "OAuth 1.0a third party"),
+        "{report}"
+    );
+    assert_eq!(
+        sandbox.counters().live_session_tokens,
+        1,
+        "still the stored one"
+    );
+
+    // Logging out ends the stored session; once more, there is nothing to end — and no
+    // authorisation is started to find out.
+    let output = third_party(&["--json", "logout"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let output = third_party(&["--json", "logout"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        json_lines(&output.stdout).last().unwrap()["nothing_stored"],
+        true
+    );
+    assert_eq!(sandbox.counters().request_tokens, 1, "no new authorisation");
 }
 
 #[tokio::test(flavor = "multi_thread")]

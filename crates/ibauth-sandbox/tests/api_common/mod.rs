@@ -44,6 +44,12 @@ fn consumer_keys() -> &'static ConsumerKeys {
     })
 }
 
+/// The consumer's signature and encryption keys (for clients built outside this module).
+pub fn consumer_key_pair() -> (SigningKey, SigningKey) {
+    let k = consumer_keys();
+    (k.signature.clone(), k.encryption.clone())
+}
+
 /// A sandbox builder (system clock) with both the OAuth 2.0 client and the consumer registered.
 pub fn builder() -> SandboxBuilder {
     let k = consumer_keys();

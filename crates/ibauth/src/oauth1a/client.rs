@@ -112,12 +112,22 @@ impl Oauth1aConfig {
         self
     }
 
-    /// REST base URL (plain http only on loopback).
+    /// REST base URL (plain http only on loopback). While the WebSocket URL is still the
+    /// default, it follows to the same host (`wss://host/v1/api/ws`, `ws://` for plain http);
+    /// [`ws_url`](Self::ws_url) sets it apart.
     pub fn rest_url(mut self, url: &str) -> Result<Self, ConfigError> {
         let mut url = parse_base_url("rest_url", url)?;
         if !url.path().ends_with('/') {
             let path = format!("{}/", url.path());
             url.set_path(&path);
+        }
+        if self.ws_url.as_str() == DEFAULT_WS_URL {
+            let mut ws = host_root(&url);
+            let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+            if ws.set_scheme(scheme).is_ok() {
+                ws.set_path(&format!("{}v1/api/ws", ws.path()));
+                self.ws_url = ws;
+            }
         }
         self.rest_url = url;
         Ok(self)

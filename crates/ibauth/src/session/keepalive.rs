@@ -49,8 +49,9 @@ struct Loop {
     session: Session,
     failed_logins: u32,
     backoff: Duration,
-    /// The session's epoch when this loop last looked: if it moved, another task (an API
-    /// call's recovery) changed the tokens meanwhile.
+    /// The session's epoch when this step began: if it moved, another task (an API call's
+    /// recovery) changed the tokens meanwhile, and what failed with the old ones is retried
+    /// rather than recovered twice.
     seen_epoch: u64,
 }
 
@@ -143,12 +144,12 @@ impl Loop {
             }
             // A step in flight (a request, a login) is abandoned on shutdown: the logout
             // below must not wait behind it.
+            self.seen_epoch = self.inner().epoch();
             let step = tokio::select! {
                 biased;
                 _ = &mut stopped => break,
                 step = self.step() => step,
             };
-            self.seen_epoch = self.inner().epoch();
             match step {
                 Next::After(wait) => next = wait,
                 Next::Idle => {
@@ -258,12 +259,9 @@ impl Loop {
         let session = self.session.clone();
         let inner = &session.inner;
         let mut client = inner.client.lock().await;
-        // An API call's recovery (or a connect) may have logged in since this loop saw the
-        // trouble: verify with a tickle instead of logging in again.
-        if inner.epoch() != self.seen_epoch
-            && client.has_session_token()
-            && inner.state() == SessionState::Reauthenticating
-        {
+        // An API call's recovery (or a connect) may have logged in since this step began:
+        // verify with a tickle instead of logging in again.
+        if inner.epoch() != self.seen_epoch && client.has_session_token() {
             inner.set(SessionState::Authenticated, "recovered by another task");
             return Next::After(Duration::ZERO);
         }
@@ -402,7 +400,7 @@ impl Loop {
         match renewed {
             Ok(doc) => inner.publish(&**client, doc),
             Err(e) => {
-                inner.publish(&**client, None);
+                inner.show_tokens(&**client);
                 drop(client);
                 return Some(self.on_error(e, "token renewal failed").await);
             }
@@ -464,6 +462,12 @@ impl Loop {
     async fn on_error(&mut self, e: Error, what: &str) -> Next {
         let session = self.session.clone();
         let inner = &session.inner;
+        if inner.epoch() != self.seen_epoch && !e.is_transient() {
+            // The tokens changed while this step ran (another task recovered the session):
+            // what failed used the old ones. Try again with the new.
+            tracing::info!(error = %e, "{what}, but the session was recovered meanwhile");
+            return Next::After(Duration::ZERO);
+        }
         match e.status() {
             Some(410) => {
                 let moved = {

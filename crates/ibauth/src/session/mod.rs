@@ -381,12 +381,11 @@ impl Inner {
             .epoch
     }
 
-    /// Takes the client's tokens and host as the ones API calls use, and shows them in the
-    /// status; `stored` replaces the stored document when given.
+    /// Takes the client's tokens and host as the ones API calls use (a new epoch: callers
+    /// refused before now find the session recovered), and shows them in the status; `stored`
+    /// replaces the stored document when given.
     pub(crate) fn publish(&self, client: &dyn Client, stored: Option<StoredTokens>) {
         let auth = client.authorizer().ok();
-        let tokens = client.tokens();
-        let api_base = client.api_base().clone();
         {
             let mut current = self
                 .current
@@ -395,14 +394,20 @@ impl Inner {
             current.epoch = current.epoch.wrapping_add(1);
             current.auth = auth;
             current.rest_base = client.rest_base().clone();
-            current.api_base = api_base.clone();
+            current.api_base = client.api_base().clone();
             if stored.is_some() {
                 current.stored = stored;
             } else if !client.has_session_token() {
                 current.stored = None;
             }
         }
-        let api_base = api_base.to_string();
+        self.show_tokens(client);
+    }
+
+    /// The client's tokens and host in the status, nothing else: the epoch stays.
+    pub(crate) fn show_tokens(&self, client: &dyn Client) {
+        let tokens = client.tokens();
+        let api_base = client.api_base().to_string();
         self.status.send_if_modified(|s| {
             let changed = s.tokens != tokens || s.api_base != api_base;
             s.tokens = tokens;
@@ -542,8 +547,9 @@ impl Inner {
             s.last_tickle = Some(std::time::SystemTime::now());
             s.session = Some(tickle.session.clone());
         });
-        // A tickle may refine the token's expiry (OAuth 2.0's ssoExpires).
-        self.publish(&**client, None);
+        // A tickle may refine the token's expiry (OAuth 2.0's ssoExpires): shown, but the
+        // tokens are the same, so callers refused before it still recover.
+        self.show_tokens(&**client);
         let stored_id = self
             .current()
             .stored

@@ -159,10 +159,19 @@ pub async fn save(store: &Arc<dyn TokenStore>, mut doc: StoredTokens) -> Result<
 }
 
 /// Removes the stored tokens after a logout — unless they are no longer the ones `client`
-/// logged out with (another process logged in since).
+/// logged out with (another process logged in since). A third-party grant stays: the user's
+/// authorisation outlives the session, and the next login needs only it, not the browser.
 pub async fn forget(store: &Arc<dyn TokenStore>, logged_out: &StoredTokens) -> Result<(), Error> {
     let _guard = lock(store).await?;
     match load(store, &logged_out.identity).await? {
+        Some(stored) if stored.same_session_token(logged_out) && stored.grant.is_some() => {
+            let mut kept = stored;
+            kept.access_token = None;
+            kept.bearer = None;
+            kept.live_session_token = None;
+            kept.session_id = None;
+            blocking(store, move |s| s.save(&kept)).await
+        }
         Some(stored) if stored.same_session_token(logged_out) => {
             let identity = logged_out.identity.clone();
             blocking(store, move |s| s.clear(&identity)).await
