@@ -528,8 +528,9 @@ pub enum StoreError {
         /// The version this build reads.
         supported: u32,
     },
-    /// The file is not a token document (reported by [`FileStore::inspect`]; loading moves
-    /// such a file aside instead).
+    /// The file is not a token document (reported by
+    /// [`FileStore::inspect`](crate::store::FileStore::inspect); loading moves such a file aside
+    /// instead).
     #[error("token file {} is corrupt ({problem}); the next login moves it aside (kept) and writes a new one", .path.display())]
     Corrupt {
         /// The file.

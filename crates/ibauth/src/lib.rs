@@ -31,6 +31,7 @@
 //! wrappers whose `Debug` hides them, and never reach logs or errors.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
 mod brokerage;
