@@ -223,20 +223,7 @@ async fn tickle(out: Out, session: &Session) -> Result<Outcome, Error> {
 
 fn report_tickle(out: Out, tickle: Result<Tickle, Error>, t: Instant) -> Result<Tickle, Error> {
     let tickle = tickle?;
-    let status = tickle.auth_status();
-    let mut fields = flags_json(status);
-    fields["session"] = json!(tickle.session_short());
-    fields["sso_expires_in"] = json!(tickle.sso_expires_in().map(|d| d.as_secs()));
-    out.step(
-        "tickle",
-        t.elapsed(),
-        &format!(
-            "POST /v1/api/tickle, session {}, {}",
-            tickle.session_short(),
-            flags(status)
-        ),
-        fields,
-    );
+    crate::render::tickle(out, &tickle, t.elapsed(), None);
     Ok(tickle)
 }
 

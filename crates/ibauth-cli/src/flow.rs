@@ -87,28 +87,8 @@ pub async fn tickle(
 ) -> Result<(AuthStatus, String), Error> {
     let t = Instant::now();
     let tickle = client.tickle().await?;
-    let status = tickle.auth_status().clone();
-    let mut fields = flags_json(&status);
-    fields["session"] = json!(tickle.session_short());
-    fields["sso_expires_in"] = json!(tickle.sso_expires_in().map(|d| d.as_secs()));
-    let label = match nth {
-        Some((n, of)) => {
-            fields["n"] = json!(n);
-            format!("tickle {n}/{of}")
-        }
-        None => "tickle".to_owned(),
-    };
-    out.step(
-        if out.json { "tickle" } else { &label },
-        t.elapsed(),
-        &format!(
-            "POST /v1/api/tickle, session {}, {}",
-            tickle.session_short(),
-            flags(&status)
-        ),
-        fields,
-    );
-    Ok((status, tickle.session))
+    crate::render::tickle(out, &tickle, t.elapsed(), nth);
+    Ok((tickle.auth_status().clone(), tickle.session))
 }
 
 /// Logout, reported.

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ibauth::{AuthStatus, Error};
+use ibauth::{AuthStatus, Error, Tickle};
 use serde_json::{Value, json};
 
 /// Exit codes, documented in `--help`.
@@ -97,6 +97,31 @@ impl Out {
             println!("{text}");
         }
     }
+}
+
+/// One tickle's step: the flags and the start of the session id (`nth`: "tickle 2/3").
+pub fn tickle(out: Out, tickle: &Tickle, took: Duration, nth: Option<(u32, u32)>) {
+    let status = tickle.auth_status();
+    let mut fields = flags_json(status);
+    fields["session"] = json!(tickle.session_short());
+    fields["sso_expires_in"] = json!(tickle.sso_expires_in().map(|d| d.as_secs()));
+    let label = match nth {
+        Some((n, of)) => {
+            fields["n"] = json!(n);
+            format!("tickle {n}/{of}")
+        }
+        None => "tickle".to_owned(),
+    };
+    out.step(
+        if out.json { "tickle" } else { &label },
+        took,
+        &format!(
+            "POST /v1/api/tickle, session {}, {}",
+            tickle.session_short(),
+            flags(status)
+        ),
+        fields,
+    );
 }
 
 pub fn flags(status: &AuthStatus) -> String {

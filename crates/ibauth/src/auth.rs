@@ -175,28 +175,16 @@ struct Probe {
 
 impl Probe {
     fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::config::read_file(path) {
             Ok(text) => text,
             // A missing file is reported by the loader, which knows whether it was needed.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => {
-                return Err(ConfigError::FileUnreadable {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
+            Err(ConfigError::FileNotFound { .. }) => return Ok(Self::default()),
+            Err(e) => return Err(e),
         };
-        let empty = text
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim())
-            .all(|l| matches!(l, "" | "---" | "..." | "~" | "null"));
-        if empty {
+        if crate::config::is_empty_yaml(&text) {
             return Ok(Self::default());
         }
-        serde_saphyr::from_str(&text).map_err(|e| ConfigError::MalformedYaml {
-            path: path.to_owned(),
-            detail: e.without_snippet().to_string(),
-        })
+        crate::config::parse_yaml(&text, path)
     }
 }
 

@@ -86,6 +86,38 @@ struct RawYaml {
     compete: Option<String>,
 }
 
+/// The config file's text; a missing or unreadable file is an error naming it.
+pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ConfigError::FileNotFound {
+            path: path.to_owned(),
+        },
+        _ => ConfigError::FileUnreadable {
+            path: path.to_owned(),
+            source,
+        },
+    })
+}
+
+/// Whether a YAML document is empty: only comments, separators or `null` (an empty mapping).
+pub(crate) fn is_empty_yaml(text: &str) -> bool {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .all(|l| matches!(l, "" | "---" | "..." | "~" | "null"))
+}
+
+/// `text` (the file at `path`) as `T`; the error names the file, never quotes its lines (they
+/// can hold secrets).
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+) -> Result<T, ConfigError> {
+    serde_saphyr::from_str(text).map_err(|e| ConfigError::MalformedYaml {
+        path: path.to_owned(),
+        detail: e.without_snippet().to_string(),
+    })
+}
+
 /// A single string or a list of strings.
 pub(crate) struct OneOrMany(pub(crate) Vec<String>);
 
@@ -337,15 +369,7 @@ impl ConfigBuilder {
 
     /// Merges a YAML file. Relative paths in it resolve against the file's folder.
     pub fn yaml_file(self, path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => ConfigError::FileNotFound {
-                path: path.to_owned(),
-            },
-            _ => ConfigError::FileUnreadable {
-                path: path.to_owned(),
-                source,
-            },
-        })?;
+        let text = read_file(path)?;
         let dir = path
             .parent()
             .map(Path::to_path_buf)
@@ -361,12 +385,7 @@ impl ConfigBuilder {
             detail: e.without_snippet().to_string(),
         };
         // An empty, comment-only or null document is an empty mapping.
-        let is_empty = |t: &str| {
-            t.lines()
-                .map(|l| l.split('#').next().unwrap_or("").trim())
-                .all(|l| matches!(l, "" | "---" | "..." | "~" | "null"))
-        };
-        if is_empty(text) {
+        if is_empty_yaml(text) {
             return Ok(self);
         }
         // Two passes: the key names (to warn about unknown ones), then the known keys read as

@@ -1,31 +1,31 @@
 //! # ibauth
 //!
-//! Authenticate to the Interactive Brokers (IBKR) Web API and keep the brokerage session: the
-//! whole OAuth 2.0 (`private_key_jwt`) login — client assertion, access token, SSO session
-//! bound to your public IP, `sso/validate`, `ssodh/init` — then `tickle` and `logout`.
+//! Authenticate to the Interactive Brokers (IBKR) Web API — OAuth 2.0 (`private_key_jwt`),
+//! OAuth 1.0a first party (live session token by Diffie-Hellman) or third party — and *use* the
+//! authenticated session: paced calls to any endpoint, one recovery shared by every caller, a
+//! background keep-alive and the WebSocket.
 //!
-//! The layers mirror the protocol's three layers of state:
-//!
-//! * [`Config`] — credentials, from YAML, `IBAUTH_*` variables or a builder;
-//! * [`Oauth2Client`] — turns credentials into tokens;
-//! * [`BrokerageClient`] — the brokerage-session calls, shared by every auth method through
-//!   the [`Authorizer`] seam.
+//! [`Session`] is the way in: built from one configuration of any method ([`AuthConfig`]), it
+//! keeps tokens in a shared store ([`store`]) and logs in only when it must, and every request
+//! waits for its turn under IBKR's published limits ([`pacing`]) before it is sent.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), ibauth::Error> {
-//! let config = ibauth::Config::builder()
-//!     .client_id("MYCLIENT")
-//!     .client_key_id("main")
-//!     .credential("myusername")
-//!     .private_key_file("private_key.pem")
-//!     .build()?;
-//! let mut client = ibauth::Oauth2Client::new(config)?;
-//! let connected = client.connect().await?;
-//! assert!(connected.status.authenticated);
-//! client.tickle().await?;
-//! client.logout().await?;
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let session = ibauth::Session::from_config(None, None)?.build()?;
+//! let accounts: serde_json::Value = session.get("portfolio/accounts").await?.json()?;
+//! println!("{accounts}");
 //! # Ok(()) }
 //! ```
+//!
+//! The layers mirror the protocol's three layers of state, each usable on its own:
+//!
+//! * credentials — [`Config`] (OAuth 2.0), [`oauth1a::Oauth1aConfig`],
+//!   [`oauth1a::ThirdPartyConfig`], one of them in an [`AuthConfig`];
+//! * tokens — a [`Client`] per method ([`Oauth2Client`], [`oauth1a::Oauth1aClient`],
+//!   [`oauth1a::GrantedClient`]), dyn-compatible so the method can be chosen at run time;
+//! * the brokerage session — [`BrokerageClient`], shared by every method through the
+//!   [`Authorizer`] seam, kept alive by the keep-alive ([`Session::keep_alive`],
+//!   [`manager`]).
 //!
 //! Secrets (the credential, tokens, assertions, keys) are held in [`secrecy`] types or in
 //! wrappers whose `Debug` hides them, and never reach logs or errors.
@@ -81,7 +81,8 @@ pub use brokerage::{
     ServerInfo, SsoValidation, Tickle, short_id,
 };
 
-/// The README's library example, compiled as a doc test so it cannot rot.
+/// The crate README's example, compiled as a doc test so it cannot rot (the repository README's
+/// example is run against the sandbox by `tests/readme.rs`).
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{DEFAULT_CONFIG_FILE, OneOrMany};
+use crate::config::{DEFAULT_CONFIG_FILE, OneOrMany, is_empty_yaml, parse_yaml, read_file};
 use crate::error::ConfigError;
 use crate::pacing::{PacingRules, PacingSettings, SettingValue};
 use crate::settings::{SETTINGS, is_policy_key};
@@ -160,28 +160,12 @@ fn read_yaml(
     path: &Path,
     raw: &mut BTreeMap<&'static str, (Vec<String>, String)>,
 ) -> Result<Option<PacingSettings>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => ConfigError::FileNotFound {
-            path: path.to_owned(),
-        },
-        _ => ConfigError::FileUnreadable {
-            path: path.to_owned(),
-            source,
-        },
-    })?;
-    let is_empty = text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .all(|l| matches!(l, "" | "---" | "..." | "~" | "null"));
-    if is_empty {
+    let text = read_file(path)?;
+    if is_empty_yaml(&text) {
         return Ok(None);
     }
     // Values read as the text the user wrote (see `config`): only the keys of interest.
-    let map: BTreeMap<String, serde::de::IgnoredAny> =
-        serde_saphyr::from_str(&text).map_err(|e| ConfigError::MalformedYaml {
-            path: path.to_owned(),
-            detail: e.without_snippet().to_string(),
-        })?;
+    let map: BTreeMap<String, serde::de::IgnoredAny> = parse_yaml(&text, path)?;
     #[derive(serde::Deserialize, Default)]
     #[serde(default)]
     struct File {
@@ -203,10 +187,7 @@ fn read_yaml(
     if !map.keys().any(|k| is_policy_key(k) || k == "pacing") {
         return Ok(None);
     }
-    let file: File = serde_saphyr::from_str(&text).map_err(|e| ConfigError::MalformedYaml {
-        path: path.to_owned(),
-        detail: e.without_snippet().to_string(),
-    })?;
+    let file: File = parse_yaml(&text, path)?;
     let origin = path.display().to_string();
     let mut put = |key: &'static str, value: Option<String>| {
         if let Some(v) = value {

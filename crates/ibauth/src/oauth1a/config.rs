@@ -222,19 +222,8 @@ fn read_yaml(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {
         oauth1a: Option<BTreeMap<String, String>>,
         timeout: Option<String>,
     }
-    let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => ConfigError::FileNotFound {
-            path: path.to_owned(),
-        },
-        _ => ConfigError::FileUnreadable {
-            path: path.to_owned(),
-            source,
-        },
-    })?;
-    let file: File = serde_saphyr::from_str(&text).map_err(|e| ConfigError::MalformedYaml {
-        path: path.to_owned(),
-        detail: e.without_snippet().to_string(),
-    })?;
+    let text = crate::config::read_file(path)?;
+    let file: File = crate::config::parse_yaml(&text, path)?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
