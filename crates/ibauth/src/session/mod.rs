@@ -246,6 +246,8 @@ impl Session {
     /// A tickle that recovers what it can: stored tokens refused (401) → a new login (or the
     /// tokens another process got); the brokerage session not authenticated → `ssodh/init`.
     pub async fn tickle_and_init(&self) -> Result<Tickle, Error> {
+        self.connect().await?;
+        // After connecting: a login just now is not the recovery a 401 below asks for.
         let seen = self.inner.epoch();
         let tickle = match self.tickle().await {
             Err(e) if e.status() == Some(401) => {
@@ -659,5 +661,40 @@ impl Inner {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_and_its_parts_go_anywhere() {
+        fn send_sync<T: Send + Sync + Clone + 'static>() {}
+        send_sync::<Session>();
+        fn send<T: Send + 'static>() {}
+        send::<ApiRequest>();
+        send::<ApiResponse>();
+        send::<KeepAlive>();
+        send::<Box<dyn Client>>();
+    }
+
+    #[test]
+    fn debug_shows_no_token() {
+        let config = crate::Config::builder()
+            .client_id("C")
+            .client_key_id("k")
+            .credential("secret-user")
+            .private_key(crate::SigningKey::generate().expect("key"))
+            .base_url("http://127.0.0.1:9")
+            .build()
+            .expect("config");
+        let session = Session::builder(config)
+            .no_store()
+            .build()
+            .expect("session");
+        let shown = format!("{session:?}");
+        assert!(shown.contains("OAuth2"), "{shown}");
+        assert!(!shown.contains("secret-user"), "{shown}");
     }
 }
