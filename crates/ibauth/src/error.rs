@@ -538,6 +538,43 @@ pub enum StoreError {
         /// What is wrong with it.
         problem: String,
     },
+    /// The token file (or its `.lock`) is not a regular file: a FIFO would hang every command,
+    /// a symbolic link would send tokens or the lock wherever it points. Refused, left in place.
+    #[error(
+        "token file {} is {kind}, not a regular file; ibauth neither reads nor writes through it: remove it (`rm {}`) and log in again, or point `token_file` elsewhere",
+        .path.display(), .path.display()
+    )]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is ("a FIFO (named pipe)", "a symbolic link", …).
+        kind: &'static str,
+    },
+    /// The token file (or its `.lock`) belongs to another user, who may have planted it.
+    #[error(
+        "token file {} belongs to uid {uid}, not to this user (uid {expected}); another user may have planted it: remove it (`rm {}`) and log in again, or point `token_file` into a folder of yours",
+        .path.display(), .path.display()
+    )]
+    ForeignOwner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// This process's user.
+        expected: u32,
+    },
+    /// The token file's folder lets other users replace the file (writable by group or others,
+    /// or owned by another user).
+    #[error(
+        "the folder {} of the token file is unsafe ({problem}); other users could replace the token file: run `chmod 700 {}` on a folder of your own, or point `token_file` into one",
+        .path.display(), .path.display()
+    )]
+    UnsafeFolder {
+        /// The folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A custom store failed.
     #[error("token store: {0}")]
     Other(String),

@@ -48,6 +48,7 @@ pub mod oauth2;
 pub mod pacing;
 mod pem;
 pub mod policy;
+mod private_file;
 mod public_ip;
 pub mod session;
 mod settings;

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::private_file::{self, Refusal};
+
 /// The file format's version; another version is reset like a corrupt file.
 const VERSION: u32 = 1;
 
@@ -117,11 +119,49 @@ impl PaceLedger {
                 .create(folder)
                 .map_err(self.error("create the folder of"))?;
         }
+        // The same rules as the token file beside it: a FIFO here would hang every paced
+        // request, a symbolic link would have ibauth rewrite whatever it points to, and a
+        // folder or file of another user's lets them block or skew everyone's pacing.
+        private_file::check_folder(folder).map_err(|refusal| self.refused(refusal))?;
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        options.open(&self.path).map_err(self.error("open"))
+        let file = private_file::open(&self.path, &mut options)
+            .map_err(|refusal| self.refused(refusal))?;
+        // Ours (checked above) but readable by others, as an older file may be: private again.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = file
+                .metadata()
+                .map_err(self.error("inspect"))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                file.set_permissions(fs::Permissions::from_mode(0o600))
+                    .map_err(self.error("make private"))?;
+            }
+        }
+        Ok(file)
+    }
+
+    fn refused(&self, refusal: Refusal) -> LedgerError {
+        match refusal {
+            Refusal::Io(source) => self.error("open")(source),
+            other => {
+                let fix = match other {
+                    Refusal::FolderWritable { .. } | Refusal::FolderOwner { .. } => {
+                        "run `chmod 700` on a folder of your own, or move the file into one"
+                    }
+                    _ => "remove it (ibauth makes a new one)",
+                };
+                self.error("use")(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{other}; {fix}"),
+                ))
+            }
+        }
     }
 
     /// The file, locked; `Ok(None)` while another holder has it.
@@ -410,7 +450,8 @@ pub(crate) mod tests {
         fs::create_dir_all(&path).unwrap();
         let err = PaceLedger::open(&path, "me").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("cannot open the pacing ledger"), "{text}");
+        assert!(text.contains("cannot use the pacing ledger"), "{text}");
+        assert!(text.contains("is a folder, not a regular file"), "{text}");
         assert!(text.contains("pace in-process only"), "{text}");
     }
 }

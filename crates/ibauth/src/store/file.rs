@@ -1,6 +1,8 @@
 //! The file store: one JSON document (an entry per identity), written atomically (temp file in the same folder, fsync,
 //! rename, fsync of the folder), mode 0600 in a 0700 folder; an advisory lock on a sibling
 //! `.lock` file; a file others can read is refused; a corrupt one is moved aside, never deleted.
+//! On every open the file and its lock must be regular files of this user's, opened without
+//! following a symbolic link, in a folder others cannot write to ([`crate::private_file`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -10,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::{SCHEMA_VERSION, StoreError, StoreLock, StoredTokens, TokenStore};
+use crate::private_file::{self, Refusal};
 
 /// Tokens in a file (the default store).
 #[derive(Debug, Clone)]
@@ -89,18 +92,57 @@ impl FileStore {
             .unwrap_or_else(|| PathBuf::from("."))
     }
 
+    /// Creates the folder (0700) when missing, then checks it as [`Self::check_folder`] does.
     fn ensure_folder(&self) -> Result<(), StoreError> {
         let folder = self.folder();
-        if folder.is_dir() {
-            return Ok(());
+        if !folder.is_dir() {
+            let mut builder = fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder
+                .create(&folder)
+                .map_err(io(&folder, "create the folder"))?;
         }
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder
-            .create(&folder)
-            .map_err(io(&folder, "create the folder"))
+        self.check_folder()
+    }
+
+    /// The folder must not let other users replace the file: checked at every use, since
+    /// someone may have loosened it after ibauth created it.
+    fn check_folder(&self) -> Result<(), StoreError> {
+        let folder = self.folder();
+        private_file::check_folder(&folder).map_err(|refusal| match refusal {
+            Refusal::Io(source) => io(&folder, "inspect the folder")(source),
+            other => self.refused(&folder, other),
+        })
+    }
+
+    /// Opens `path` (the token file or its lock) as [`private_file::open`] allows.
+    fn open_private(&self, path: &Path, options: &mut OpenOptions) -> Result<File, StoreError> {
+        private_file::open(path, options).map_err(|refusal| self.refused(path, refusal))
+    }
+
+    fn refused(&self, path: &Path, refusal: Refusal) -> StoreError {
+        let path = path.to_owned();
+        match refusal {
+            Refusal::Io(source) => StoreError::Io {
+                path,
+                action: "open",
+                source,
+            },
+            Refusal::NotRegular(kind) => StoreError::NotRegular { path, kind },
+            Refusal::Owner { uid, expected } => StoreError::ForeignOwner {
+                path,
+                uid,
+                expected,
+            },
+            problem @ (Refusal::FolderWritable { .. } | Refusal::FolderOwner { .. }) => {
+                StoreError::UnsafeFolder {
+                    path,
+                    problem: problem.to_string(),
+                }
+            }
+        }
     }
 
     /// Moves a corrupt file aside (kept for inspection) and says where.
@@ -215,14 +257,25 @@ impl FileStore {
         Ok(Entries::default())
     }
 
+    /// [`Self::check_folder`], when the folder exists (reading an absent store is no error).
+    fn check_folder_if_present(&self) -> Result<(), StoreError> {
+        match self.check_folder() {
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// The entries, or what makes the file unreadable as a token document.
     fn parse_entries(&self) -> Result<Result<Entries, String>, StoreError> {
-        let mut file = match File::open(&self.path) {
+        self.check_folder_if_present()?;
+        let mut file = match self.open_private(&self.path, OpenOptions::new().read(true)) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Ok(Entries::default()));
             }
-            Err(e) => return Err(io(&self.path, "open")(e)),
+            Err(e) => return Err(e),
         };
         check_private(&self.path, &file)?;
         let mut text = String::new();
@@ -334,7 +387,22 @@ impl TokenStore for FileStore {
         options.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(&lock_path).map_err(io(&lock_path, "open"))?;
+        let file = self.open_private(&lock_path, &mut options)?;
+        // The lock holds no secret, but a lock file others can open is one they can hold
+        // (flock needs only read access) and so stop every login: make ours private again.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = file
+                .metadata()
+                .map_err(io(&lock_path, "inspect"))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                file.set_permissions(fs::Permissions::from_mode(0o600))
+                    .map_err(io(&lock_path, "make private"))?;
+            }
+        }
         file.lock().map_err(io(&lock_path, "lock"))?;
         self.holding.fetch_add(1, Ordering::SeqCst);
         struct Held {
