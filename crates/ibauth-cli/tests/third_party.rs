@@ -269,19 +269,27 @@ impl WebDriver {
         reply.json().await.unwrap()
     }
 
+    /// The element `css` names, waiting up to 10 s for it (the launch page sends the browser
+    /// on to the authorisation page after it has loaded).
     async fn element(&self, css: &str) -> String {
-        let found = self
-            .call(
-                "/element",
-                serde_json::json!({ "using": "css selector", "value": css }),
-            )
-            .await;
-        found["value"]
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("no {css}: {found}"))
-            .to_owned()
+        let mut found = Value::Null;
+        for _ in 0..100 {
+            found = self
+                .call(
+                    "/element",
+                    serde_json::json!({ "using": "css selector", "value": css }),
+                )
+                .await;
+            if let Some(id) = found["value"]
+                .as_object()
+                .and_then(|o| o.values().next())
+                .and_then(Value::as_str)
+            {
+                return id.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no {css}: {found}")
     }
 }
 
@@ -292,15 +300,16 @@ impl Drop for WebDriver {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn browser_flow_driven_by_a_real_headless_chromium() {
+/// A sandbox with a third-party consumer whose callback is on a free local port, user `dana`
+/// (password `pw`), and a config for it; the folder holding it all.
+async fn browser_setup(name: &str) -> (Sandbox, std::path::PathBuf, std::path::PathBuf) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let callback = format!("https://127.0.0.1:{port}/ibauth/callback");
-    let dir = temp_dir("third-browser");
+    let dir = temp_dir(name);
     CredentialSet::load_or_create(&dir).unwrap();
     let signature = SigningKey::from_pem_file(&dir.join("signature_key.pem")).unwrap();
     let encryption = SigningKey::from_pem_file(&dir.join("encryption_key.pem")).unwrap();
@@ -322,13 +331,26 @@ async fn browser_flow_driven_by_a_real_headless_chromium() {
         ),
     )
     .unwrap();
-    // The "browser" ibauth opens: a script that hands the URL to this test, which then drives
-    // Chromium there as a person would.
-    let opened = dir.join("opened-url");
+    (sandbox, config, dir)
+}
+
+/// A "browser" for ibauth to start: a script that records what a local user could see of it —
+/// its arguments, and its command line as `/proc` shows it to everyone — and hands the file it
+/// was given to this test (with that file's mode and its folder's, and a copy of it).
+fn browser_script(dir: &std::path::Path) -> std::path::PathBuf {
     let browser = dir.join("browser.sh");
     std::fs::write(
         &browser,
-        format!("#!/bin/sh\necho \"$1\" > {}\n", opened.display()),
+        format!(
+            "#!/bin/sh\n\
+             cd {dir}\n\
+             printf '%s\\n' \"$0\" \"$@\" > argv\n\
+             tr '\\000' ' ' < /proc/$$/cmdline > cmdline\n\
+             stat -c '%a' \"$1\" \"$(dirname \"$1\")\" > modes\n\
+             cp \"$1\" page.html\n\
+             echo \"$1\" > opened.tmp && mv opened.tmp opened\n",
+            dir = dir.display()
+        ),
     )
     .unwrap();
     #[cfg(unix)]
@@ -336,6 +358,49 @@ async fn browser_flow_driven_by_a_real_headless_chromium() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    browser
+}
+
+/// The path the browser script was given, once it has run.
+async fn opened(dir: &std::path::Path) -> String {
+    for _ in 0..400 {
+        if let Ok(text) = std::fs::read_to_string(dir.join("opened"))
+            && !text.trim().is_empty()
+        {
+            return text.trim().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the browser was not started within 20 s");
+}
+
+/// What the browser script saw: nothing naming the request token, a private page.
+fn assert_nothing_secret_on_the_command_line(dir: &std::path::Path, page: &str) {
+    let argv = std::fs::read_to_string(dir.join("argv")).unwrap();
+    let cmdline = std::fs::read_to_string(dir.join("cmdline")).unwrap();
+    for seen in [&argv, &cmdline] {
+        assert!(
+            !seen.contains("oauth_token") && !seen.contains("/authorize?"),
+            "the authorisation URL is on the command line: {seen}"
+        );
+        assert!(seen.contains(page), "the page is what was opened: {seen}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("modes")).unwrap(),
+        "600\n700\n",
+        "the page is 0600 in a 0700 folder"
+    );
+    // The launch page carries the URL, and the request token with it.
+    let html = std::fs::read_to_string(dir.join("page.html")).unwrap();
+    assert!(html.contains("/authorize?oauth_token="), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_flow_driven_by_a_real_headless_chromium() {
+    let (sandbox, config, dir) = browser_setup("third-browser").await;
+    // The "browser" ibauth opens: a script that hands the page to this test, which then drives
+    // Chromium there as a person would.
+    let browser = browser_script(&dir);
     let child = ibauth()
         .arg("--config")
         .arg(&config)
@@ -355,23 +420,17 @@ async fn browser_flow_driven_by_a_real_headless_chromium() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut url = String::new();
-    for _ in 0..200 {
-        if let Ok(text) = std::fs::read_to_string(&opened)
-            && !text.trim().is_empty()
-        {
-            url = text.trim().to_owned();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        url.contains("/authorize?oauth_token="),
-        "the browser was opened: {url:?}"
-    );
+    let page = opened(&dir).await;
+    assert_nothing_secret_on_the_command_line(&dir, &page);
 
+    // Chromium opens the page it was given, which sends it on to the authorisation page.
     let chrome = WebDriver::start().await;
-    chrome.call("/url", serde_json::json!({ "url": url })).await;
+    chrome
+        .call(
+            "/url",
+            serde_json::json!({ "url": format!("file://{page}") }),
+        )
+        .await;
     let user = chrome.element("#username").await;
     chrome
         .call(
@@ -419,4 +478,89 @@ async fn browser_flow_driven_by_a_real_headless_chromium() {
         .unwrap();
     assert!(page.contains("authorised"), "{page}");
     assert_eq!(sandbox.counters().oauth_access_tokens, 1);
+}
+
+/// The browser flow with a client in place of the browser: the page handed to `$BROWSER`
+/// leads to the authorisation page; the approval's redirect, sent to the local callback over
+/// HTTPS, finishes the login; nothing names the request token on a command line; and the page
+/// is gone afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_browser_is_given_a_private_page_not_the_authorisation_url() {
+    let (sandbox, config, dir) = browser_setup("third-argv").await;
+    let browser = browser_script(&dir);
+    let child = ibauth()
+        .arg("--config")
+        .arg(&config)
+        .env("IBAUTH_TOKEN_FILE", dir.join("tokens.json"))
+        .env("BROWSER", &browser)
+        .args([
+            "--json",
+            "--third-party",
+            "--flow",
+            "browser",
+            "--auth-timeout",
+            "60",
+            "login",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let page = opened(&dir).await;
+    assert_nothing_secret_on_the_command_line(&dir, &page);
+    let html = std::fs::read_to_string(dir.join("page.html")).unwrap();
+    let url: String = html
+        .split("location.replace(")
+        .nth(1)
+        .and_then(|rest| rest.split(");").next())
+        .map(|literal| serde_json::from_str(literal).unwrap())
+        .unwrap_or_else(|| panic!("no redirect in the page: {html}"));
+
+    // Approve as the page's form would, and follow the redirect to the callback by hand.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let token = url.split("oauth_token=").nth(1).unwrap().to_owned();
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("oauth_token", &token)
+        .append_pair("username", "dana")
+        .append_pair("password", "pw")
+        .append_pair("action", "approve")
+        .finish();
+    let approved = http
+        .post(url.split('?').next().unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    let redirect = approved
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_else(|| panic!("no redirect: {}", approved.status()))
+        .to_owned();
+    assert!(
+        redirect.contains(&format!("oauth_token={token}")),
+        "{redirect}"
+    );
+    let landed = http.get(&redirect).send().await.unwrap();
+    assert_eq!(landed.status(), 200);
+    assert!(landed.text().await.unwrap().contains("authorised"));
+
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let lines = json_lines(&output.stdout);
+    assert_eq!(lines.last().unwrap()["authenticated"], true, "{lines:?}");
+    assert_eq!(sandbox.counters().oauth_access_tokens, 1);
+    // The page and its folder are removed once the login is over.
+    let page = std::path::Path::new(&page);
+    assert!(!page.exists(), "{} is left behind", page.display());
+    assert!(!page.parent().unwrap().exists());
 }
