@@ -356,14 +356,14 @@ async fn api(
         Ok(value) => value.to_string(),
         Err(_) => body.into_owned(),
     };
-    println!("{shown}");
+    out.answer(&shown);
     if reply.is_success() {
         return ExitCode::SUCCESS;
     }
     match reply.error_for_status() {
         Err(e) => {
             if !out.json {
-                eprintln!("error: {e}");
+                out.error_line(&e.to_string());
             }
             ExitCode::from(code::REJECTED)
         }

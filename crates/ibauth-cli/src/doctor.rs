@@ -624,7 +624,10 @@ fn render(out: Out, report: &Report) -> ExitCode {
                 })
             })
             .collect();
-        println!("{}", json!({ "ok": !failed, "checks": checks }));
+        println!(
+            "{}",
+            crate::render::json_line(&json!({ "ok": !failed, "checks": checks }))
+        );
     } else {
         for c in &report.0 {
             let tag = match c.level {
@@ -632,9 +635,10 @@ fn render(out: Out, report: &Report) -> ExitCode {
                 Level::Warn => out.paint(" warn", crate::render::YELLOW),
                 Level::Fail => out.paint(" FAIL", crate::render::RED),
             };
-            println!("{tag}  {:<32} {}", c.name, c.detail);
+            let safe = crate::render::terminal_safe;
+            println!("{tag}  {:<32} {}", c.name, safe(&c.detail));
             if let Some(fix) = &c.fix {
-                println!("       {:<32} fix: {fix}", "");
+                println!("       {:<32} fix: {}", "", safe(fix));
             }
         }
         let fails = report.0.iter().filter(|c| c.level == Level::Fail).count();

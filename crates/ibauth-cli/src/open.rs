@@ -88,7 +88,7 @@ pub fn open_with_policy(out: Out, flags: &Flags<'_>, policy: Policy) -> Result<O
     if let Some(tp) = &flags.third_party {
         let say = Box::new(move |text: &str| {
             out.clear_progress();
-            eprintln!("{text}");
+            eprintln!("{}", crate::render::terminal_safe(text));
         });
         let input = Box::new(tokio::io::BufReader::new(tokio::io::stdin()));
         let interactive = Interactive::new(tp.flow, tp.timeout, input, say);

@@ -1,5 +1,12 @@
 //! Output (text or JSON lines) and exit codes.
+//!
+//! Every line for people passes through [`terminal_safe`] here: session ids, IBKR's messages
+//! and error details come from the server, and a server (or anything between) must not be
+//! able to drive the user's terminal with escape sequences. JSON lines pass through
+//! [`json_line`], which keeps them valid JSON with the same values.
 
+use std::borrow::Cow;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -47,12 +54,13 @@ impl Out {
                 map.insert("step".into(), json!(name));
                 map.insert("ms".into(), json!((ms * 1000.0).round() / 1000.0));
             }
-            println!("{fields}");
+            println!("{}", json_line(&fields));
         } else {
             self.clear_progress();
             println!(
-                "  {}  {name:<18} {ms:>8.1} ms  {text}",
-                self.paint("ok", GREEN)
+                "  {}  {name:<18} {ms:>8.1} ms  {}",
+                self.paint("ok", GREEN),
+                terminal_safe(text)
             );
         }
     }
@@ -70,7 +78,7 @@ impl Out {
     /// piped or in JSON mode.
     pub fn progress(&self, text: &str) {
         if self.progress {
-            eprint!("\r\x1b[K  …   {text}");
+            eprint!("\r\x1b[K  …   {}", terminal_safe(text));
             let _ = std::io::Write::flush(&mut std::io::stderr());
         }
     }
@@ -84,7 +92,7 @@ impl Out {
     /// A heading (text mode only).
     pub fn heading(&self, text: &str) {
         if !self.json && self.steps {
-            println!("{text}");
+            println!("{}", terminal_safe(text));
         }
     }
 
@@ -92,11 +100,72 @@ impl Out {
     pub fn result(&self, text: &str, fields: Value) {
         self.clear_progress();
         if self.json {
-            println!("{fields}");
+            println!("{}", json_line(&fields));
+        } else {
+            println!("{}", terminal_safe(text));
+        }
+    }
+
+    /// A command's answer as received (`api`'s body, `ws`'s messages), for programs: as is
+    /// when piped, made [`terminal_safe`] when stdout is a terminal.
+    pub fn answer(&self, text: &str) {
+        if std::io::stdout().is_terminal() {
+            println!("{}", terminal_safe(text));
         } else {
             println!("{text}");
         }
     }
+
+    /// An error line on stderr (text mode), made [`terminal_safe`].
+    pub fn error_line(&self, text: &str) {
+        self.clear_progress();
+        eprintln!("{}: {}", self.paint("error", RED), terminal_safe(text));
+    }
+}
+
+/// `text` with every character that could drive a terminal shown as an escape instead
+/// (`\u{1b}`): C0 controls but newline and tab (ESC starts colour, cursor, title and
+/// hyperlink sequences; CR overwrites the line), DEL, C1 controls (U+009B is a one-character
+/// CSI to some terminals), and the bidirectional overrides and isolates (they reorder what is
+/// shown). Newlines stay: multi-line messages are laid out by this program.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(unsafe_for_terminal) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_for_terminal(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn unsafe_for_terminal(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `value` as one line of JSON. serde_json already writes C0 controls as escapes; DEL, C1 and
+/// the bidirectional controls it writes raw, so they are escaped here too (`\u009b`). Outside
+/// strings JSON text is ASCII, so only string contents change, and only in form: the line
+/// parses to the same value.
+pub fn json_line(value: &Value) -> String {
+    let line = value.to_string();
+    if !line.chars().any(unsafe_for_terminal) {
+        return line;
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        if unsafe_for_terminal(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One tickle's step: the flags and the start of the session id (`nth`: "tickle 2/3").
@@ -156,16 +225,15 @@ pub fn fail(out: Out, err: &Error) -> ExitCode {
     if out.json {
         println!(
             "{}",
-            json!({
+            json_line(&json!({
                 "error": err.to_string(),
                 "step": err.step().map(|s| s.name()),
                 "status": err.status(),
                 "exit_code": code,
-            })
+            }))
         );
     } else {
-        out.clear_progress();
-        eprintln!("{}: {err}", out.paint("error", RED));
+        out.error_line(&err.to_string());
     }
     ExitCode::from(code)
 }
@@ -183,10 +251,10 @@ pub fn not_authenticated(out: Out, status: &AuthStatus) -> ExitCode {
     if out.json {
         println!(
             "{}",
-            json!({ "error": message, "exit_code": code::NOT_AUTHENTICATED })
+            json_line(&json!({ "error": message, "exit_code": code::NOT_AUTHENTICATED }))
         );
     } else {
-        eprintln!("error: {message}");
+        eprintln!("error: {}", terminal_safe(&message));
     }
     ExitCode::from(code::NOT_AUTHENTICATED)
 }
@@ -196,11 +264,53 @@ pub fn not_logged_in(out: Out, message: &str) -> ExitCode {
     if out.json {
         println!(
             "{}",
-            json!({ "error": message, "logged_in": false, "exit_code": code::NOT_AUTHENTICATED })
+            json_line(
+                &json!({ "error": message, "logged_in": false, "exit_code": code::NOT_AUTHENTICATED })
+            )
         );
     } else {
-        out.clear_progress();
-        eprintln!("{}: {message}", out.paint("error", RED));
+        out.error_line(message);
     }
     ExitCode::from(code::NOT_AUTHENTICATED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_are_shown_not_sent() {
+        let hostile = "s\u{1b}[31mred\u{1b}]0;title\u{7}\r\u{9b}2J\u{7f}\u{202e}txt\u{0}";
+        let safe = terminal_safe(hostile);
+        assert!(
+            !safe
+                .chars()
+                .any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
+            "{safe:?}"
+        );
+        assert_eq!(
+            safe,
+            "s\\u{1b}[31mred\\u{1b}]0;title\\u{7}\\u{d}\\u{9b}2J\\u{7f}\\u{202e}txt\\u{0}"
+        );
+        // Layout this program makes stays; plain text is not copied.
+        assert_eq!(terminal_safe("a\n\tb"), "a\n\tb");
+        assert!(matches!(terminal_safe("plain ünïcode"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn json_lines_stay_valid_and_equal_with_no_raw_control_left() {
+        let value = json!({
+            "session": "s\u{1b}[31mred\u{9b}\u{7f}\u{202e}\u{0}\n",
+            "nested": ["\u{2066}x", {"k\u{1b}": 1}],
+        });
+        let line = json_line(&value);
+        assert!(!line.chars().any(unsafe_for_terminal), "{line}");
+        assert!(!line.contains('\n'), "one line: {line}");
+        let back: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, value);
+        assert!(
+            line.contains("\\u009b") && line.contains("\\u001b"),
+            "{line}"
+        );
+    }
 }

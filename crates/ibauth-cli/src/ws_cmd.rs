@@ -19,7 +19,7 @@ pub async fn run(out: Out, flags: Flags<'_>, count: Option<u64>) -> ExitCode {
     let result = async {
         let connection = session.connect().await?;
         let ws = session.websocket().await?;
-        stream(ws, count).await?;
+        stream(out, ws, count).await?;
         if connection.source == Source::Refreshed {
             session.logout().await?;
         }
@@ -33,7 +33,7 @@ pub async fn run(out: Out, flags: Flags<'_>, count: Option<u64>) -> ExitCode {
 }
 
 /// Prints messages until a signal, the server closing, or `count` messages.
-async fn stream(mut ws: IbkrWebSocket, count: Option<u64>) -> Result<(), Error> {
+async fn stream(out: Out, mut ws: IbkrWebSocket, count: Option<u64>) -> Result<(), Error> {
     let mut seen = 0u64;
     let signal = ibauth::signal::shutdown_signal();
     tokio::pin!(signal);
@@ -45,7 +45,7 @@ async fn stream(mut ws: IbkrWebSocket, count: Option<u64>) -> Result<(), Error> 
             _ = &mut signal => break,
             message = ws.next_text() => match message {
                 Some(Ok(text)) => {
-                    println!("{}", text.trim());
+                    out.answer(text.trim());
                     seen += 1;
                 }
                 Some(Err(e)) => return Err(e),
