@@ -289,7 +289,14 @@ async fn token(
         } else {
             format!(" -X {method}")
         };
-        format!("curl{post} -H 'Authorization: {value}' '{url}'")
+        // Single-quoted for the shell, a `'` in the path (URLs keep it) included: the line is
+        // meant to be pasted, and must run exactly this request.
+        let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
+        format!(
+            "curl{post} -H {} {}",
+            quote(&format!("Authorization: {value}")),
+            quote(url.as_str())
+        )
     } else {
         value.clone()
     };

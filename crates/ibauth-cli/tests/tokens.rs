@@ -247,6 +247,157 @@ async fn token_prints_a_header_that_authorizes_the_request() {
     assert_eq!(sandbox.counters().live_session_tokens, 1, "reused");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn token_paths_stay_under_the_api_on_its_host() {
+    let dir = temp_dir("token-paths");
+    let (sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    let token_file = dir.join("tokens.json");
+    let token = |path: &str| {
+        ibauth()
+            .arg("--config")
+            .arg(&config)
+            .env("IBAUTH_TOKEN_FILE", &token_file)
+            .args(["--json", "--oauth1a", "token", "--curl", "--path", path])
+            .output()
+            .unwrap()
+    };
+    // Each of these would have signed (and printed a curl line for) a URL on another host or
+    // outside the API.
+    for path in [
+        "https://evil.example/x",
+        "//evil.example/x",
+        "\\\\evil.example/x",
+        "http:evil.example/x",
+        "/../../oauth2/api/v1/token",
+        "/v1/%2e%2e/oauth2/api/v1/token",
+        "%2e%2e/%2e%2e/oauth2/api/v1/token",
+        "iserver/.%2E/.%2e/.%2e/oauth2/api/v1/token",
+        "iserver\\..\\..\\..\\oauth2",
+        ".\t./.\t./.\t./oauth2/api/v1/token",
+        "iserver/..%2f..%2f..%2foauth2",
+    ] {
+        let output = token(path);
+        assert_eq!(output.status.code(), Some(1), "{path:?}: {}", text(&output));
+        let line = json_lines(&output.stdout).pop().unwrap();
+        assert!(line["authorization"].is_null(), "{path:?}: {line}");
+        let error = line["error"].as_str().unwrap();
+        assert!(
+            error.contains("give a path")
+                || error.contains("`..`")
+                || error.contains("use `/`")
+                || error.contains("plain path"),
+            "{path:?}: {error}"
+        );
+    }
+    // Confined: on the sandbox, under /v1/.
+    let base = sandbox.base_url();
+    for (path, url) in [
+        ("@evil.example/x", format!("{base}/v1/api/@evil.example/x")),
+        (
+            "/oauth2/api/v1/token",
+            format!("{base}/v1/api/oauth2/api/v1/token"),
+        ),
+        (
+            "/v1/portal/sso/validate",
+            format!("{base}/v1/portal/sso/validate"),
+        ),
+    ] {
+        let output = token(path);
+        assert!(output.status.success(), "{path}: {}", text(&output));
+        let line = json_lines(&output.stdout).pop().unwrap();
+        assert_eq!(line["url"], url.as_str(), "{path}");
+    }
+    // A quote in the path cannot break out of the curl line's quoting.
+    let output = token("iserver/it's'; touch pwned; '");
+    assert!(output.status.success(), "{}", text(&output));
+    let curl = json_lines(&output.stdout).pop().unwrap()["curl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        curl.contains(r"'\''"),
+        "the quote is escaped for the shell: {curl}"
+    );
+    // A real shell splits the line into exactly curl's three arguments, and runs nothing else.
+    let words = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "for w in {}; do echo \"$w\"; done",
+                curl.trim_start_matches("curl ")
+            ),
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let words = String::from_utf8_lossy(&words.stdout);
+    assert_eq!(words.lines().count(), 3, "-H, the header, the URL: {words}");
+    assert!(!dir.join("pwned").exists());
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_or_a_symlink_at_the_token_file_is_refused_not_waited_on() {
+    let dir = temp_dir("fifo");
+    let (sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let token_file = state.join("tokens.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&token_file)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for command in ["status", "tickle", "logout"] {
+        let mut child = ibauth()
+            .arg("--config")
+            .arg(&config)
+            .env("IBAUTH_TOKEN_FILE", &token_file)
+            .args(["--json", command])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Before the fix `status` blocked forever opening the FIFO: bounded here.
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("`ibauth {command}` hangs on a FIFO token file");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(3),
+            "{command}: {}",
+            text(&output)
+        );
+        let error = json_lines(&output.stdout).pop().unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(error.contains("FIFO") && error.contains("rm "), "{error}");
+    }
+    assert_eq!(
+        sandbox.counters().access_tokens,
+        0,
+        "no login through a FIFO"
+    );
+
+    // A symlink to a file elsewhere: refused, and the file it points to is left as it was.
+    std::fs::remove_file(&token_file).unwrap();
+    let elsewhere = dir.join("precious.txt");
+    std::fs::write(&elsewhere, "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &token_file).unwrap();
+    let output = run(&config, &token_file, &["tickle"]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert!(text(&output).contains("symbolic link"), "{}", text(&output));
+    assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "keep me\n");
+    assert_eq!(sandbox.counters().access_tokens, 0);
+}
+
 fn files_beside(token_file: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(token_file.parent().unwrap())
         .unwrap()

@@ -259,7 +259,14 @@ fn refused_for_authentication(reply: &Reply) -> Option<&'static str> {
 
 /// `path` on the API with `query`: relative to `rest_base` (`iserver/accounts`,
 /// `/iserver/accounts`), or absolute on its host when it starts with `/v1/` (`/v1/api/…`,
-/// `/v1/portal/…`). A full URL is refused: calls go to the session's host only.
+/// `/v1/portal/…`). Calls go to the session's host, under the API, only: a full URL, a
+/// scheme (`http:host`), a backslash (`\\host` is `//host` to URL parsers), `..` in any
+/// spelling (`%2e%2e`), an encoded slash, or a control character (tabs and newlines are
+/// dropped by URL parsers, so `.<TAB>.` would become `..`) is refused.
+///
+/// The URL is built by setting the path on `rest_base` — never by resolving `path` as a
+/// reference, which could change the scheme or host — and the result is checked to be under
+/// the API root whatever the checks before missed.
 pub(crate) fn endpoint_url(
     rest_base: &Url,
     path: &str,
@@ -268,35 +275,74 @@ pub(crate) fn endpoint_url(
     let bad = |reason: &str| Error::Protocol {
         step: Step::Api,
         status: 0,
-        detail: format!("`{path}` {reason}"),
+        detail: format!("`{}` {reason}", path.escape_debug()),
     };
-    let path = path.trim();
-    if path.contains("://") || path.starts_with("//") {
+    let trimmed = path.trim();
+    if trimmed.contains("://") || trimmed.starts_with("//") {
         return Err(bad(
             "is a URL: give a path such as portfolio/accounts (calls go to the session's host)",
         ));
     }
-    let (path, inline_query) = match path.split_once('?') {
+    if trimmed.chars().any(char::is_control) {
+        return Err(bad(
+            "contains a control character: give a plain path such as portfolio/accounts",
+        ));
+    }
+    // A fragment is never sent; what follows `#` is dropped, as a browser would.
+    let trimmed = trimmed.split_once('#').map_or(trimmed, |(p, _)| p);
+    let (relative, inline_query) = match trimmed.split_once('?') {
         Some((p, q)) => (p, Some(q)),
-        None => (path, None),
+        None => (trimmed, None),
     };
-    if path.split('/').any(|segment| segment == "..") {
+    if relative.contains('\\') {
+        return Err(bad(
+            "contains a backslash, which URL parsers read as `/` (`\\\\host` is another host): use `/`",
+        ));
+    }
+    if let Some((scheme, _)) = relative.split_once(':')
+        && !scheme.contains('/')
+    {
+        return Err(bad(
+            "starts with a scheme (`name:`): give a path such as portfolio/accounts (calls go to the session's host)",
+        ));
+    }
+    let lower = relative.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return Err(bad(
+            "contains an encoded slash (%2F or %5C), which a server may read as a separator: use `/`",
+        ));
+    }
+    let dot_dot = |segment: &str| segment.to_ascii_lowercase().replace("%2e", ".") == "..";
+    if relative.split('/').any(dot_dot) {
         return Err(bad("climbs out of the API with `..`"));
     }
-    let mut url = if path.starts_with("/v1/") {
-        let mut url = rest_base.clone();
-        let root = rest_base
-            .path()
-            .strip_suffix("v1/api/")
-            .unwrap_or("/")
-            .trim_end_matches('/');
-        url.set_path(&format!("{root}{path}"));
-        url
+    let base_path = rest_base.path().trim_end_matches('/');
+    let root = rest_base
+        .path()
+        .strip_suffix("v1/api/")
+        .unwrap_or("/")
+        .trim_end_matches('/');
+    let (full, under) = if relative.starts_with("/v1/") {
+        (format!("{root}{relative}"), format!("{root}/v1/"))
     } else {
-        rest_base
-            .join(path.trim_start_matches('/'))
-            .map_err(|e| bad(&format!("is not a path: {e}")))?
+        (
+            format!("{base_path}/{}", relative.trim_start_matches('/')),
+            format!("{base_path}/"),
+        )
     };
+    let mut url = rest_base.clone();
+    url.set_path(&full);
+    // A backstop: whatever the checks above missed, the URL parser's own reading of the path
+    // (dot segments resolved) must still be under the API on the session's host.
+    if !url.path().starts_with(&under)
+        || url.host() != rest_base.host()
+        || url.port_or_known_default() != rest_base.port_or_known_default()
+        || url.scheme() != rest_base.scheme()
+    {
+        return Err(bad(
+            "leaves the API: give a path such as portfolio/accounts",
+        ));
+    }
     url.set_query(inline_query.filter(|q| !q.is_empty()));
     if !query.is_empty() {
         let mut pairs = url.query_pairs_mut();
@@ -365,9 +411,69 @@ mod tests {
             "https://evil.example/x",
             "//evil.example/x",
             "../../oauth2/api/v1/token",
+            "/../../oauth2/api/v1/token",
+            // `..` spelled so that only the URL parser sees it.
+            "%2e%2e/%2e%2e/oauth2/api/v1/token",
+            "iserver/%2E%2e/%2e%2e/%2e%2e/oauth2",
+            "/v1/%2e%2e/oauth2/api/v1/token",
+            "/v1/api/.%2e/.%2E/x",
+            ".\t./.\t./.\t./x",
+            "iserver/.\n./x",
+            // Backslashes: `\\host` is `//host` to a URL parser; `\..\` climbs.
+            "\\\\evil.example/x",
+            "/\\evil.example/x",
+            "iserver\\..\\..\\..\\x",
+            // Schemes with no `//`.
+            "http:evil.example/x",
+            "HTTPS:/evil.example/x",
+            "javascript:alert(1)",
+            // Encoded separators a server may decode.
+            "iserver/..%2f..%2fx",
+            "iserver/..%5C..%5Cx",
+            "\u{0}x",
         ] {
-            assert!(endpoint_url(&base, bad, &[]).is_err(), "{bad}");
+            let err = endpoint_url(&base, bad, &[]).unwrap_err().to_string();
+            assert!(
+                err.contains("portfolio/accounts")
+                    || err.contains("`..`")
+                    || err.contains("use `/`")
+                    || err.contains("plain path"),
+                "{bad:?}: {err}"
+            );
         }
+        // Confined: on the session's host, under the REST base.
+        for (odd, confined) in [
+            (
+                "@evil.example/x",
+                "https://api.ibkr.com/v1/api/@evil.example/x",
+            ),
+            (
+                "/oauth2/api/v1/token",
+                "https://api.ibkr.com/v1/api/oauth2/api/v1/token",
+            ),
+            ("/v1/@evil.example", "https://api.ibkr.com/v1/@evil.example"),
+            ("/v1//evil.example", "https://api.ibkr.com/v1//evil.example"),
+            (
+                "iserver/./accounts",
+                "https://api.ibkr.com/v1/api/iserver/accounts",
+            ),
+            (
+                "a?b=../../c#frag",
+                "https://api.ibkr.com/v1/api/a?b=../../c",
+            ),
+            (
+                "iserver/contract/1:2/info",
+                "https://api.ibkr.com/v1/api/iserver/contract/1:2/info",
+            ),
+        ] {
+            assert_eq!(url(odd), confined, "{odd}");
+        }
+        // A REST base without its trailing slash still joins with one.
+        let bare = Url::parse("https://api.ibkr.com/v1/api").unwrap();
+        assert_eq!(
+            endpoint_url(&bare, "tickle", &[]).unwrap().as_str(),
+            "https://api.ibkr.com/v1/api/tickle"
+        );
     }
 
     #[test]
