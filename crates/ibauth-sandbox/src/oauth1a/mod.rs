@@ -19,10 +19,10 @@ pub(crate) use lst::live_session_token_endpoint;
 
 /// RFC 3526 group 14 (2048-bit MODP): what [`ConsumerRegistration::new`] registers unless
 /// told otherwise. IBKR gives every consumer its own prime; see
-/// [`ConsumerRegistration::dh_prime`] and [`SANDBOX_DH_PRIMES`].
+/// [`ConsumerRegistration::dh_group`] and [`SANDBOX_DH_PRIMES`].
 ///
 /// [`ConsumerRegistration::new`]: crate::ConsumerRegistration::new
-/// [`ConsumerRegistration::dh_prime`]: crate::ConsumerRegistration::dh_prime
+/// [`ConsumerRegistration::dh_group`]: crate::ConsumerRegistration::dh_group
 /// [`SANDBOX_DH_PRIMES`]: crate::SANDBOX_DH_PRIMES
 pub const RFC3526_PRIME_2048: &str = ibauth::oauth1a::RFC3526_PRIME_2048;
 
