@@ -210,5 +210,14 @@ pub enum Command {
         /// SSO-session (bearer) lifetime in seconds.
         #[arg(long, value_name = "SECS", default_value_t = 86_400)]
         sso_session_ttl: u64,
+        /// Drop every brokerage session daily at this time, as IBKR's nightly maintenance
+        /// does (01:00 regional time): HH:MM (UTC), or HH:MM±HH:MM for a UTC offset, e.g.
+        /// 01:00-05:00 for US/Eastern standard time.
+        #[arg(long, value_name = "HH:MM[±HH:MM]")]
+        nightly_reset: Option<ibauth_sandbox::NightlyReset>,
+        /// Do not serve the test-only admin API (/__sandbox/…), which lets anyone who reaches
+        /// the port drop sessions and script failures.
+        #[arg(long)]
+        no_admin: bool,
     },
 }

@@ -115,6 +115,8 @@ async fn run(cli: Cli) -> ExitCode {
             tls,
             access_token_ttl,
             sso_session_ttl,
+            nightly_reset,
+            no_admin,
         } => {
             let opts = sandbox_cmd::Options {
                 dir: &dir,
@@ -122,6 +124,8 @@ async fn run(cli: Cli) -> ExitCode {
                 tls,
                 access_token_ttl,
                 sso_session_ttl,
+                nightly_reset,
+                admin: !no_admin,
             };
             return sandbox_cmd::run(out, opts).await;
         }

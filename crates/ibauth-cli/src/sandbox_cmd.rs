@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ibauth_sandbox::{
-    CredentialSet, Lifetimes, SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL, SANDBOX_PASSWORD, Sandbox,
+    CredentialSet, Lifetimes, NightlyReset, SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL,
+    SANDBOX_PASSWORD, Sandbox,
 };
 use serde_json::json;
 
@@ -17,6 +18,9 @@ pub struct Options<'a> {
     pub tls: bool,
     pub access_token_ttl: u64,
     pub sso_session_ttl: u64,
+    pub nightly_reset: Option<NightlyReset>,
+    /// Serve the test-only admin API (`/__sandbox/…`).
+    pub admin: bool,
 }
 
 pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
@@ -36,17 +40,19 @@ async fn serve(out: Out, opts: Options<'_>) -> Result<(), String> {
         sso_session: Duration::from_secs(opts.sso_session_ttl),
         ..Lifetimes::default()
     };
-    let sandbox = Sandbox::builder()
+    let mut builder = Sandbox::builder()
         .listen(opts.listen)
         .tls(opts.tls)
+        .admin(opts.admin)
         .lifetimes(lifetimes)
         .register(set.registration())
         .register_consumer(set.consumer_registration())
         .register_consumer(set.third_party_registration())
-        .user(SANDBOX_CREDENTIAL, SANDBOX_PASSWORD, true)
-        .start()
-        .await
-        .map_err(|e| e.to_string())?;
+        .user(SANDBOX_CREDENTIAL, SANDBOX_PASSWORD, true);
+    if let Some(schedule) = opts.nightly_reset {
+        builder = builder.nightly_reset(schedule);
+    }
+    let sandbox = builder.start().await.map_err(|e| e.to_string())?;
     let (token, secret) = sandbox
         .issue_access_token(SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL)
         .ok_or("the sandbox could not issue an OAuth 1.0a access token")?;

@@ -341,6 +341,10 @@ fn oauth1a_login_from_the_sandbox_config_and_from_ibind_variables_alone() {
     // An ibind user: no config file, only ibind's own variables (and the sandbox CA, which
     // ibind would take from its environment too).
     let empty = temp_dir("oauth1a-ibind-only");
+    // The generated set's own DH prime (never RFC 3526's), as an ibind user copies it.
+    let dh_prime = ibauth_sandbox::CredentialSet::load_or_create(&dir)
+        .unwrap()
+        .dh_prime_hex();
     let ibind = |consumer: &str| {
         let mut cmd = ibauth();
         cmd.current_dir(&empty)
@@ -354,7 +358,7 @@ fn oauth1a_login_from_the_sandbox_config_and_from_ibind_variables_alone() {
                 "IBIND_OAUTH1A_ACCESS_TOKEN_SECRET",
                 yaml_value(&config, "access_token_secret"),
             )
-            .env("IBIND_OAUTH1A_DH_PRIME", ibauth_sandbox::RFC3526_PRIME_2048)
+            .env("IBIND_OAUTH1A_DH_PRIME", dh_prime)
             .env(
                 "IBIND_OAUTH1A_ENCRYPTION_KEY_FP",
                 dir.join("encryption_key.pem"),

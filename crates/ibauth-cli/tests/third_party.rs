@@ -310,13 +310,16 @@ async fn browser_setup(name: &str) -> (Sandbox, std::path::PathBuf, std::path::P
         .port();
     let callback = format!("https://127.0.0.1:{port}/ibauth/callback");
     let dir = temp_dir(name);
-    CredentialSet::load_or_create(&dir).unwrap();
+    let set = CredentialSet::load_or_create(&dir).unwrap();
     let signature = SigningKey::from_pem_file(&dir.join("signature_key.pem")).unwrap();
     let encryption = SigningKey::from_pem_file(&dir.join("encryption_key.pem")).unwrap();
+    // The consumer's group is the one in the set's dhparam.pem, which the config names.
+    let group = ibauth::oauth1a::DhGroup::from_hex(set.dh_prime_hex(), 2).unwrap();
     let sandbox = Sandbox::builder()
         .register_consumer(
             ConsumerRegistration::new("THIRDPRTY", &signature, &encryption)
-                .third_party(Some(&callback)),
+                .third_party(Some(&callback))
+                .dh_group(group),
         )
         .user("dana", "pw", true)
         .start()

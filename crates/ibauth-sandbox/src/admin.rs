@@ -1,5 +1,8 @@
 //! The sandbox's own API under `/__sandbox/`: counters and the fault-injection handle over
-//! HTTP, for tests that drive a separate process. It never exists on IBKR.
+//! HTTP, for tests that drive a separate process. It never exists on IBKR, it is for tests
+//! only (anyone who reaches the port may drop sessions or script failures), and it can be
+//! turned off (`SandboxBuilder::admin(false)`, `ibauth sandbox --no-admin`). Every number and
+//! text it takes is bounded, so no request can make the sandbox allocate or wait without end.
 
 use std::time::Duration;
 
@@ -10,7 +13,7 @@ use serde_json::Value;
 
 use crate::control::Control;
 use crate::reply::Reject;
-use crate::state::{FailWith, PacingLimits, Shared};
+use crate::state::{FailWith, PacingLimits, Shared, lock};
 
 /// `GET /__sandbox/counters`: what the sandbox has answered (for tests in other processes).
 pub(crate) async fn counters(AxumState(s): AxumState<Shared>) -> Response {
@@ -24,6 +27,22 @@ pub(crate) async fn orders(AxumState(s): AxumState<Shared>) -> Response {
 
 /// Most answers one `fail_next` or `cut` request may script.
 const MAX_SCRIPTED: u32 = 10_000;
+/// Most scripted answers waiting at once.
+const MAX_QUEUED: usize = 100_000;
+/// Longest scripted message (each of up to `MAX_SCRIPTED` answers holds a copy).
+const MAX_MESSAGE: usize = 1024;
+/// Longest credential (IBKR usernames are short).
+const MAX_CREDENTIAL: usize = 256;
+/// Longest `Retry-After` a scripted answer may announce: one day.
+const MAX_RETRY_AFTER_SECS: u64 = 86_400;
+/// Longest response delay: one minute (clients time out long before).
+const MAX_DELAY_MS: u64 = 60_000;
+/// Longest pacing window: one day (IBKR's longest is 15 minutes).
+const MAX_WINDOW_MS: u64 = 86_400_000;
+/// Longest penalty: a week, what `PacingLimits::penalty` allows.
+const MAX_PENALTY_MS: u64 = 7 * 86_400_000;
+/// Largest pacing count: a window keeps up to this many arrival times per user.
+const MAX_COUNT: u64 = 100_000;
 
 /// `POST /__sandbox/{action}` with a JSON body: the fault-injection handle over HTTP, for
 /// tests that drive a separate process. Sandbox only; it never exists on IBKR.
@@ -40,8 +59,6 @@ pub(crate) async fn action(
             Err(_) => return Reject::ibkr(400, "body is not JSON").into_response(),
         }
     };
-    let text = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_owned);
-    let number = |k: &str| args.get(k).and_then(Value::as_u64);
     // How many answers to script: bounded, so a request cannot queue faults without end.
     let times = match args.get("n") {
         None => 1,
@@ -57,25 +74,58 @@ pub(crate) async fn action(
         },
     };
     let handle = Control { state: s };
-    match action.as_str() {
+    match run(&handle, &action, &args, times) {
+        Ok(()) => axum::Json(serde_json::json!({ "ok": true })).into_response(),
+        Err(Refusal::Bad(why)) => Reject::ibkr(400, why).into_response(),
+        Err(Refusal::Unknown) => {
+            Reject::ibkr(404, format!("unknown sandbox action `{action}`")).into_response()
+        }
+    }
+}
+
+/// Why an action was not done.
+enum Refusal {
+    /// A missing or out-of-range argument.
+    Bad(String),
+    /// No such action.
+    Unknown,
+}
+
+impl From<String> for Refusal {
+    fn from(why: String) -> Self {
+        Refusal::Bad(why)
+    }
+}
+
+/// Does `action` with its checked arguments.
+fn run(handle: &Control, action: &str, args: &Value, times: u32) -> Result<(), Refusal> {
+    match action {
         "fail_next" => {
-            let Some(status) = number("status").and_then(|n| u16::try_from(n).ok()) else {
-                return Reject::ibkr(400, "status missing").into_response();
-            };
-            let mut fail = FailWith::new(status, text("message").unwrap_or_default());
-            if let Some(secs) = number("retry_after") {
+            let status =
+                bounded(args, "status", 100, 599)?.ok_or_else(|| "status missing".to_owned())?;
+            let status = u16::try_from(status).map_err(|_| "status out of range".to_owned())?;
+            let mut fail = FailWith::new(
+                status,
+                text(args, "message", MAX_MESSAGE)?.unwrap_or_default(),
+            );
+            if let Some(secs) = bounded(args, "retry_after", 0, MAX_RETRY_AFTER_SECS)? {
                 fail = fail.retry_after(secs);
+            }
+            // Bounded in total too, not only per request.
+            let queued = lock(&handle.state).faults.fail_next.len();
+            if queued.saturating_add(times as usize) > MAX_QUEUED {
+                return Err(format!("at most {MAX_QUEUED} scripted answers may wait").into());
             }
             handle.fail_next(times as usize, fail);
         }
         "delay" => {
-            handle.delay_responses(number("ms").filter(|ms| *ms > 0).map(Duration::from_millis))
+            let ms = bounded(args, "ms", 0, MAX_DELAY_MS)?;
+            handle.delay_responses(ms.filter(|ms| *ms > 0).map(Duration::from_millis));
         }
         "drop_session" | "competing" | "rotate_session" | "disconnect" => {
-            let Some(credential) = text("credential") else {
-                return Reject::ibkr(400, "credential missing").into_response();
-            };
-            match action.as_str() {
+            let credential = text(args, "credential", MAX_CREDENTIAL)?
+                .ok_or_else(|| "credential missing".to_owned())?;
+            match action {
                 "drop_session" => handle.drop_session(&credential),
                 "competing" => handle.report_competing(&credential),
                 "disconnect" => handle.disconnect(&credential),
@@ -83,17 +133,38 @@ pub(crate) async fn action(
             }
         }
         "cut" => handle.cut_next(times),
-        "pacing" => match pacing_limits(&args) {
-            Ok(limits) => handle.set_pacing(limits),
-            Err(why) => return Reject::ibkr(400, why).into_response(),
-        },
+        "pacing" => handle.set_pacing(pacing_limits(args)?),
         "expire_tokens" => handle.expire_tokens_now(),
         "nightly_reset" => handle.nightly_reset(),
-        _ => {
-            return Reject::ibkr(404, format!("unknown sandbox action `{action}`")).into_response();
-        }
+        _ => return Err(Refusal::Unknown),
     }
-    axum::Json(serde_json::json!({ "ok": true })).into_response()
+    Ok(())
+}
+
+/// The string `args[key]` of at most `max` bytes, if given.
+fn text(args: &Value, key: &str, max: usize) -> Result<Option<String>, String> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_str()
+            .filter(|s| s.len() <= max)
+            .map(|s| Some(s.to_owned()))
+            .ok_or(format!("`{key}` must be a string of at most {max} bytes")),
+    }
+}
+
+/// The whole number `args[key]` within `min..=max`, if given.
+fn bounded(args: &Value, key: &str, min: u64, max: u64) -> Result<Option<u64>, String> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (min..=max).contains(n))
+            .map(Some)
+            .ok_or(format!(
+                "`{key}` must be a whole number from {min} to {max}"
+            )),
+    }
 }
 
 /// Most endpoint limits one `pacing` request may set.
@@ -131,7 +202,7 @@ fn pacing_limits(args: &Value) -> Result<Option<PacingLimits>, String> {
         Some(_) => return Err("`preset` must be \"ibkr\" or \"gateway\"".into()),
     };
     if let Some(ms) = args.get("penalty_ms") {
-        limits = limits.penalty(millis(ms, "penalty_ms")?);
+        limits = limits.penalty(millis(ms, "penalty_ms", MAX_PENALTY_MS)?);
     }
     if let Some(n) = args.get("global_per_second") {
         limits = limits.global(count(n, "global_per_second")?, Duration::from_secs(1));
@@ -139,7 +210,7 @@ fn pacing_limits(args: &Value) -> Result<Option<PacingLimits>, String> {
     if let Some(global) = args.get("global") {
         limits = limits.global(
             count(&global["count"], "global.count")?,
-            millis(&global["per_ms"], "global.per_ms")?,
+            millis(&global["per_ms"], "global.per_ms", MAX_WINDOW_MS)?,
         );
     }
     if let Some(endpoints) = args.get("endpoints") {
@@ -157,12 +228,13 @@ fn pacing_limits(args: &Value) -> Result<Option<PacingLimits>, String> {
             };
             let path = endpoint["path"]
                 .as_str()
-                .ok_or("`endpoints[].path` missing")?;
+                .filter(|p| p.len() <= 256)
+                .ok_or("`endpoints[].path` missing or longer than 256 bytes")?;
             limits = limits.endpoint(
                 method,
                 path,
                 count(&endpoint["count"], "endpoints[].count")?,
-                millis(&endpoint["per_ms"], "endpoints[].per_ms")?,
+                millis(&endpoint["per_ms"], "endpoints[].per_ms", MAX_WINDOW_MS)?,
             );
         }
     }
@@ -172,13 +244,17 @@ fn pacing_limits(args: &Value) -> Result<Option<PacingLimits>, String> {
 fn count(value: &Value, name: &str) -> Result<u32, String> {
     value
         .as_u64()
+        .filter(|n| *n <= MAX_COUNT)
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or(format!("`{name}` must be a whole number below 2^32"))
+        .ok_or(format!("`{name}` must be a whole number up to {MAX_COUNT}"))
 }
 
-fn millis(value: &Value, name: &str) -> Result<Duration, String> {
+fn millis(value: &Value, name: &str, max: u64) -> Result<Duration, String> {
     value
         .as_u64()
+        .filter(|ms| *ms <= max)
         .map(Duration::from_millis)
-        .ok_or(format!("`{name}` must be a whole number of milliseconds"))
+        .ok_or(format!(
+            "`{name}` must be a whole number of milliseconds up to {max}"
+        ))
 }

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::authn::Caller;
 use crate::reply::Reject;
+use crate::ssodh::InitParams;
 use crate::state::{Brokerage, Flags, State, random_hex, user_id};
 
 const MAC: &str = "98:F2:B3:23:BF:A0";
@@ -15,6 +16,8 @@ fn status_json(flags: Flags, message: &str) -> Value {
         "competing": flags.competing,
         "connected": flags.connected,
         "message": message,
+        // IBKR's reason when authentication failed; empty when all is well.
+        "fail": "",
         "MAC": MAC,
         "serverInfo": { "serverName": "ibauth-sandbox", "serverVersion": env!("CARGO_PKG_VERSION") },
     })
@@ -58,18 +61,13 @@ pub(crate) fn validate(state: &mut State, caller: &Caller) -> Result<Value, Reje
     Ok(body)
 }
 
-pub(crate) fn init(state: &mut State, caller: &Caller, body: &[u8]) -> Result<Value, Reject> {
+pub(crate) fn init(
+    state: &mut State,
+    caller: &Caller,
+    params: InitParams,
+) -> Result<Value, Reject> {
     let (token, credential) = (caller.session.as_str(), caller.credential.as_str());
-    let request: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|_| Reject::ibkr(400, "Bad Request: body is not JSON"))?
-    };
-    let compete = request
-        .get("compete")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let compete = params.compete.unwrap_or(false);
     let held_by_other = state
         .brokerage
         .get(credential)
@@ -112,7 +110,7 @@ pub(crate) fn tickle(state: &mut State, caller: &Caller) -> Result<Value, Reject
         "collission": flags.competing,
         "userId": user_id(credential),
         "hmds": { "error": "no bridge" },
-        "iserver": { "authStatus": status_json(flags, "") },
+        "iserver": { "authStatus": status_json(flags, ""), "tickle": true },
     });
     state.counters.tickles += 1;
     Ok(body)

@@ -1,11 +1,13 @@
 //! A ready-to-use credential set for the sandbox: an RSA key pair registered under a fixed
 //! client id, and a config file that points `ibauth` (or the Python ibauth) at the sandbox.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use ibauth::SigningKey;
+use ibauth::oauth1a::DhGroup;
 
+use crate::dh_primes::{dhparam_pem, prime_for};
+use crate::files::{create_dir, load_or_generate, write_private};
 use crate::{ClientRegistration, ConsumerRegistration, SandboxError};
 
 /// Client id of the generated credential set.
@@ -39,17 +41,18 @@ pub struct CredentialSet {
     key: SigningKey,
     signature_key: SigningKey,
     encryption_key: SigningKey,
+    dh_prime: &'static str,
+    dh: DhGroup,
 }
 
 impl CredentialSet {
     /// Reuses `dir/private_key.pem` if present (so a restarted sandbox keeps its users'
-    /// credentials), otherwise generates one; writes `public_key.pem` beside it.
+    /// credentials), otherwise generates one; writes `public_key.pem` beside it. The OAuth
+    /// 1.0a consumers get one of [`SANDBOX_DH_PRIMES`](crate::SANDBOX_DH_PRIMES) (the same
+    /// for the same signature key), written to `dhparam.pem`. No file is written or read
+    /// through a symbolic link.
     pub fn load_or_create(dir: &Path) -> Result<Self, SandboxError> {
-        std::fs::create_dir_all(dir).map_err(|source| SandboxError::File {
-            what: "cannot create",
-            path: dir.to_owned(),
-            source,
-        })?;
+        create_dir(dir)?;
         let key = load_or_generate(&dir.join(PRIVATE_KEY_FILE))?;
         write_private(
             &dir.join(PUBLIC_KEY_FILE),
@@ -58,13 +61,26 @@ impl CredentialSet {
         )?;
         let signature_key = load_or_generate(&dir.join(SIGNATURE_KEY_FILE))?;
         let encryption_key = load_or_generate(&dir.join(ENCRYPTION_KEY_FILE))?;
-        write_private(&dir.join(DH_PARAM_FILE), dhparam_pem().as_bytes(), 0o644)?;
+        let dh_prime = prime_for(&signature_key.public_key_der());
+        let dh = DhGroup::from_hex(dh_prime, 2).map_err(SandboxError::DhGroup)?;
+        write_private(
+            &dir.join(DH_PARAM_FILE),
+            dhparam_pem(dh_prime).as_bytes(),
+            0o644,
+        )?;
         Ok(Self {
             dir: dir.to_owned(),
             key,
             signature_key,
             encryption_key,
+            dh_prime,
+            dh,
         })
+    }
+
+    /// The DH prime of the set's consumers (hex; generator 2), as in its `dhparam.pem`.
+    pub fn dh_prime_hex(&self) -> &'static str {
+        self.dh_prime
     }
 
     /// The set's signing key.
@@ -96,6 +112,7 @@ impl CredentialSet {
             &self.signature_key,
             &self.encryption_key,
         )
+        .dh_group(self.dh.clone())
     }
 
     /// IBKR's demo consumer `TESTCONS` (realm `test_realm`) for the third-party flow, with this
@@ -107,6 +124,7 @@ impl CredentialSet {
             &self.encryption_key,
         )
         .third_party(None)
+        .dh_group(self.dh.clone())
     }
 
     /// Writes `config-third-party.yaml`: `TESTCONS` with this set's keys, the sandbox's REST
@@ -189,62 +207,4 @@ impl CredentialSet {
         write_private(&path, yaml.as_bytes(), 0o600)?;
         Ok(path)
     }
-}
-
-/// Writes via a temporary file and a rename, so a reader never sees half a file.
-fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<(), SandboxError> {
-    let err = |source| SandboxError::File {
-        what: "cannot write",
-        path: path.to_owned(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(&tmp).map_err(err)?;
-    file.write_all(contents).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
-}
-
-fn load_or_generate(path: &Path) -> Result<SigningKey, SandboxError> {
-    if path.exists() {
-        return Ok(SigningKey::from_pem_file(path)?);
-    }
-    let key = SigningKey::generate()?;
-    write_private(path, key.to_pkcs8_pem().as_bytes(), 0o600)?;
-    Ok(key)
-}
-
-/// The sandbox's DH group as an `openssl dhparam` file (PKCS#3 `SEQUENCE { p, g }`).
-fn dhparam_pem() -> String {
-    let hex = crate::RFC3526_PRIME_2048;
-    let mut p = vec![0u8]; // INTEGER is signed and the prime's top bit is set.
-    p.extend(
-        (0..hex.len())
-            .step_by(2)
-            .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()),
-    );
-    let mut body = der(0x02, &p);
-    body.extend(der(0x02, &[2]));
-    ibauth::pem_encode("DH PARAMETERS", &der(0x30, &body))
-}
-
-fn der(tag: u8, contents: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = contents.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(contents);
-    out
 }

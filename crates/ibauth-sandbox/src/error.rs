@@ -32,4 +32,7 @@ pub enum SandboxError {
     /// A key is unusable.
     #[error(transparent)]
     Key(#[from] ibauth::KeyError),
+    /// A Diffie-Hellman group is unusable.
+    #[error("DH group: {0}")]
+    DhGroup(#[source] ibauth::oauth1a::LstError),
 }

@@ -7,11 +7,12 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::paths::api_relative;
 use crate::reply::Reject;
 use crate::state::{Shared, lock};
 
-/// Applies the scripted failures and delays to `/v1/api`, `/gw` and `/oauth2` requests (not
-/// to the `/ip` helper).
+/// Applies the scripted failures and delays to REST API (`/v1/api`, `/v1/portal`), `/gw` and
+/// `/oauth2` requests (not to the `/ip` helper).
 pub(crate) async fn middleware(
     AxumState(shared): AxumState<Shared>,
     request: Request,
@@ -19,7 +20,7 @@ pub(crate) async fn middleware(
 ) -> Response {
     let path = request.uri().path();
     let applies =
-        path.starts_with("/v1/api") || path.starts_with("/gw/") || path.starts_with("/oauth2/");
+        api_relative(path).is_some() || path.starts_with("/gw/") || path.starts_with("/oauth2/");
     if !applies {
         return next.run(request).await;
     }

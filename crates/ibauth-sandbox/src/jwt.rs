@@ -1,5 +1,5 @@
-//! Verification of compact RS256 JWS, strictly: RS256 only, a `kid`, a valid signature over the
-//! exact bytes received.
+//! Verification of compact RS256 JWS, strictly: RS256 only, a `kid`, no critical extensions,
+//! a valid signature over the exact bytes received.
 
 use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use base64::Engine as _;
@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 /// Why a JWS was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum JwtError {
     /// Not three base64url parts of JSON.
     #[error("malformed JWT: {0}")]
@@ -19,6 +20,10 @@ pub enum JwtError {
     /// No `kid` in the header.
     #[error("JWT header has no kid")]
     NoKid,
+    /// The header has `crit`: extensions the verifier must understand (RFC 7515 §4.1.11),
+    /// and the sandbox understands none.
+    #[error("JWT header lists critical extensions (crit) the server does not understand")]
+    Critical,
     /// The signature does not verify with the key.
     #[error("signature does not verify with the key registered for kid `{0}`")]
     BadSignature(String),
@@ -55,10 +60,18 @@ pub fn parse(token: &str) -> Result<Unverified<'_>, JwtError> {
             .decode(part)
             .map_err(|_| JwtError::Malformed(what))
     };
-    let header: Header = serde_json::from_slice(&decode(h, "header is not base64url")?)
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&decode(h, "header is not base64url")?)
+            .map_err(|_| JwtError::Malformed("header is not a JSON object"))?;
+    // Present at all (even null or empty, which RFC 7515 forbids) means refused.
+    let critical = header.contains_key("crit");
+    let header: Header = serde_json::from_value(serde_json::Value::Object(header))
         .map_err(|_| JwtError::Malformed("header is not a JSON object with alg"))?;
     if header.alg != "RS256" {
         return Err(JwtError::Algorithm(header.alg));
+    }
+    if critical {
+        return Err(JwtError::Critical);
     }
     let kid = header
         .kid

@@ -42,9 +42,10 @@
 #![warn(missing_docs)]
 
 // Layers, lowest first; each uses only the ones before it, so no module calls back up:
-// `state` (data) → `jwt`, `oauth1a`, `oauth2`, `reply` (verification, refusals) → `authn` (who
-// calls), `pacing` (limits over HTTP) → `brokerage`, `api`, `third_party`, `ws`, `faults`
-// (endpoints, middleware) → `v1`, `router`, `admin` (HTTP surface) → `control`, `server` (the
+// `paths`, `dh_primes`, `files` (helpers) → `state` (data) → `jwt`, `oauth1a`, `oauth2`,
+// `reply`, `ssodh` (verification, parameters, refusals) → `authn` (who calls), `pacing`
+// (limits over HTTP) → `brokerage`, `api`, `third_party`, `ws`, `faults` (endpoints,
+// middleware) → `v1`, `router`, `admin` (HTTP surface) → `control`, `nightly`, `server` (the
 // public handles).
 mod admin;
 mod api;
@@ -52,16 +53,21 @@ mod authn;
 mod brokerage;
 mod control;
 mod credentials;
+mod dh_primes;
 mod error;
 mod faults;
+mod files;
 mod jwt;
+mod nightly;
 mod oauth1a;
 mod oauth2;
 mod pacing;
+mod paths;
 mod registration;
 mod reply;
 mod router;
 mod server;
+mod ssodh;
 mod state;
 mod third_party;
 pub mod tls;
@@ -73,8 +79,10 @@ pub use credentials::{
     CredentialSet, SANDBOX_CLIENT_ID, SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL, SANDBOX_KEY_ID,
     SANDBOX_PASSWORD,
 };
+pub use dh_primes::SANDBOX_DH_PRIMES;
 pub use error::SandboxError;
 pub use jwt::JwtError;
+pub use nightly::{NightlyReset, NightlyResetError};
 pub use oauth1a::RFC3526_PRIME_2048;
 pub use registration::{ClientRegistration, ConsumerRegistration};
 pub use server::{Sandbox, SandboxBuilder};

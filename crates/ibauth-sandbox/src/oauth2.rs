@@ -31,6 +31,8 @@ struct SsoClaims {
     iss: String,
     exp: u64,
     iat: u64,
+    #[serde(default)]
+    jti: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +58,17 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+/// What identifies one verified JWT for replay detection: its `jti` for its issuer or,
+/// without one, its exact bytes. Hashed, so a long `jti` costs no more memory than a short one.
+fn replay_key(kind: &str, issuer: &str, jti: Option<&str>, token: &str) -> String {
+    let identity = match jti {
+        Some(jti) => format!("{kind}\0{issuer}\0jti\0{jti}"),
+        None => format!("{kind}\0{issuer}\0bytes\0{}", token.trim()),
+    };
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, identity.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks `iat`/`exp` against the clock, with skew.
@@ -151,12 +164,20 @@ pub(crate) fn token(state: &mut State, headers: &HeaderMap, body: &[u8]) -> Resu
             "invalid_client: client assertion lifetime too long",
         ));
     }
-    if let Some(jti) = claims.jti.as_deref()
-        && !state.remember_jti(jti, claims.exp)
-    {
+    // RFC 7523 §3: an assertion is used once. Without a `jti` (IBKR's own sample sends none)
+    // its exact bytes are what must not come again.
+    if !state.remember_jti(
+        &replay_key("assertion", &client_id, claims.jti.as_deref(), assertion),
+        claims.exp,
+    ) {
+        let what = if claims.jti.is_some() {
+            "jti seen before"
+        } else {
+            "the same assertion was used before; add a unique jti"
+        };
         return Err(Reject::problem(
             401,
-            "invalid_client: client assertion replayed (jti seen before)",
+            format!("invalid_client: client assertion replayed ({what})"),
         ));
     }
     let ttl = state.lifetimes.access_token.as_secs();
@@ -221,6 +242,18 @@ pub(crate) fn sso_session(
         return Err(Reject::problem(401, "unknown credential for this client"));
     }
     check_window(state, claims.iat, claims.exp, "SSO session request")?;
+    // Clients ask for 24 hours; a request valid for longer would be a standing credential.
+    let longest = state
+        .lifetimes
+        .max_sso_request_lifetime
+        .as_secs()
+        .saturating_add(state.lifetimes.clock_skew.as_secs());
+    if claims.exp - claims.iat > longest {
+        return Err(Reject::problem(
+            401,
+            format!("SSO session request lifetime too long (exp - iat over {longest} s)"),
+        ));
+    }
     let peer = match peer {
         IpAddr::V4(ip) => ip,
         IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
@@ -235,8 +268,20 @@ pub(crate) fn sso_session(
             format!("ip claim {claimed} does not match the request's source address {peer}"),
         ));
     }
+    if !state.remember_jti(
+        &replay_key("sso", &client_id, claims.jti.as_deref(), text),
+        claims.exp,
+    ) {
+        return Err(Reject::problem(
+            401,
+            "SSO session request replayed (the same jti, or the same JWT without one, was used before)",
+        ));
+    }
     let bearer = state.issue(32);
-    let expires_at = claims.exp.min(now + state.lifetimes.sso_session.as_secs());
+    let expires_at = claims
+        .exp
+        .min(now.saturating_add(state.lifetimes.sso_session.as_secs()));
+    let paper = state.paper_users.contains(&claims.credential);
     state.sso.insert(
         bearer.clone(),
         SsoSession {
@@ -246,8 +291,9 @@ pub(crate) fn sso_session(
             session_id: random_hex(16),
             created_at: now,
             expires_at,
+            paper,
         },
     );
     state.counters.sso_sessions += 1;
-    Ok(json!({ "active": true, "access_token": bearer }))
+    Ok(json!({ "access_token": bearer, "active": true, "token_type": "Bearer" }))
 }

@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, Request, State as AxumState};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::paths::api_relative;
 use crate::reply::Reject;
 use crate::state::{Shared, State, lock};
 
@@ -34,7 +35,7 @@ pub(crate) async fn penalty_box(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip().to_canonical());
-    if let (true, Some(ip)) = (path.starts_with("/v1/api"), peer) {
+    if let (true, Some(ip)) = (api_relative(path).is_some(), peer) {
         let mut state = lock(&shared);
         let left = state
             .pacing
@@ -62,7 +63,7 @@ pub(crate) fn check(
     let Some(pacer) = state.pacing.as_mut() else {
         return Ok(());
     };
-    let relative = path.strip_prefix("/v1/api").unwrap_or(path);
+    let relative = api_relative(path).unwrap_or(path);
     let ip = peer.to_canonical();
     match pacer.admit(credential, method, relative, ip, arrival, Instant::now()) {
         Ok(()) => Ok(()),

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use ibauth::SigningKey;
+use ibauth::oauth1a::DhGroup;
 
 use crate::state::{RegisteredClient, RegisteredConsumer};
 
@@ -41,7 +42,11 @@ pub struct ConsumerRegistration(pub(crate) RegisteredConsumer);
 
 impl ConsumerRegistration {
     /// A consumer with the realm IBKR expects for it (`test_realm` for `TESTCONS`, otherwise
-    /// `limited_poa`).
+    /// `limited_poa`) and, unless [`ConsumerRegistration::dh_group`] says otherwise, RFC 3526's
+    /// 2048-bit group ([`RFC3526_PRIME_2048`](crate::RFC3526_PRIME_2048), generator 2). IBKR
+    /// gives every consumer its own prime; [`CredentialSet`](crate::CredentialSet) registers
+    /// one of [`SANDBOX_DH_PRIMES`](crate::SANDBOX_DH_PRIMES), so a client that assumes RFC
+    /// 3526 fails there as it would against IBKR.
     pub fn new(
         consumer_key: impl Into<String>,
         signature_key: &SigningKey,
@@ -61,7 +66,15 @@ impl ConsumerRegistration {
             encryption_key: encryption_key.public_key_der(),
             third_party: test_consumer,
             callback: None,
+            dh: crate::dh_primes::rfc3526_group(),
         })
+    }
+
+    /// The consumer's Diffie-Hellman group (its `dhparam.pem`): the live session token is
+    /// agreed in it, so a client using another group gets a validation mismatch.
+    pub fn dh_group(mut self, group: DhGroup) -> Self {
+        self.0.dh = group;
+        self
     }
 
     /// Allows the third-party flow (`request_token` → `/authorize` → `access_token`), with

@@ -12,12 +12,15 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use crate::paths::API_PREFIXES;
 use crate::reply::{Reject, answer};
 use crate::state::{Shared, lock};
+use crate::v1::MAX_BODY;
 use crate::{admin, faults, oauth1a, oauth2, pacing, third_party, v1, ws};
 
-pub(crate) fn router(state: Shared) -> Router {
-    Router::new()
+/// The sandbox's routes; the admin API (`/__sandbox/…`) only with `admin`.
+pub(crate) fn router(state: Shared, admin: bool) -> Router {
+    let mut router = Router::new()
         .route(
             "/oauth2/api/v1/token",
             post(
@@ -35,67 +38,18 @@ pub(crate) fn router(state: Shared) -> Router {
                  ConnectInfo(peer): ConnectInfo<SocketAddr>,
                  headers: HeaderMap,
                  body: Bytes| async move {
-                    answer(&s, "sso-sessions", StatusCode::CREATED, |st| {
+                    // 200, as IBKR answers (its own OAuth 2.0 sample reads the bearer only on
+                    // 200).
+                    answer(&s, "sso-sessions", StatusCode::OK, |st| {
                         oauth2::sso_session(st, &headers, &body, peer.ip())
                     })
                 },
             ),
-        )
-        .route("/v1/api/sso/validate", get(v1::handler))
-        .route("/v1/api/iserver/auth/ssodh/init", post(v1::handler))
-        .route(
-            "/v1/api/iserver/auth/status",
-            post(v1::handler).get(v1::handler),
-        )
-        .route("/v1/api/tickle", post(v1::handler).get(v1::handler))
-        .route("/v1/api/logout", post(v1::handler))
-        .route("/v1/api/iserver/accounts", get(v1::handler))
-        .route("/v1/api/portfolio/accounts", get(v1::handler))
-        .route("/v1/api/iserver/marketdata/snapshot", get(v1::handler))
-        .route("/v1/api/iserver/account/orders", get(v1::handler))
-        .route(
-            "/v1/api/iserver/account/{account}/orders",
-            post(v1::handler),
-        )
-        .route(
-            "/v1/api/oauth/live_session_token",
-            post(
-                |AxumState(s): AxumState<Shared>,
-                 ConnectInfo(peer): ConnectInfo<SocketAddr>,
-                 uri: Uri,
-                 headers: HeaderMap| async move {
-                    answer(&s, "live_session_token", StatusCode::OK, |st| {
-                        let url = format!("{}{}", st.base_url, uri.path());
-                        let authorization = headers
-                            .get(axum::http::header::AUTHORIZATION)
-                            .and_then(|v| v.to_str().ok());
-                        oauth1a::live_session_token_endpoint(st, authorization, &url, peer.ip())
-                    })
-                },
-            ),
-        )
-        .route(
-            "/v1/api/oauth/request_token",
-            post(
-                |AxumState(s): AxumState<Shared>, uri: Uri, headers: HeaderMap| async move {
-                    answer(&s, "request_token", StatusCode::OK, |st| {
-                        let url = format!("{}{}", st.base_url, uri.path());
-                        third_party::request_token(st, authorization(&headers), &url)
-                    })
-                },
-            ),
-        )
-        .route(
-            "/v1/api/oauth/access_token",
-            post(
-                |AxumState(s): AxumState<Shared>, uri: Uri, headers: HeaderMap| async move {
-                    answer(&s, "access_token", StatusCode::OK, |st| {
-                        let url = format!("{}{}", st.base_url, uri.path());
-                        third_party::access_token(st, authorization(&headers), &url)
-                    })
-                },
-            ),
-        )
+        );
+    for prefix in API_PREFIXES {
+        router = api_routes(router, prefix);
+    }
+    router = router
         .route(
             "/authorize",
             get(
@@ -113,28 +67,18 @@ pub(crate) fn router(state: Shared) -> Router {
             }),
         )
         .route(
-            "/v1/api/ws",
-            get(
-                |AxumState(s): AxumState<Shared>,
-                 ConnectInfo(peer): ConnectInfo<SocketAddr>,
-                 arrival: Option<axum::extract::Extension<pacing::Arrival>>,
-                 upgrade: axum::extract::WebSocketUpgrade,
-                 axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
-                 headers: HeaderMap| async move {
-                    let arrival = arrival.map_or_else(std::time::Instant::now, |a| a.0.0);
-                    ws::handler(s, upgrade, query, headers, peer.ip(), arrival).await
-                },
-            ),
-        )
-        .route(
             "/ip",
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
                 peer.ip().to_canonical().to_string()
             }),
-        )
-        .route("/__sandbox/counters", get(admin::counters))
-        .route("/__sandbox/orders", get(admin::orders))
-        .route("/__sandbox/{action}", post(admin::action))
+        );
+    if admin {
+        router = router
+            .route("/__sandbox/counters", get(admin::counters))
+            .route("/__sandbox/orders", get(admin::orders))
+            .route("/__sandbox/{action}", post(admin::action));
+    }
+    router
         .fallback(|| async { Reject::ibkr(404, "Not Found").into_response() })
         // Innermost first: the penalty box, fault injection, the `Date` header, and outermost
         // the arrival stamp, so pacing sees when a request came whatever delays follow.
@@ -151,7 +95,84 @@ pub(crate) fn router(state: Shared) -> Router {
             date_header,
         ))
         .layer(axum::middleware::from_fn(pacing::stamp_arrival))
+        // Every body any endpoint buffers is bounded, not only the REST API's.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// The REST API under `prefix` (`/v1/api` or `/v1/portal`): the same handlers at both, each
+/// verifying signatures against the URL it was called at.
+fn api_routes(router: Router<Shared>, prefix: &str) -> Router<Shared> {
+    let at = |path: &str| format!("{prefix}{path}");
+    router
+        .route(&at("/sso/validate"), get(v1::handler))
+        .route(&at("/iserver/auth/ssodh/init"), post(v1::handler))
+        .route(
+            &at("/iserver/auth/status"),
+            post(v1::handler).get(v1::handler),
+        )
+        .route(&at("/tickle"), post(v1::handler).get(v1::handler))
+        .route(&at("/logout"), post(v1::handler))
+        .route(&at("/iserver/accounts"), get(v1::handler))
+        .route(&at("/portfolio/accounts"), get(v1::handler))
+        .route(&at("/iserver/marketdata/snapshot"), get(v1::handler))
+        .route(&at("/iserver/account/orders"), get(v1::handler))
+        .route(&at("/iserver/account/{account}/orders"), post(v1::handler))
+        .route(
+            &at("/oauth/live_session_token"),
+            post(
+                |AxumState(s): AxumState<Shared>,
+                 ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                 uri: Uri,
+                 headers: HeaderMap| async move {
+                    answer(&s, "live_session_token", StatusCode::OK, |st| {
+                        let url = format!("{}{}", st.base_url, uri.path());
+                        oauth1a::live_session_token_endpoint(
+                            st,
+                            authorization(&headers),
+                            &url,
+                            peer.ip(),
+                        )
+                    })
+                },
+            ),
+        )
+        .route(
+            &at("/oauth/request_token"),
+            post(
+                |AxumState(s): AxumState<Shared>, uri: Uri, headers: HeaderMap| async move {
+                    answer(&s, "request_token", StatusCode::OK, |st| {
+                        let url = format!("{}{}", st.base_url, uri.path());
+                        third_party::request_token(st, authorization(&headers), &url)
+                    })
+                },
+            ),
+        )
+        .route(
+            &at("/oauth/access_token"),
+            post(
+                |AxumState(s): AxumState<Shared>, uri: Uri, headers: HeaderMap| async move {
+                    answer(&s, "access_token", StatusCode::OK, |st| {
+                        let url = format!("{}{}", st.base_url, uri.path());
+                        third_party::access_token(st, authorization(&headers), &url)
+                    })
+                },
+            ),
+        )
+        .route(
+            &at("/ws"),
+            get(
+                |AxumState(s): AxumState<Shared>,
+                 ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                 arrival: Option<axum::extract::Extension<pacing::Arrival>>,
+                 upgrade: axum::extract::WebSocketUpgrade,
+                 axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+                 headers: HeaderMap| async move {
+                    let arrival = arrival.map_or_else(std::time::Instant::now, |a| a.0.0);
+                    ws::handler(s, upgrade, query, headers, peer.ip(), arrival).await
+                },
+            ),
+        )
 }
 
 /// `Date` from the sandbox's own clock, so a clock shifted for a test shows in the header as a

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::control::Control;
 use crate::error::SandboxError;
+use crate::nightly::{self, NightlyReset};
 use crate::registration::{ClientRegistration, ConsumerRegistration};
 use crate::router::router;
 use crate::state::{
@@ -29,6 +30,8 @@ pub struct SandboxBuilder {
     consumers: Vec<RegisteredConsumer>,
     users: Vec<(String, String, bool)>,
     pacing: Option<PacingLimits>,
+    admin: bool,
+    nightly_reset: Option<NightlyReset>,
 }
 
 impl SandboxBuilder {
@@ -82,6 +85,24 @@ impl SandboxBuilder {
         self
     }
 
+    /// Serves the admin API under `/__sandbox/…` (default: on): counters, orders and fault
+    /// injection over HTTP for tests that drive a separate process. It is for tests only —
+    /// anyone who can reach the port can drop sessions or script failures — and IBKR has
+    /// nothing like it; turn it off when the sandbox is reachable by others
+    /// (`ibauth sandbox --no-admin`). [`Control`] works either way.
+    pub fn admin(mut self, enabled: bool) -> Self {
+        self.admin = enabled;
+        self
+    }
+
+    /// Drops every brokerage session (and changes every session id) daily at `schedule`, as
+    /// IBKR's nightly maintenance does at 01:00 regional time (default: never). Times are read
+    /// from the sandbox's clock, so a test can move a [`ibauth::FixedClock`] past the reset.
+    pub fn nightly_reset(mut self, schedule: NightlyReset) -> Self {
+        self.nightly_reset = Some(schedule);
+        self
+    }
+
     /// A user who can log in on the authorisation page (third-party flow); `paper` marks a
     /// paper account (`is_paper` in `oauth/access_token`).
     pub fn user(mut self, username: &str, password: &str, paper: bool) -> Self {
@@ -111,7 +132,8 @@ impl SandboxBuilder {
             state.users.insert(username, password);
         }
         let shared: Shared = Arc::new(Mutex::new(state));
-        let app = router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app =
+            router(shared.clone(), self.admin).into_make_service_with_connect_info::<SocketAddr>();
         let bind_err = |source| SandboxError::Bind {
             addr: self.listen,
             source,
@@ -175,6 +197,9 @@ impl SandboxBuilder {
         let base_url = format!("{scheme}://{host}:{}", addr.port());
         tracing::info!(%base_url, "sandbox listening");
         lock(&shared).base_url = base_url.clone();
+        let nightly = self
+            .nightly_reset
+            .map(|schedule| nightly::spawn(shared.clone(), schedule));
         Ok(Sandbox {
             control: Control {
                 state: shared.clone(),
@@ -185,6 +210,7 @@ impl SandboxBuilder {
             state: shared,
             stop: Some(stop),
             task,
+            nightly,
         })
     }
 }
@@ -199,6 +225,7 @@ pub struct Sandbox {
     state: Shared,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    nightly: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Sandbox {
@@ -214,6 +241,8 @@ impl Sandbox {
             consumers: Vec::new(),
             users: Vec::new(),
             pacing: None,
+            admin: true,
+            nightly_reset: None,
         }
     }
 
@@ -249,6 +278,9 @@ impl Sandbox {
 
     /// Stops the server and waits for it.
     pub async fn shutdown(mut self) {
+        if let Some(nightly) = self.nightly.take() {
+            nightly.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -265,6 +297,9 @@ impl std::ops::Deref for Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        if let Some(nightly) = self.nightly.take() {
+            nightly.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

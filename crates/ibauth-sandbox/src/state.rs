@@ -44,6 +44,9 @@ pub struct Lifetimes {
     pub sso_session: Duration,
     /// Longest accepted `exp − iat` of a client assertion.
     pub max_assertion_lifetime: Duration,
+    /// Longest accepted `exp − iat` of an SSO-session request (JWT-B), beyond the clock skew
+    /// (clients ask for 86400 s).
+    pub max_sso_request_lifetime: Duration,
     /// Tolerated clock difference for `iat`/`exp`.
     pub clock_skew: Duration,
     /// Lifetime of an OAuth 1.0a request token (third-party flow) until it is exchanged.
@@ -56,6 +59,7 @@ impl Default for Lifetimes {
             access_token: Duration::from_secs(86_399),
             sso_session: Duration::from_secs(86_400),
             max_assertion_lifetime: Duration::from_secs(300),
+            max_sso_request_lifetime: Duration::from_secs(86_400),
             clock_skew: Duration::from_secs(60),
             request_token: Duration::from_secs(300),
         }
@@ -126,6 +130,8 @@ pub(crate) struct SsoSession {
     pub session_id: String,
     pub created_at: u64,
     pub expires_at: u64,
+    /// Opened for a paper account (the WebSocket's `isPaper`).
+    pub paper: bool,
 }
 
 /// A user's brokerage session; only one per user, held by one SSO session.
@@ -198,7 +204,7 @@ impl State {
         self.clock.now_unix()
     }
 
-    /// Records `jti` until `exp`; false if it was seen before (a replay).
+    /// Records a JWT's replay key until `exp`; false if it was seen before (a replay).
     pub fn remember_jti(&mut self, jti: &str, exp: u64) -> bool {
         let now = self.now();
         let skew = self.lifetimes.clock_skew.as_secs();

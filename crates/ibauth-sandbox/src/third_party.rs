@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use ibauth::oauth1a::base_string;
 use serde_json::{Value, json};
 
-use crate::oauth1a::{check_common, invalid_consumer, issue_access_token, parse_header};
+use crate::oauth1a::{check_common, header, invalid_consumer, issue_access_token};
 use crate::reply::Reject;
 use crate::state::{RequestGrant, State, random_hex};
 
@@ -27,22 +27,29 @@ fn verified(
     authorization: Option<&str>,
     url: &str,
 ) -> Result<std::collections::BTreeMap<String, String>, Reject> {
-    let header = authorization
-        .and_then(parse_header)
-        .ok_or_else(|| Reject::ibkr(401, "OAuth authorization header required"))?;
-    let (params, signature) = check_common(state, &header, "RSA-SHA256")?;
-    let consumer = &state.oauth1a.consumers[&params["oauth_consumer_key"]];
+    let header = header(authorization, || {
+        Reject::ibkr(401, "OAuth authorization header required")
+    })?;
+    let checked = check_common(state, &header, "RSA-SHA256")?;
+    let consumer = state
+        .oauth1a
+        .consumers
+        .get(checked.consumer_key())
+        .ok_or_else(invalid_consumer)?;
     if !consumer.third_party {
         // What IBKR answers a first-party consumer calling request_token.
         return Err(invalid_consumer());
     }
     let signature = STANDARD
-        .decode(signature)
+        .decode(&checked.signature)
         .map_err(|_| Reject::ibkr(401, "invalid signature"))?;
     UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &consumer.signature_key)
-        .verify(base_string("POST", url, &params).as_bytes(), &signature)
+        .verify(
+            base_string("POST", url, &checked.params).as_bytes(),
+            &signature,
+        )
         .map_err(|_| Reject::ibkr(401, "invalid signature"))?;
-    Ok(params)
+    Ok(checked.accept(state))
 }
 
 /// `POST /v1/api/oauth/request_token`.
@@ -52,12 +59,19 @@ pub(crate) fn request_token(
     url: &str,
 ) -> Result<Value, Reject> {
     let params = verified(state, authorization, url)?;
-    let consumer_key = params["oauth_consumer_key"].clone();
+    let consumer_key = params
+        .get("oauth_consumer_key")
+        .cloned()
+        .unwrap_or_default();
     let callback = params
         .get("oauth_callback")
         .cloned()
         .unwrap_or_else(|| "oob".into());
-    let registered = state.oauth1a.consumers[&consumer_key].callback.clone();
+    let registered = state
+        .oauth1a
+        .consumers
+        .get(&consumer_key)
+        .and_then(|c| c.callback.clone());
     if callback != "oob" && Some(&callback) != registered.as_ref() {
         return Err(Reject::ibkr(
             401,
@@ -220,7 +234,10 @@ pub(crate) fn access_token(
     let params = verified(state, authorization, url)?;
     let token = params.get("oauth_token").cloned().unwrap_or_default();
     let verifier = params.get("oauth_verifier").cloned().unwrap_or_default();
-    let consumer_key = params["oauth_consumer_key"].clone();
+    let consumer_key = params
+        .get("oauth_consumer_key")
+        .cloned()
+        .unwrap_or_default();
     let grant = live_grant(state, &token)
         .filter(|g| g.consumer_key == consumer_key)
         .ok_or_else(|| Reject::ibkr(401, "request token expired or unknown"))?;
@@ -241,8 +258,9 @@ pub(crate) fn access_token(
     let (access, secret) = issue_access_token(state, &consumer_key, &credential)
         .ok_or_else(|| Reject::ibkr(500, "cannot issue the access token"))?;
     state.counters.oauth_access_tokens += 1;
+    let paper = state.oauth1a.tokens.get(&access).is_some_and(|g| g.paper);
     Ok(json!({
-        "is_paper": state.paper_users.contains(&credential),
+        "is_paper": paper,
         "oauth_token": access,
         "oauth_token_secret": secret,
     }))

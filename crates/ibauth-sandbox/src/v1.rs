@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Extension, State as AxumState};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -13,12 +13,14 @@ use serde_json::Value;
 
 use crate::authn::{self, Caller};
 use crate::pacing::{self, Arrival};
+use crate::paths::api_relative;
 use crate::reply::{Reject, answer};
 use crate::state::{Shared, State, lock};
-use crate::{api, brokerage};
+use crate::{api, brokerage, ssodh};
 
-/// Largest accepted request body: an order ticket or `ssodh/init` is far smaller.
-const MAX_BODY: usize = 64 * 1024;
+/// Largest accepted request body, here and on every other endpoint: a JWT, a token form, an
+/// order ticket or `ssodh/init` is far smaller.
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// Serves one authenticated `/v1/api` request.
 pub(crate) async fn handler(
@@ -32,7 +34,7 @@ pub(crate) async fn handler(
 ) -> Response {
     let arrival = arrival.map_or_else(Instant::now, |Extension(Arrival(at))| at);
     let path = uri.path();
-    let endpoint = path.strip_prefix("/v1/api/").unwrap_or(path);
+    let endpoint = api_relative(path).unwrap_or(path).trim_start_matches('/');
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         lock(&s).counters.rejections += 1;
         tracing::info!(
@@ -47,6 +49,8 @@ pub(crate) async fn handler(
             method: method.as_str(),
             url: format!("{}{path}", state.base_url),
             headers: &headers,
+            query: uri.query(),
+            body: &body,
         };
         let caller = authn::authenticate(state, &req)?;
         pacing::check(
@@ -57,7 +61,7 @@ pub(crate) async fn handler(
             peer.ip(),
             arrival,
         )?;
-        dispatch(state, &caller, endpoint, uri.query(), &body)
+        dispatch(state, &caller, endpoint, &req)
     })
 }
 
@@ -65,12 +69,15 @@ fn dispatch(
     state: &mut State,
     caller: &Caller,
     endpoint: &str,
-    query: Option<&str>,
-    body: &Bytes,
+    req: &authn::Req<'_>,
 ) -> Result<Value, Reject> {
+    let (query, body) = (req.query, req.body);
     match endpoint {
         "sso/validate" => brokerage::validate(state, caller),
-        "iserver/auth/ssodh/init" => brokerage::init(state, caller, body),
+        "iserver/auth/ssodh/init" => {
+            let params = ssodh::InitParams::from_request(query, req.content_type(), body)?;
+            brokerage::init(state, caller, params)
+        }
         "iserver/auth/status" => brokerage::status(state, caller),
         "tickle" => brokerage::tickle(state, caller),
         "logout" => brokerage::logout(state, caller),

@@ -1,26 +1,43 @@
 //! `GET /v1/api/ws`: checks the `oauth_token` query (OAuth 1.0a) or bearer token (OAuth 2.0)
-//! and the `api` session cookie, then sends IBKR's `system` and `sts` messages and heartbeats.
+//! before the upgrade, then the session: either the `api` cookie on the handshake, or — as
+//! IBKR documents for clients that cannot set a cookie — a first text message
+//! `{"session":"<id from tickle>"}` after the server's `{"message":"waiting for session"}`.
+//! Once authenticated it sends IBKR's `system` and `sts` messages and heartbeats.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::oauth2::bearer;
 use crate::pacing;
 use crate::reply::Reject;
 use crate::state::{Shared, State, lock, session_key};
 
-/// The session a socket belongs to: (session key, credential).
-fn authenticate(
+/// Largest message or frame a client may send: its messages are `tic`, `sts` and small
+/// subscriptions.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// How long a socket opened without the cookie may take to send its session.
+const SESSION_WAIT: Duration = Duration::from_secs(30);
+
+/// Who a socket belongs to.
+struct Owner {
+    /// The SSO-session key.
+    key: String,
+    credential: String,
+}
+
+/// The session behind the token of the handshake, and its current session id.
+fn token_session(
     state: &State,
     query: &HashMap<String, String>,
     headers: &HeaderMap,
-) -> Result<(String, String), Reject> {
+) -> Result<(Owner, String), Reject> {
     let now = state.now();
     let key = match query.get("oauth_token") {
         Some(token) => {
@@ -42,20 +59,38 @@ fn authenticate(
     if session.expires_at <= now {
         return Err(Reject::unauthenticated());
     }
-    let cookie = headers
+    let credential = session.credential.clone();
+    Ok((Owner { key, credential }, session.session_id.clone()))
+}
+
+/// The session id in the `api` cookie: `api=<id>`, or `api={"session":"<id>"}` (raw or
+/// percent-encoded), as clients send it.
+fn cookie_session(headers: &HeaderMap) -> Option<String> {
+    let value = headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix("api="))
-        .next();
-    if cookie != Some(session.session_id.as_str()) {
-        return Err(Reject::ibkr(
-            401,
-            "the api cookie does not match the session (tickle for the current session id)",
-        ));
+        .find_map(|c| c.trim().strip_prefix("api="))?;
+    let decoded = if value.starts_with("%7B") || value.starts_with("%7b") {
+        url::form_urlencoded::parse(format!("v={value}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())?
+    } else {
+        value.to_owned()
+    };
+    if decoded.starts_with('{') {
+        // A JSON cookie without a session names none: refused, not taken as no cookie.
+        Some(session_message(&decoded).unwrap_or_default())
+    } else {
+        Some(decoded)
     }
-    Ok((key, session.credential.clone()))
+}
+
+/// The `session` of a `{"session":"<id>"}` message.
+fn session_message(text: &str) -> Option<String> {
+    let message: Value = serde_json::from_str(text).ok()?;
+    message.get("session")?.as_str().map(str::to_owned)
 }
 
 pub(crate) async fn handler(
@@ -66,41 +101,95 @@ pub(crate) async fn handler(
     peer: IpAddr,
     arrival: Instant,
 ) -> Response {
-    let (key, credential, heartbeat) = {
-        let mut state = lock(&shared);
-        let admitted = authenticate(&state, &query, &headers).and_then(|(key, credential)| {
-            pacing::check(&mut state, &credential, "GET", "/v1/api/ws", peer, arrival)?;
-            Ok((key, credential))
+    let admitted =
+        {
+            let mut state = lock(&shared);
+            let admitted = token_session(&state, &query, &headers).and_then(|(owner, current)| {
+            let cookie = cookie_session(&headers);
+            if cookie.as_ref().is_some_and(|c| *c != current) {
+                return Err(Reject::ibkr(
+                    401,
+                    "the api cookie does not match the session (tickle for the current session id)",
+                ));
+            }
+            pacing::check(&mut state, &owner.credential, "GET", "/v1/api/ws", peer, arrival)?;
+            Ok((owner, cookie.is_some(), state.ws_heartbeat))
         });
-        match admitted {
-            Ok((key, credential)) => {
-                state.counters.ws_connections += 1;
-                (key, credential, state.ws_heartbeat)
+            match admitted {
+                Ok((owner, with_cookie, heartbeat)) => {
+                    if with_cookie {
+                        state.counters.ws_connections += 1;
+                    }
+                    (owner, with_cookie, heartbeat)
+                }
+                Err(reject @ Reject::TooManyRequests { .. }) => return reject.into_response(),
+                Err(reject) => {
+                    state.counters.rejections += 1;
+                    tracing::info!(endpoint = "ws", ?reject, "sandbox refused a request");
+                    return reject.into_response();
+                }
             }
-            Err(reject @ Reject::TooManyRequests { .. }) => return reject.into_response(),
-            Err(reject) => {
-                state.counters.rejections += 1;
-                tracing::info!(endpoint = "ws", ?reject, "sandbox refused a request");
-                return reject.into_response();
+        };
+    let (owner, with_cookie, heartbeat) = admitted;
+    upgrade
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |mut socket| async move {
+            let authenticated = with_cookie || await_session(&mut socket, &shared, &owner).await;
+            if authenticated {
+                serve(socket, shared, owner, heartbeat).await;
             }
-        }
-    };
-    let session_id = lock(&shared)
-        .sso
-        .get(&key)
-        .map(|s| s.session_id.clone())
-        .unwrap_or_default();
-    upgrade.on_upgrade(move |socket| serve(socket, shared, key, credential, session_id, heartbeat))
+        })
 }
 
-async fn serve(
-    mut socket: WebSocket,
-    shared: Shared,
-    key: String,
-    credential: String,
-    session_id: String,
-    heartbeat: Duration,
-) {
+/// The cookie-less handshake: `waiting for session`, then the first text message must name the
+/// socket's current session. True once it did; otherwise the socket is closed.
+async fn await_session(socket: &mut WebSocket, shared: &Shared, owner: &Owner) -> bool {
+    let waiting = json!({"message": "waiting for session"}).to_string();
+    if socket.send(Message::Text(waiting.into())).await.is_err() {
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + SESSION_WAIT;
+    let claimed = loop {
+        match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Ok(Some(Ok(Message::Text(text)))) => break session_message(text.as_str()),
+            // Pings are answered by the WebSocket layer; they are not the session.
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(Message::Binary(_)))) => break None,
+            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) => return false,
+            Err(_) => break None,
+        }
+    };
+    {
+        let mut state = lock(shared);
+        let current = state.sso.get(&owner.key).map(|s| s.session_id.clone());
+        if claimed.is_some() && claimed == current {
+            state.counters.ws_connections += 1;
+            return true;
+        }
+        state.counters.rejections += 1;
+    }
+    tracing::info!(
+        endpoint = "ws",
+        "sandbox refused a socket: no or wrong session message"
+    );
+    let close = CloseFrame {
+        code: close_code::POLICY,
+        reason: "session does not match (send {\"session\":\"<id from tickle>\"})".into(),
+    };
+    let _ = socket.send(Message::Close(Some(close))).await;
+    false
+}
+
+async fn serve(mut socket: WebSocket, shared: Shared, owner: Owner, heartbeat: Duration) {
+    let Owner { key, credential } = owner;
+    let (session_id, paper) = {
+        let state = lock(&shared);
+        match state.sso.get(&key) {
+            Some(s) => (s.session_id.clone(), s.paper),
+            None => return,
+        }
+    };
     let sts = || {
         let state = lock(&shared);
         let flags = state.flags(&key, &credential);
@@ -119,7 +208,7 @@ async fn serve(
         })
         .to_string()
     };
-    let system = json!({"topic": "system", "success": credential, "isFT": false, "isPaper": false});
+    let system = json!({"topic": "system", "success": credential, "isFT": false, "isPaper": paper});
     if socket
         .send(Message::Text(system.to_string().into()))
         .await
@@ -140,7 +229,7 @@ async fn serve(
                     let _ = socket.send(Message::Close(None)).await;
                     return;
                 }
-                let now_ms = lock(&shared).now() * 1000;
+                let now_ms = lock(&shared).now().saturating_mul(1000);
                 let hb = json!({"topic": "system", "hb": now_ms}).to_string();
                 if socket.send(Message::Text(hb.into())).await.is_err() {
                     return;
@@ -162,5 +251,40 @@ async fn serve(
                 Some(Ok(_)) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cookie_session;
+    use axum::http::{HeaderMap, HeaderValue, header::COOKIE};
+
+    fn with_cookie(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(COOKIE, value);
+        }
+        headers
+    }
+
+    #[test]
+    fn the_session_cookie_in_each_form() {
+        for cookie in [
+            "api=abc123",
+            "x=1; api=abc123",
+            r#"api={"session":"abc123"}"#,
+            "api=%7B%22session%22%3A%22abc123%22%7D",
+        ] {
+            assert_eq!(
+                cookie_session(&with_cookie(cookie)).as_deref(),
+                Some("abc123"),
+                "{cookie}"
+            );
+        }
+        assert_eq!(cookie_session(&with_cookie("other=1")), None);
+        assert_eq!(
+            cookie_session(&with_cookie(r#"api={"x":"1"}"#)).as_deref(),
+            Some("")
+        );
     }
 }

@@ -171,8 +171,8 @@ async fn the_spec_shaped_assertion_matches_the_library_and_is_accepted() {
     let sandbox = sandbox(&clock).await;
     let assertion = rs256(&header("RS256", KID), &spec_claims(T0));
 
-    // The library signs exactly these bytes, and sends exactly this form.
-    let library = ibauth::oauth2::client_assertion(&key(), KID, CLIENT_ID, T0);
+    // The library signs exactly these bytes without its jti, and sends exactly this form.
+    let library = ibauth::oauth2::client_assertion_with_jti(&key(), KID, CLIENT_ID, T0, None);
     assert_eq!(library.expose_secret(), assertion);
     let library_form = ibauth::oauth2::token_request_body(&SecretString::from(assertion.clone()));
     assert_eq!(library_form.expose_secret(), token_form(&assertion));
@@ -263,17 +263,30 @@ async fn an_assertion_with_a_jti_is_accepted_once_then_refused_as_replayed() {
 }
 
 #[tokio::test]
-async fn identical_assertions_without_jti_are_all_accepted() {
-    // The Python reference client sends no jti, and may send the same bytes twice within a
-    // second; both must work.
+async fn an_assertion_without_jti_is_accepted_once_then_refused_as_replayed() {
+    // IBKR's own OAuth 2.0 sample sends no jti: its assertion works, once. The same bytes
+    // again are a replay (RFC 7523 §3), whoever sends them.
     let clock = clock();
     let sandbox = sandbox(&clock).await;
     let assertion = rs256(&header("RS256", KID), &spec_claims(T0));
-    let first = assert_token(&post_token(&sandbox, token_form(&assertion)).await);
-    let second = assert_token(&post_token(&sandbox, token_form(&assertion)).await);
-    assert_ne!(first, second);
-    assert_eq!(sandbox.counters().access_tokens, 2);
-    assert_eq!(sandbox.counters().rejections, 0);
+    assert_token(&post_token(&sandbox, token_form(&assertion)).await);
+    let replay = post_token(&sandbox, token_form(&assertion)).await;
+    assert_problem(
+        &replay,
+        401,
+        "invalid_client: client assertion replayed (the same assertion was used before; add a unique jti)",
+    );
+    // Another second gives other bytes: accepted.
+    let next = rs256(&header("RS256", KID), &spec_claims(T0 + 1));
+    clock.advance(1);
+    assert_token(&post_token(&sandbox, token_form(&next)).await);
+    // The library's own assertions carry a fresh jti: two in the same second both work.
+    for _ in 0..2 {
+        let library = ibauth::oauth2::client_assertion(&key(), KID, CLIENT_ID, T0 + 1);
+        assert_token(&post_token(&sandbox, token_form(library.expose_secret())).await);
+    }
+    assert_eq!(sandbox.counters().access_tokens, 4);
+    assert_eq!(sandbox.counters().rejections, 1);
 }
 
 #[tokio::test]
@@ -511,14 +524,15 @@ async fn the_sso_session_endpoint_verifies_jwt_b() {
     let jwt = |claims: &str| rs256(&header("RS256", KID), claims);
     let good = jwt(&sso_claims("127.0.0.1", USER, CLIENT_ID, T0 + 86_400, T0));
 
-    // The library's JWT-B is byte for byte the spec's.
-    let library = ibauth::oauth2::sso_session_request(
+    // The library's JWT-B without its jti is byte for byte the spec's.
+    let library = ibauth::oauth2::sso_session_request_with_jti(
         &key(),
         KID,
         CLIENT_ID,
         &SecretString::from(USER),
         LOCALHOST,
         T0,
+        None,
     );
     assert_eq!(library.expose_secret(), good);
 
@@ -594,8 +608,15 @@ async fn the_sso_session_endpoint_verifies_jwt_b() {
     assert_problem(&answer, 401, "access token required");
 
     let answer = post_sso(&sandbox, &access, "application/jwt", good).await;
-    assert_eq!(answer.status, 201, "{answer:?}");
+    // 200 with {access_token, active, token_type}, as IBKR answers.
+    assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.body["active"], true);
+    assert_eq!(answer.body["token_type"], "Bearer");
+    assert_eq!(
+        answer.body.as_object().map(|o| o.len()),
+        Some(3),
+        "{answer:?}"
+    );
     let bearer = answer.body["access_token"].as_str().unwrap();
     assert_ne!(bearer, access);
     assert_eq!(

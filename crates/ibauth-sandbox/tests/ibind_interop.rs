@@ -6,9 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use ibauth_sandbox::{
-    CredentialSet, RFC3526_PRIME_2048, SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL, Sandbox,
-};
+use ibauth_sandbox::{CredentialSet, SANDBOX_CONSUMER_KEY, SANDBOX_CREDENTIAL, Sandbox};
 use serde_json::Value;
 
 fn workspace() -> PathBuf {
@@ -53,7 +51,8 @@ async fn sandbox_and_ibind_env(name: &str) -> (Sandbox, PathBuf, Vec<(String, St
         ),
         ("IBIND_OAUTH1A_ACCESS_TOKEN", token),
         ("IBIND_OAUTH1A_ACCESS_TOKEN_SECRET", secret),
-        ("IBIND_OAUTH1A_DH_PRIME", RFC3526_PRIME_2048.to_owned()),
+        // The set's own prime, as an ibind user copies it from their dhparam.pem.
+        ("IBIND_OAUTH1A_DH_PRIME", set.dh_prime_hex().to_owned()),
         (
             "IBIND_OAUTH1A_ENCRYPTION_KEY_FP",
             path("encryption_key.pem"),

@@ -16,6 +16,8 @@ pub struct RegisteredConsumer {
     pub(crate) third_party: bool,
     /// The registered callback URL (`None`: out-of-band only).
     pub(crate) callback: Option<String>,
+    /// The consumer's own Diffie-Hellman group, as IBKR registers one per consumer.
+    pub(crate) dh: DhGroup,
 }
 
 /// An access token the sandbox issued: its plain secret (the prepend) and its user.
@@ -24,6 +26,8 @@ pub(crate) struct AccessGrant1a {
     pub consumer_key: String,
     pub secret: Vec<u8>,
     pub credential: String,
+    /// A paper account's grant (`is_paper`; the WebSocket's `isPaper`).
+    pub paper: bool,
 }
 
 /// A live session token the sandbox agreed on.
@@ -44,26 +48,14 @@ pub(crate) struct RequestGrant {
 }
 
 /// Everything OAuth 1.0a the sandbox holds.
+#[derive(Default)]
 pub(crate) struct Oauth1aState {
     pub consumers: HashMap<String, RegisteredConsumer>,
     pub tokens: HashMap<String, AccessGrant1a>,
     pub lsts: HashMap<String, LstGrant>,
+    /// `consumer:nonce` → timestamp, for as long as the timestamp is acceptable.
     pub nonces: HashMap<String, u64>,
-    pub dh: Option<DhGroup>,
     pub request_tokens: HashMap<String, RequestGrant>,
-}
-
-impl Default for Oauth1aState {
-    fn default() -> Self {
-        Self {
-            consumers: HashMap::new(),
-            tokens: HashMap::new(),
-            lsts: HashMap::new(),
-            nonces: HashMap::new(),
-            dh: DhGroup::from_hex(ibauth::oauth1a::RFC3526_PRIME_2048, 2).ok(),
-            request_tokens: HashMap::new(),
-        }
-    }
 }
 
 /// The SSO-session key of an OAuth 1.0a access token in the shared session table, so OAuth

@@ -193,7 +193,7 @@ impl PacingLimits {
 /// `/v1/api/x/`, `x` and `/x` all as `/x`.
 fn normalize(path: &str) -> String {
     let path = path.trim();
-    let path = path.strip_prefix("/v1/api").unwrap_or(path);
+    let path = crate::paths::api_relative(path).unwrap_or(path);
     let path = path.trim_end_matches('/');
     if path.starts_with('/') {
         path.to_owned()

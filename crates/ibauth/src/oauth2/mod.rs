@@ -19,7 +19,8 @@ mod client;
 pub use crate::brokerage::Connected;
 pub use assertion::{
     ASSERTION_AUDIENCE, ASSERTION_BACKDATE_SECS, ASSERTION_LIFETIME_SECS,
-    SSO_SESSION_LIFETIME_SECS, client_assertion, sso_session_request,
+    SSO_SESSION_LIFETIME_SECS, client_assertion, client_assertion_with_jti, sso_session_request,
+    sso_session_request_with_jti,
 };
 pub use client::{AccessToken, BearerToken, Oauth2Client, token_request_body};
 

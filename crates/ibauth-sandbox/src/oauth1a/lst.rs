@@ -1,0 +1,110 @@
+//! `POST /v1/api/oauth/live_session_token`: RSA-SHA256 over the prepend and the base string,
+//! then Diffie-Hellman in the consumer's own group.
+
+use std::net::IpAddr;
+
+use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ibauth::oauth1a::{DhSecret, base_string, live_session_token, lst_signature};
+use ibauth::secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+use crate::reply::Reject;
+use crate::state::{LstGrant, SsoSession, State, random_hex, session_key};
+
+use super::check::{check_common, header};
+use super::hex;
+
+fn no_secret() -> Reject {
+    Reject::ibkr(401, "LST failed, error: No access secret key found")
+}
+
+/// `POST …/oauth/live_session_token`.
+pub(crate) fn live_session_token_endpoint(
+    state: &mut State,
+    authorization: Option<&str>,
+    url: &str,
+    peer: IpAddr,
+) -> Result<Value, Reject> {
+    let header = header(authorization, || {
+        Reject::ibkr(401, "OAuth authorization header required")
+    })?;
+    let checked = check_common(state, &header, "RSA-SHA256")?;
+    let token = checked
+        .params
+        .get("oauth_token")
+        .cloned()
+        .unwrap_or_default();
+    let consumer_key = checked.consumer_key().to_owned();
+    let grant = state
+        .oauth1a
+        .tokens
+        .get(&token)
+        .filter(|g| g.consumer_key == consumer_key)
+        .ok_or_else(no_secret)?;
+    let consumer = state
+        .oauth1a
+        .consumers
+        .get(&consumer_key)
+        .ok_or_else(no_secret)?;
+    let prepend = hex(&grant.secret);
+    let message = format!("{prepend}{}", base_string("POST", url, &checked.params));
+    let signature = STANDARD
+        .decode(&checked.signature)
+        .map_err(|_| Reject::ibkr(401, "invalid signature"))?;
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &consumer.signature_key)
+        .verify(message.as_bytes(), &signature)
+        .map_err(|_| Reject::ibkr(401, "invalid signature"))?;
+    let challenge = checked
+        .params
+        .get("diffie_hellman_challenge")
+        .cloned()
+        .ok_or_else(|| Reject::ibkr(400, "diffie_hellman_challenge missing"))?;
+    // The consumer's own group: a client that assumes another prime derives another LST.
+    let dh = consumer.dh.clone();
+    let (credential, paper) = (grant.credential.clone(), grant.paper);
+    let params = checked.accept(state);
+    let b = DhSecret::random();
+    let k = dh
+        .shared_secret(&challenge, &b)
+        .map_err(|e| Reject::ibkr(400, format!("bad diffie_hellman_challenge: {e}")))?;
+    let prepend_secret = SecretString::from(prepend);
+    let lst = live_session_token(&k, &prepend_secret)
+        .ok_or_else(|| Reject::ibkr(500, "LST derivation failed"))?;
+    let lst_sig = lst_signature(&lst, &consumer_key)
+        .ok_or_else(|| Reject::ibkr(500, "LST derivation failed"))?;
+    let key = STANDARD
+        .decode(lst.expose_secret())
+        .map_err(|_| Reject::ibkr(500, "LST derivation failed"))?;
+    let now = state.now();
+    let expires_at = now.saturating_add(state.lifetimes.sso_session.as_secs());
+    state.issued.push(lst.expose_secret().to_owned());
+    let token = params.get("oauth_token").cloned().unwrap_or_default();
+    state
+        .oauth1a
+        .lsts
+        .insert(token.clone(), LstGrant { key, expires_at });
+    let ip = match peer {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::LOCALHOST),
+    };
+    state.sso.insert(
+        session_key(&token),
+        SsoSession {
+            client_id: consumer_key,
+            credential,
+            ip,
+            session_id: random_hex(16),
+            created_at: now,
+            expires_at,
+            paper,
+        },
+    );
+    state.counters.live_session_tokens += 1;
+    Ok(json!({
+        "diffie_hellman_response": dh.challenge(&b),
+        "live_session_token_signature": lst_sig,
+        "live_session_token_expiration": expires_at.saturating_mul(1000),
+    }))
+}
