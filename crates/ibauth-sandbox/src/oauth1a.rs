@@ -138,6 +138,7 @@ pub(crate) fn live_session_token_endpoint(
         .dh
         .clone()
         .ok_or_else(|| Reject::ibkr(500, "sandbox DH group unavailable"))?;
+    check_challenge(&dh, challenge)?;
     let b = DhSecret::random();
     let k = dh
         .shared_secret(challenge, &b)
@@ -179,6 +180,13 @@ pub(crate) fn live_session_token_endpoint(
         "live_session_token_signature": lst_sig,
         "live_session_token_expiration": expires_at * 1000,
     }))
+}
+
+/// A challenge `A` outside `[2, p − 2]` is refused, as IBKR must: `0`, `1`, `p − 1` or a
+/// value `≥ p` pins the shared secret to one anyone can compute.
+fn check_challenge(dh: &ibauth::oauth1a::DhGroup, challenge: &str) -> Result<(), Reject> {
+    dh.check_peer_value(challenge)
+        .map_err(|why| Reject::ibkr(400, format!("bad diffie_hellman_challenge: {why}")))
 }
 
 /// Verifies an HMAC-SHA256-signed request; returns the session key of its access token.
