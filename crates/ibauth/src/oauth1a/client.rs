@@ -639,6 +639,7 @@ impl Oauth1aClient {
             self.brokerage.clone(),
             self.authorizer(Step::WebSocket)?,
             self.websocket_endpoint(),
+            self.http.max_body(),
         )
         .await
     }

@@ -454,7 +454,13 @@ impl Oauth2Client {
     /// It reconnects by itself (after a fresh tickle) when the server closes it.
     pub async fn connect_websocket(&self) -> Result<crate::ws::IbkrWebSocket, Error> {
         let auth = self.authorizer(Step::WebSocket)?;
-        crate::ws::open_reconnecting(self.brokerage.clone(), auth, self.websocket_endpoint()?).await
+        crate::ws::open_reconnecting(
+            self.brokerage.clone(),
+            auth,
+            self.websocket_endpoint()?,
+            self.http.max_body(),
+        )
+        .await
     }
 
     /// `logout`: ends the brokerage session and forgets the bearer token.
