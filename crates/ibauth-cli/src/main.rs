@@ -171,10 +171,12 @@ fn init_logging(cli: &Cli) {
         (false, _) => "trace",
     };
     let asked = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    // tungstenite logs the raw WebSocket handshake at TRACE — URL query (oauth_token), cookie
-    // and Authorization included — so its targets are capped at DEBUG, whatever the flags or
-    // RUST_LOG say. A cap, not a directive: an event must pass both filters, so these targets
-    // are only ever lowered, never raised above the level asked for (`-q` keeps them quiet).
+    // tungstenite logs every WebSocket frame's payload at TRACE: IBKR's messages name the user
+    // (the credential) and carry account data, so its targets are capped at DEBUG, whatever the
+    // flags or RUST_LOG say. Tokens never depend on this cap: the library writes the handshake
+    // itself and never hands tungstenite the token, cookie or Authorization (see ibauth::ws).
+    // A cap, not a directive: an event must pass both filters, so these targets are only ever
+    // lowered, never raised above the level asked for (`-q` keeps them quiet).
     let cap = Targets::new()
         .with_default(LevelFilter::TRACE)
         .with_target("tungstenite", LevelFilter::DEBUG)

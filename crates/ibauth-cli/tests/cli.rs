@@ -492,12 +492,36 @@ async fn rejections_and_network_failures_have_their_exit_codes() {
     assert!(sandbox.has_brokerage_session(SANDBOX_CREDENTIAL));
 }
 
+/// Every `session_id` in a token file (the WebSocket's `api` cookie).
+fn stored_session_ids(path: &std::path::Path, into: &mut Vec<String>) {
+    fn walk(value: &serde_json::Value, into: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match v.as_str() {
+                        Some(id) if k == "session_id" => into.push(id.to_owned()),
+                        _ => walk(v, into),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, into)),
+            _ => {}
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(path)
+        && let Ok(value) = serde_json::from_str::<serde_json::Value>(&text)
+    {
+        walk(&value, into);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_reaches_the_output_even_at_trace_level() {
     let dir = temp_dir("log-scan");
     let (sandbox, config, set) = sandbox_with_set(&dir, true).await;
     let mut seen = String::new();
     let mut stream = String::new();
+    let mut sessions = Vec::new();
     let runs: [&[&str]; 7] = [
         &["login"],
         &["status"],
@@ -507,35 +531,52 @@ async fn no_secret_reaches_the_output_even_at_trace_level() {
         &["--oauth1a", "login"],
         &["--oauth1a", "ws", "--count", "2"],
     ];
-    for (n, command) in runs.into_iter().enumerate() {
-        let output = ibauth()
-            .arg("--config")
-            .arg(&config)
+    // Whatever RUST_LOG asks for, per target included: the libraries that see the requests
+    // (the WebSocket handshake's, the HTTP client's, TLS) at TRACE.
+    let filters = [
+        "trace",
+        "tungstenite=trace",
+        "tungstenite::handshake::client=trace",
+        "tokio_tungstenite=trace,reqwest=trace,hyper=trace,rustls=trace,h2=trace",
+    ];
+    for (f, filter) in filters.into_iter().enumerate() {
+        for (n, command) in runs.into_iter().enumerate() {
             // A token file per run: each logs in afresh, so there are more tokens to look for.
-            .env("IBAUTH_TOKEN_FILE", dir.join(format!("tokens-{n}.json")))
-            .env("RUST_LOG", "trace")
-            .arg("-vvv")
-            .args(command)
-            .output()
-            .unwrap();
-        // `status` exits 6: it sees the earlier login's session as competing.
-        assert!(
-            matches!(output.status.code(), Some(0 | 6)),
-            "{command:?}: {}",
-            text(&output)
-        );
-        if command.contains(&"ws") {
-            // stdout of `ws` is IBKR's own message stream, which names the user (system/sts
-            // messages): scanned for tokens and keys below, not for the username.
-            seen.push_str(&String::from_utf8_lossy(&output.stderr));
-            stream.push_str(&String::from_utf8_lossy(&output.stdout));
-        } else {
-            seen.push_str(&text(&output));
+            let token_file = dir.join(format!("tokens-{f}-{n}.json"));
+            let output = ibauth()
+                .arg("--config")
+                .arg(&config)
+                .env("IBAUTH_TOKEN_FILE", &token_file)
+                .env("RUST_LOG", filter)
+                .arg("-vvv")
+                .args(command)
+                .output()
+                .unwrap();
+            // `status` exits 6: it sees the earlier login's session as competing.
+            assert!(
+                matches!(output.status.code(), Some(0 | 6)),
+                "{filter} {command:?}: {}",
+                text(&output)
+            );
+            stored_session_ids(&token_file, &mut sessions);
+            if command.contains(&"ws") {
+                // stdout of `ws` is IBKR's own message stream, which names the user
+                // (system/sts messages): scanned for tokens and keys below, not for the
+                // username.
+                seen.push_str(&String::from_utf8_lossy(&output.stderr));
+                stream.push_str(&String::from_utf8_lossy(&output.stdout));
+            } else {
+                seen.push_str(&text(&output));
+            }
         }
     }
     // The scan must have had something to scan: every step logged at trace level.
     assert!(seen.contains("http exchange"), "no trace output:\n{seen}");
     assert!(seen.contains("access token obtained"));
+    assert!(
+        seen.contains("tokio_tungstenite") || seen.contains("hyper"),
+        "the libraries' own TRACE lines were scanned too"
+    );
 
     assert!(!seen.contains(SANDBOX_CREDENTIAL), "the credential leaked");
     assert!(
@@ -546,7 +587,7 @@ async fn no_secret_reaches_the_output_even_at_trace_level() {
     seen.push_str(&stream);
     let tokens = sandbox.issued_tokens();
     assert!(
-        tokens.len() >= 8,
+        tokens.len() >= 8 * filters.len(),
         "expected access and bearer tokens, got {}",
         tokens.len()
     );
@@ -556,7 +597,20 @@ async fn no_secret_reaches_the_output_even_at_trace_level() {
             "a token leaked into the output"
         );
     }
-    // OAuth 1.0a: the access token, its secret, and the keys.
+    // The session ids (the WebSocket's `api` cookie): only a short prefix is ever shown.
+    sessions.sort();
+    sessions.dedup();
+    assert!(
+        sessions.len() >= filters.len(),
+        "{} session ids",
+        sessions.len()
+    );
+    for id in &sessions {
+        assert!(id.len() >= 16, "a session id is long enough to search for");
+        assert!(!seen.contains(id.as_str()), "a session id leaked");
+    }
+    assert!(!seen.contains("api="), "the cookie leaked");
+    // OAuth 1.0a: the access token (the socket's `oauth_token`), its secret, and the keys.
     let text = std::fs::read_to_string(&config).unwrap();
     for key in ["access_token", "access_token_secret"] {
         let line = text
@@ -566,10 +620,14 @@ async fn no_secret_reaches_the_output_even_at_trace_level() {
         let value = line.split_once(':').unwrap().1.trim().trim_matches('"');
         assert!(!seen.contains(value), "the OAuth 1.0a {key} leaked");
     }
-    assert!(
-        seen.contains("WebSocket connected"),
+    assert!(!seen.contains("oauth_token="), "the socket's query leaked");
+    // Two ws runs per filter, each printing `system` and `sts`.
+    assert_eq!(
+        stream.matches("\"topic\":\"sts\"").count(),
+        2 * filters.len(),
         "the ws runs were scanned"
     );
+    assert!(seen.contains("WebSocket connected"));
     // Any JWT (ours start with the base64url of {"alg":"RS256"…) would show as eyJ…
     assert!(
         !seen.contains("eyJhbGciOiJSUzI1NiI"),

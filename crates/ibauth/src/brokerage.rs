@@ -346,13 +346,12 @@ fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     })
 }
 
-/// Numbers sometimes arrive as strings.
+/// Numbers sometimes arrive as strings or floats; negative or non-numeric ones are taken as
+/// absent (see [`crate::tokens::lenient_u64`]).
 fn lenient_u64_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(match serde_json::Value::deserialize(d)? {
-        serde_json::Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f as u64)),
-        serde_json::Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    })
+    Ok(crate::tokens::lenient_u64(&serde_json::Value::deserialize(
+        d,
+    )?))
 }
 
 #[cfg(test)]
@@ -374,6 +373,24 @@ mod tests {
         assert!(!t.auth_status().competing);
         assert_eq!(t.user_id, Some(123));
         assert!(format!("{t:?}").contains("session: \"abc…\""));
+    }
+
+    #[test]
+    fn absurd_numbers_neither_panic_nor_wrap() {
+        for (raw, want) in [
+            ("18446744073709551615", Some(u64::MAX)),
+            ("1e300", Some(u64::MAX)),
+            ("-1", None),
+            ("\"-1\"", None),
+            ("\"soon\"", None),
+            ("true", None),
+        ] {
+            let t: Tickle =
+                serde_json::from_str(&format!(r#"{{"session":"s","ssoExpires":{raw}}}"#)).unwrap();
+            assert_eq!(t.sso_expires_ms, want, "{raw}");
+            // Time left of u64::MAX ms is a Duration, not an overflow.
+            let _ = t.sso_expires_in();
+        }
     }
 
     #[test]

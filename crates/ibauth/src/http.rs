@@ -142,7 +142,8 @@ impl HttpClient {
         self.hooks.pacer.get()
     }
 
-    fn max_body(&self) -> usize {
+    /// The cap on every answer body (and WebSocket message) of this client.
+    pub fn max_body(&self) -> usize {
         self.hooks
             .max_body
             .get()

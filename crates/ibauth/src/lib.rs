@@ -71,7 +71,10 @@ pub use oauth2::Oauth2Client;
 pub use reqwest::Method;
 pub use secrecy;
 pub use session::{ApiRequest, ApiResponse, KeepAlive, Session, SessionBuilder};
-pub use tokens::{TokenExpiry, TokenKind};
+pub use tokens::{
+    MAX_TOKEN_LIFETIME, MIN_RENEWAL_SPACING, MIN_TOKEN_LIFETIME, TokenExpiry, TokenKind,
+    min_renewal_spacing,
+};
 
 /// PEM-encodes DER with 64-column lines (for tools that write keys and parameters).
 pub fn pem_encode(label: &str, der: &[u8]) -> String {

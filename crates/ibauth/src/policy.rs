@@ -63,7 +63,16 @@ pub struct Policy {
     /// platform's default ([`crate::store::default_token_file`]). Read by whoever builds the
     /// store (the CLI does); the manager itself takes a store, not a path.
     pub token_file: Option<PathBuf>,
+    /// The largest answer body, and WebSocket message, read (`max_body`, `IBAUTH_MAX_BODY`:
+    /// bytes, or with a `KiB`/`MiB` suffix; default [`crate::http::DEFAULT_MAX_BODY`], 16 MiB).
+    /// A larger or endless answer is an error, read no further than this.
+    pub max_body: usize,
 }
+
+/// The smallest `max_body` accepted: below it an ordinary IBKR answer would be refused.
+pub const MIN_MAX_BODY: usize = 4 * 1024;
+/// The largest `max_body` accepted.
+pub const MAX_MAX_BODY: usize = 1024 * 1024 * 1024;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -83,6 +92,7 @@ impl Default for Policy {
             shutdown_timeout: Duration::from_secs(5),
             pacing: PacingRules::ibkr(),
             token_file: None,
+            max_body: crate::http::DEFAULT_MAX_BODY,
         }
     }
 }
@@ -182,6 +192,7 @@ fn read_yaml(
         failover_hosts: Option<OneOrMany>,
         shutdown_timeout: Option<String>,
         token_file: Option<String>,
+        max_body: Option<String>,
         pacing: Option<PacingSettings>,
     }
     if !map.keys().any(|k| is_policy_key(k) || k == "pacing") {
@@ -205,6 +216,7 @@ fn read_yaml(
     put("max_failed_logins", file.max_failed_logins);
     put("renew_margin", file.renew_margin);
     put("shutdown_timeout", file.shutdown_timeout);
+    put("max_body", file.max_body);
     // Relative to the config file's folder, as every path in it.
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
     put(
@@ -277,6 +289,17 @@ fn build(raw: &BTreeMap<&'static str, (Vec<String>, String)>) -> Result<Policy, 
             "renew_margin" => policy.renew_margin = seconds(0.0, 86_400.0)?,
             "shutdown_timeout" => policy.shutdown_timeout = seconds(0.1, 300.0)?,
             "token_file" => policy.token_file = Some(PathBuf::from(text)),
+            "max_body" => {
+                policy.max_body = parse_bytes(text)
+                    .filter(|n| (MIN_MAX_BODY..=MAX_MAX_BODY).contains(n))
+                    .ok_or_else(|| {
+                        invalid(
+                            key,
+                            from,
+                            "must be a number of bytes from 4096 to 1073741824 (or 4 KiB to 1024 MiB)",
+                        )
+                    })?;
+            }
             "failover_hosts" => {
                 let hosts: Vec<String> = values
                     .iter()
@@ -292,6 +315,25 @@ fn build(raw: &BTreeMap<&'static str, (Vec<String>, String)>) -> Result<Policy, 
         }
     }
     Ok(policy)
+}
+
+/// `16777216`, `16 MiB`, `64KiB`, `16m`: binary multiples; `None` when not a whole number or
+/// too large for `usize`.
+fn parse_bytes(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: usize = digits.parse().ok()?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(factor)
 }
 
 /// A failover entry is a host name (https is implied) or a base URL with the same rules as
@@ -368,6 +410,29 @@ mod tests {
         assert!(!p.init_brokerage_session);
         assert!(!p.logout_on_shutdown);
         assert_eq!(p.failover_hosts, ["5.api.ibkr.com", "https://127.0.0.1:9"]);
+    }
+
+    #[test]
+    fn max_body_in_bytes_or_binary_units_within_bounds() {
+        assert_eq!(Policy::default().max_body, 16 * 1024 * 1024);
+        let path = temp_yaml("max_body.yaml", "max_body: 64 KiB\n");
+        let p = Policy::load_with_env(Some(&path), NO_ENV).unwrap();
+        assert_eq!(p.max_body, 64 * 1024);
+        for (text, want) in [("1048576", 1 << 20), ("2m", 2 << 20), ("1 GiB", 1 << 30)] {
+            let p = Policy::load_with_env(None, &[("IBAUTH_MAX_BODY", text)]).unwrap();
+            assert_eq!(p.max_body, want, "{text}");
+        }
+        for text in [
+            "100",
+            "2 GiB",
+            "-1",
+            "lots",
+            "1.5m",
+            "99999999999999999999999",
+        ] {
+            let err = Policy::load_with_env(None, &[("IBAUTH_MAX_BODY", text)]).unwrap_err();
+            assert!(err.to_string().contains("max_body"), "{text}: {err}");
+        }
     }
 
     #[test]

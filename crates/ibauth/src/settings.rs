@@ -28,6 +28,7 @@ pub(crate) const SETTINGS: &[(&str, &str, &str)] = &[
     ("failover_hosts", "IBAUTH_FAILOVER_HOSTS", ""),
     ("shutdown_timeout", "IBAUTH_SHUTDOWN_TIMEOUT", ""),
     ("token_file", "IBAUTH_TOKEN_FILE", ""),
+    ("max_body", "IBAUTH_MAX_BODY", ""),
 ];
 
 /// ibind's names for two of the keys, accepted in the YAML file too.

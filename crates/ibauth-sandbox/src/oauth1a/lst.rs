@@ -63,6 +63,10 @@ pub(crate) fn live_session_token_endpoint(
         .ok_or_else(|| Reject::ibkr(400, "diffie_hellman_challenge missing"))?;
     // The consumer's own group: a client that assumes another prime derives another LST.
     let dh = consumer.dh.clone();
+    // A challenge `A` outside `[2, p − 2]` is refused, as IBKR must: `0`, `1`, `p − 1` or a
+    // value `≥ p` pins the shared secret to one anyone can compute.
+    dh.check_peer_value(&challenge)
+        .map_err(|why| Reject::ibkr(400, format!("bad diffie_hellman_challenge: {why}")))?;
     let (credential, paper) = (grant.credential.clone(), grant.paper);
     let params = checked.accept(state);
     let b = DhSecret::random();

@@ -24,7 +24,7 @@ use crate::error::{ConfigError, Error, Step};
 use crate::http::HttpClient;
 use crate::key::{DecryptionKey, SigningKey};
 use crate::store::{StoredLst, StoredTokens};
-use crate::tokens::{TokenExpiry, TokenKind};
+use crate::tokens::{TokenExpiry, TokenKind, lenient_u64, sane_lifetime};
 
 /// IBKR's demo consumer, valid only with the `test_realm` realm.
 pub const TEST_CONSUMER: &str = "TESTCONS";
@@ -550,16 +550,13 @@ impl Oauth1aClient {
         let key = STANDARD
             .decode(token.expose_secret())
             .map_err(|_| lst_err(LstError::Mismatch))?;
-        let expires_at_ms = match answer.live_session_token_expiration {
-            Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
-            Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(0),
-            _ => 0,
-        };
+        let now = self.clock.now_unix();
+        let expires_at_ms = lst_expiry_ms(answer.live_session_token_expiration.as_ref(), now);
         tracing::info!(expires_at_ms, "live session token obtained and validated");
         Ok(self.lst.insert(LiveSessionToken {
             token,
             key: Arc::new(SecretSlice::from(key)),
-            obtained_at: self.clock.now_unix(),
+            obtained_at: now,
             expires_at_ms,
         }))
     }
@@ -642,6 +639,7 @@ impl Oauth1aClient {
             self.brokerage.clone(),
             self.authorizer(Step::WebSocket)?,
             self.websocket_endpoint(),
+            self.http.max_body(),
         )
         .await
     }
@@ -737,6 +735,35 @@ impl Client for Oauth1aClient {
     }
 }
 
+/// IBKR's `live_session_token_expiration` (epoch ms) as believed at `now` (epoch s): kept when
+/// its lifetime is plausible, else clamped ([`sane_lifetime`]) — an LST "expiring" now, in the
+/// past (or a clock far off) or in the year 3000 neither loops the renewals nor overflows.
+/// `0` when absent or not a number: unknown, renewed only when IBKR refuses it.
+fn lst_expiry_ms(value: Option<&serde_json::Value>, now: u64) -> u64 {
+    let Some(ms) = value.filter(|v| !v.is_null()).and_then(|v| {
+        let ms = lenient_u64(v);
+        if ms.is_none() {
+            tracing::warn!(
+                "live_session_token_expiration is not a usable number; the LST's expiry is unknown"
+            );
+        }
+        ms
+    }) else {
+        return 0;
+    };
+    let left = (ms / 1000).saturating_sub(now);
+    let believed = sane_lifetime(
+        TokenKind::LiveSessionToken,
+        "live_session_token_expiration",
+        left,
+    );
+    if believed == left {
+        ms
+    } else {
+        now.saturating_add(believed).saturating_mul(1000)
+    }
+}
+
 /// The host root of a REST base: `https://api.ibkr.com/v1/api/` → `https://api.ibkr.com/`; a
 /// base without the usual `/v1/api/` suffix keeps its path up to the last segment.
 pub(crate) fn host_root(rest: &Url) -> Url {
@@ -749,4 +776,30 @@ pub(crate) fn host_root(rest: &Url) -> Url {
     root.set_path(&format!("{prefix}/"));
     root.set_query(None);
     root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lst_expiry_is_kept_when_plausible_and_clamped_otherwise() {
+        use serde_json::json;
+        let now = 1_700_000_000;
+        let expiry = |v: serde_json::Value| lst_expiry_ms(Some(&v), now);
+        let day_ms = (now + 86_400) * 1000 + 123;
+        assert_eq!(expiry(json!(day_ms)), day_ms, "IBKR's ~24 h kept to the ms");
+        assert_eq!(expiry(json!(day_ms.to_string())), day_ms);
+        let floor = (now + 2) * 1000;
+        let ceiling = (now + 48 * 3600) * 1000;
+        assert_eq!(expiry(json!(now * 1000)), floor, "expiring now");
+        assert_eq!(expiry(json!(0)), floor, "1970");
+        assert_eq!(expiry(json!((now - 3600) * 1000)), floor, "an hour ago");
+        assert_eq!(expiry(json!(u64::MAX)), ceiling);
+        assert_eq!(expiry(json!(1e300)), ceiling);
+        assert_eq!(expiry(json!(-1)), 0, "not a number: unknown");
+        assert_eq!(expiry(json!("soon")), 0);
+        assert_eq!(lst_expiry_ms(None, now), 0);
+        assert_eq!(expiry(json!(null)), 0);
+    }
 }

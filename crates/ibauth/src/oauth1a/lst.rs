@@ -164,20 +164,44 @@ impl DhGroup {
             .to_owned()
     }
 
+    /// Checks a peer's public value (the server's `B`, or a client's `A` on a server) as hex:
+    /// it must lie in `[2, p − 2]`. `0`, `1`, `p − 1` and anything `≥ p` would force the shared
+    /// secret into a tiny, guessable set (`0`, `1` or `±1`), so a man in the middle could
+    /// compute the LST. The reason, when refused.
+    pub fn check_peer_value(&self, value_hex: &str) -> Result<(), &'static str> {
+        self.peer_value(value_hex).map(|_| ())
+    }
+
+    fn peer_value(&self, value_hex: &str) -> Result<BoxedUint, &'static str> {
+        let digits = value_hex.trim().trim_start_matches('0');
+        // Checked before decoding, so a hostile multi-megabyte "number" costs nothing.
+        if digits.len() > (self.bits as usize).div_ceil(4) {
+            return Err("longer than the prime");
+        }
+        let bytes = unhex(digits).ok_or("not hexadecimal")?;
+        let p = self.params.modulus().clone().get();
+        let precision = p.bits_precision();
+        let value = BoxedUint::from_be_slice(trim_zeros(&bytes), precision)
+            .map_err(|_| "longer than the prime")?;
+        let two = BoxedUint::from(2u32).resize(precision);
+        let p_minus_2 = p.wrapping_sub(&two);
+        if value < two || value > p_minus_2 {
+            return Err("outside [2, p − 2] (0, 1, p − 1 and values ≥ p are refused)");
+        }
+        Ok(value)
+    }
+
     /// `K = B^a mod p` as Java's `BigInteger.toByteArray()`: minimal big-endian, plus a
     /// leading 0x00 when the top bit is set (half of all K; skipping it gives a wrong LST).
+    /// `B` outside `[2, p − 2]` is refused ([`check_peer_value`](Self::check_peer_value)).
     pub fn shared_secret(
         &self,
         response_hex: &str,
         secret: &DhSecret,
     ) -> Result<SecretSlice<u8>, LstError> {
-        let bytes = unhex(response_hex.trim()).ok_or(LstError::BadResponse("not hexadecimal"))?;
-        let bytes = trim_zeros(&bytes);
-        let b = BoxedUint::from_be_slice(bytes, self.bits)
-            .map_err(|_| LstError::BadResponse("longer than the prime"))?;
-        if bool::from(b.is_zero()) || bytes == [1] {
-            return Err(LstError::BadResponse("degenerate value"));
-        }
+        let b = self
+            .peer_value(response_hex)
+            .map_err(LstError::BadResponse)?;
         let k = self.pow(&b, secret);
         let mut out = k.to_be_bytes_trimmed_vartime().to_vec();
         if out.is_empty() || out[0] & 0x80 != 0 {
@@ -305,6 +329,47 @@ mod tests {
         for c in [9u64, 91, 561, 41_041, 1_000_000_011 * 3] {
             assert!(!probably_prime(&n(c)), "{c} is composite");
         }
+    }
+
+    #[test]
+    fn peer_values_outside_2_to_p_minus_2_are_refused() {
+        let group = DhGroup::from_hex(RFC3526_PRIME_2048, 2).unwrap();
+        let p = BoxedUint::from_be_slice(&unhex(RFC3526_PRIME_2048).unwrap(), 2048).unwrap();
+        let one = BoxedUint::one_with_precision(p.bits_precision());
+        let as_hex = |n: BoxedUint| hex(&n.to_be_bytes_trimmed_vartime());
+        let minus = |k: u32| as_hex((0..k).fold(p.clone(), |n, _| n.wrapping_sub(&one)));
+        let p_plus_1 = {
+            let wide = p.clone().resize(p.bits_precision() + 64);
+            as_hex(wide.wrapping_add(one.clone().resize(wide.bits_precision())))
+        };
+        let secret = DhSecret::from_be_bytes(&[7; 32]);
+        for (name, value) in [
+            ("0", "0".to_owned()),
+            ("1", "1".to_owned()),
+            ("p - 1", minus(1)),
+            ("p", RFC3526_PRIME_2048.to_owned()),
+            ("p + 1", p_plus_1),
+            ("2^2048", format!("1{}", "0".repeat(512))),
+            ("huge", "f".repeat(100_000)),
+        ] {
+            assert!(group.check_peer_value(&value).is_err(), "{name} accepted");
+            assert!(
+                matches!(
+                    group.shared_secret(&value, &secret),
+                    Err(LstError::BadResponse(_))
+                ),
+                "{name}"
+            );
+        }
+        assert_eq!(group.check_peer_value("2"), Ok(()));
+        assert_eq!(
+            group.check_peer_value(&minus(2)),
+            Ok(()),
+            "p − 2 is the largest"
+        );
+        assert_eq!(group.check_peer_value("xyz"), Err("not hexadecimal"));
+        let b = group.challenge(&secret);
+        assert!(group.shared_secret(&b, &secret).is_ok());
     }
 
     #[test]

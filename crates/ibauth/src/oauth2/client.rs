@@ -21,7 +21,9 @@ use crate::error::{ConfigError, Error, Step};
 use crate::http::HttpClient;
 use crate::public_ip;
 use crate::store::{StoredBearer, StoredToken, StoredTokens};
-use crate::tokens::{TokenExpiry, TokenKind};
+use crate::tokens::{
+    MAX_TOKEN_LIFETIME, TokenExpiry, TokenKind, lenient_u64, sane_lifetime, sane_time_left,
+};
 
 /// The OAuth 2.0 access token (about 24 h), which opens SSO sessions.
 #[derive(Debug, Clone)]
@@ -87,6 +89,8 @@ pub struct Oauth2Client {
     access: Option<AccessToken>,
     bearer: Option<BearerToken>,
     last_ip: Option<Ipv4Addr>,
+    /// An absurd expiry was warned about: a tickle repeats it every minute.
+    expiry_warned: bool,
 }
 
 impl Oauth2Client {
@@ -114,6 +118,7 @@ impl Oauth2Client {
             access: None,
             bearer: None,
             last_ip: None,
+            expiry_warned: false,
         }
     }
 
@@ -281,14 +286,26 @@ impl Oauth2Client {
                 status: 200,
                 detail: "no access_token in the answer".into(),
             })?;
-        let expires_in = answer.expires_in.as_ref().and_then(json_u64);
+        // Clamped: a lifetime of 0 or 2^64 − 1 s must neither loop the renewals nor overflow.
+        let expires_in = match answer.expires_in.as_ref() {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) => match lenient_u64(value) {
+                Some(secs) => Some(sane_lifetime(TokenKind::AccessToken, "expires_in", secs)),
+                None => {
+                    tracing::warn!(
+                        "the access token's expires_in is not a usable number; its expiry is unknown"
+                    );
+                    None
+                }
+            },
+        };
         tracing::info!(expires_in_s = expires_in, "access token obtained");
         Ok(self.access.insert(AccessToken {
             token: SecretString::from(token),
             token_type: answer.token_type.unwrap_or_else(|| "Bearer".into()),
             scope: answer.scope,
             obtained_at: now,
-            expires_at: expires_in.map(|s| now + s),
+            expires_at: expires_in.map(|s| now.saturating_add(s)),
         }))
     }
 
@@ -347,7 +364,7 @@ impl Oauth2Client {
             active: answer.active.unwrap_or(true),
             ip,
             obtained_at: now,
-            expires_at: now + super::SSO_SESSION_LIFETIME_SECS,
+            expires_at: now.saturating_add(super::SSO_SESSION_LIFETIME_SECS),
         }))
     }
 
@@ -356,7 +373,7 @@ impl Oauth2Client {
         let auth = self.authorizer(Step::Validate)?;
         let validation = self.brokerage.validate(&auth).await?;
         if let Some(left) = validation.expires_in() {
-            self.refine_bearer_expiry(left);
+            self.refine_bearer_expiry("EXPIRES", left);
         }
         // USER_NAME is the credential: log the numeric id instead.
         tracing::info!(
@@ -400,7 +417,7 @@ impl Oauth2Client {
         let auth = self.authorizer(Step::Tickle)?;
         let tickle = self.brokerage.tickle(&auth).await?;
         if let Some(left) = tickle.sso_expires_in() {
-            self.refine_bearer_expiry(left);
+            self.refine_bearer_expiry("ssoExpires", left);
         }
         let status = tickle.auth_status();
         // The session id doubles as the WebSocket cookie: log only enough to tell sessions apart.
@@ -437,7 +454,13 @@ impl Oauth2Client {
     /// It reconnects by itself (after a fresh tickle) when the server closes it.
     pub async fn connect_websocket(&self) -> Result<crate::ws::IbkrWebSocket, Error> {
         let auth = self.authorizer(Step::WebSocket)?;
-        crate::ws::open_reconnecting(self.brokerage.clone(), auth, self.websocket_endpoint()?).await
+        crate::ws::open_reconnecting(
+            self.brokerage.clone(),
+            auth,
+            self.websocket_endpoint()?,
+            self.http.max_body(),
+        )
+        .await
     }
 
     /// `logout`: ends the brokerage session and forgets the bearer token.
@@ -461,10 +484,14 @@ impl Oauth2Client {
         })
     }
 
-    fn refine_bearer_expiry(&mut self, left: Duration) {
+    /// The server's time left on the SSO session (`field`), at most
+    /// [`MAX_TOKEN_LIFETIME`]: an absurd value neither overflows nor stops the renewals.
+    fn refine_bearer_expiry(&mut self, field: &'static str, left: Duration) {
         let now = self.clock.now_unix();
+        let secs = sane_time_left(TokenKind::Bearer, field, left, !self.expiry_warned);
+        self.expiry_warned |= left > MAX_TOKEN_LIFETIME;
         if let Some(bearer) = self.bearer.as_mut() {
-            bearer.expires_at = now + left.as_secs();
+            bearer.expires_at = now.saturating_add(secs);
         }
     }
 }
@@ -577,14 +604,6 @@ pub fn token_request_body(assertion: &SecretString) -> SecretString {
         .append_pair("scope", SCOPE)
         .finish();
     SecretString::from(body)
-}
-
-fn json_u64(value: &serde_json::Value) -> Option<u64> {
-    match value {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
 }
 
 /// `base` + an absolute endpoint path, keeping any path prefix of `base`.

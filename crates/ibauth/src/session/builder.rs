@@ -168,7 +168,8 @@ impl SessionBuilder {
         self
     }
 
-    /// Caps every answer body (default [`crate::http::DEFAULT_MAX_BODY`]).
+    /// Caps every answer body and WebSocket message (default: the policy's `max_body`,
+    /// [`crate::http::DEFAULT_MAX_BODY`] unless set).
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = Some(bytes);
         self
@@ -212,9 +213,8 @@ impl SessionBuilder {
         if let Some(observer) = self.observer {
             http.observe(observer);
         }
-        if let Some(bytes) = self.max_body {
-            http.limit_body(bytes);
-        }
+        // The builder's cap wins over the settings' (`max_body`, default 16 MiB).
+        http.limit_body(self.max_body.unwrap_or(self.policy.max_body));
         let token_file = match &self.store {
             StoreChoice::File(path) => Some(path.clone()),
             StoreChoice::Default => self.policy.token_file.clone().or_else(default_token_file),

@@ -6,7 +6,7 @@
 //! shared with the session's API calls: whoever meets a dropped session first recovers it, the
 //! other finds it done.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
@@ -14,7 +14,7 @@ use super::sync as shared;
 use super::{Session, SessionState, Status};
 use crate::client::Client;
 use crate::error::Error;
-use crate::tokens::TokenKind;
+use crate::tokens::{TokenKind, min_renewal_spacing};
 
 use super::FailReason;
 
@@ -53,6 +53,11 @@ struct Loop {
     /// recovery) changed the tokens meanwhile, and what failed with the old ones is retried
     /// rather than recovered twice.
     seen_epoch: u64,
+    /// When this loop last obtained tokens (a login, or the start of a renewal): the next
+    /// renewal waits [`min_renewal_spacing`] after it, whatever lifetimes the server grants.
+    last_tokens: Option<Instant>,
+    /// Renewals were held back for the spacing (warned about once).
+    spaced: bool,
 }
 
 impl KeepAlive {
@@ -63,6 +68,8 @@ impl KeepAlive {
             seen_epoch: session.inner.epoch(),
             session: session.clone(),
             failed_logins: 0,
+            last_tokens: None,
+            spaced: false,
         };
         let task = tokio::spawn(keeper.run(stopped));
         Self {
@@ -269,6 +276,7 @@ impl Loop {
         let again = inner.status.borrow().logins > 0;
         match inner.log_in(&mut client, false).await {
             Ok((source, _, _)) => {
+                self.last_tokens = Some(Instant::now());
                 self.failed_logins = 0;
                 self.backoff = inner.policy.min_backoff;
                 if source != shared::Source::Refreshed {
@@ -386,6 +394,26 @@ impl Loop {
         if due.is_empty() {
             return None;
         }
+        // Tokens due again this soon after the last were obtained: the server grants absurd
+        // lifetimes (0 s, an LST already expired, `ssoExpires: 0`). Renewing now would loop;
+        // the tickle goes on, and a token that really ran out is met by the 401 recovery.
+        let spacing = min_renewal_spacing(margin);
+        if let Some(at) = self.last_tokens
+            && at.elapsed() < spacing
+        {
+            if !self.spaced {
+                self.spaced = true;
+                let names: Vec<&str> = due.iter().map(|k| k.name()).collect();
+                tracing::warn!(
+                    tokens = ?names,
+                    since_ms = u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    spacing_ms = u64::try_from(spacing.as_millis()).unwrap_or(u64::MAX),
+                    "tokens due again right after they were obtained: the server's lifetimes are implausible; renewing at most once per spacing"
+                );
+            }
+            return None;
+        }
+        self.last_tokens = Some(Instant::now());
         let held = inner.state() == SessionState::Authenticated;
         let names: Vec<&str> = due.iter().map(|k| k.name()).collect();
         tracing::info!(tokens = ?names, "renewing tokens before they expire");

@@ -331,8 +331,9 @@ impl Session {
             })
         });
         let target = retarget().await?;
+        let max_message = self.inner.http.max_body();
         Ok(
-            crate::ws::connect(&target, crate::ws::DEFAULT_PING_INTERVAL)
+            crate::ws::connect_with_limit(&target, crate::ws::DEFAULT_PING_INTERVAL, max_message)
                 .await?
                 .with_reconnect(retarget),
         )
