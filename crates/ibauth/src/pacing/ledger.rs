@@ -184,7 +184,9 @@ pub(crate) struct Locked<'a> {
 impl Locked<'_> {
     /// The document; an unreadable one is reported and replaced by an empty one.
     pub(crate) fn read(&mut self) -> Doc {
-        let mut bytes = Vec::new();
+        // Room for a typical ledger up front: from an empty Vec, read_to_end starts with
+        // 32-byte reads and grows, ~7 read calls a transaction (strace, docs/benchmarks.md).
+        let mut bytes = Vec::with_capacity(16 * 1024);
         let read = (&self.file).take(MAX_BYTES + 1).read_to_end(&mut bytes);
         let problem = match read {
             Err(e) => format!("unreadable: {e}"),

@@ -244,13 +244,25 @@ fn refused_for_authentication(reply: &Reply) -> Option<&'static str> {
     if reply.status == 401 {
         return Some("401: the session or its token is no longer valid");
     }
-    let json = serde_json::from_slice::<serde_json::Value>(&reply.body).ok();
-    let message = ibkr_message(&reply.body).to_ascii_lowercase();
-    if !(200..300).contains(&reply.status) && message.contains("no bridge") {
+    // Every answer passes here: a successful one is not read for an error message, and only
+    // its top-level `authenticated` is deserialised, the rest skipped (building whole bodies
+    // into `Value`s, twice, was most of a call's own cost: docs/benchmarks.md).
+    if !(200..300).contains(&reply.status)
+        && ibkr_message(&reply.body)
+            .to_ascii_lowercase()
+            .contains("no bridge")
+    {
         return Some("no bridge: the brokerage session is gone");
     }
-    if let Some(serde_json::Value::Object(map)) = json
-        && map.get("authenticated") == Some(&serde_json::Value::Bool(false))
+    #[derive(serde::Deserialize)]
+    struct Flags {
+        authenticated: Option<serde_json::Value>,
+    }
+    // An object only: serde would also read a struct from an array, positionally.
+    let is_object = reply.body.trim_ascii_start().first() == Some(&b'{');
+    if is_object
+        && let Ok(flags) = serde_json::from_slice::<Flags>(&reply.body)
+        && flags.authenticated == Some(serde_json::Value::Bool(false))
     {
         return Some("authenticated: false");
     }
@@ -486,9 +498,18 @@ mod tests {
         assert!(
             refused_for_authentication(&reply(200, r#"{"authenticated":false,"x":1}"#)).is_some()
         );
+        assert!(
+            refused_for_authentication(&reply(
+                200,
+                r#" {"a":[1,{"b":null}],"authenticated":false,"competing":true}"#
+            ))
+            .is_some()
+        );
         for (status, body) in [
             (200, r#"{"authenticated":true}"#),
             (200, r#"[{"authenticated":false}]"#),
+            (200, "[false]"),
+            (200, r#"{"authenticated":"false"}"#),
             (500, r#"{"error":"internal"}"#),
             (503, ""),
             (429, r#"{"error":"Too Many Requests"}"#),
