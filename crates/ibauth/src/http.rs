@@ -174,15 +174,7 @@ impl HttpClient {
         request: reqwest::RequestBuilder,
         max_wait: Option<Duration>,
     ) -> Result<Reply, Error> {
-        let request = request.build().map_err(|e| self.transport(step, "", e))?;
-        let host = request
-            .url()
-            .host_str()
-            .map(|h| match request.url().port() {
-                Some(p) => format!("{h}:{p}"),
-                None => h.to_owned(),
-            })
-            .unwrap_or_default();
+        let request = request.build().map_err(|e| self.transport(step, e))?;
         let method = request.method().clone();
         let path = request.url().path().to_owned();
         let pacer = self.hooks.pacer.get();
@@ -215,7 +207,7 @@ impl HttpClient {
                 .inner
                 .execute(request)
                 .await
-                .map_err(|e| self.transport(step, &host, e))?;
+                .map_err(|e| self.transport(step, e))?;
             let status = response.status().as_u16();
             let retry_after = response
                 .headers()
@@ -228,11 +220,16 @@ impl HttpClient {
                 return Err(too_large(step, status, limit));
             }
             let mut body = Vec::with_capacity(usize::try_from(declared).unwrap_or(0).min(limit));
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| self.transport(step, &host, e))?
-            {
+            while let Some(chunk) = match response.chunk().await {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    let e = match e.url() {
+                        Some(_) => e,
+                        None => e.with_url(response.url().clone()),
+                    };
+                    return Err(self.transport(step, e));
+                }
+            } {
                 if body.len().saturating_add(chunk.len()) > limit {
                     return Err(too_large(step, status, limit));
                 }
@@ -269,7 +266,6 @@ impl HttpClient {
         tracing::trace!(
             step = step.name(),
             %method,
-            host,
             path,
             status = reply.status,
             bytes = reply.body.len(),
@@ -279,7 +275,18 @@ impl HttpClient {
         Ok(reply)
     }
 
-    fn transport(&self, step: Step, host: &str, e: reqwest::Error) -> Error {
+    /// The error for a failed exchange; the host is taken from the error (reqwest keeps the
+    /// URL), so the successful path formats nothing for it.
+    fn transport(&self, step: Step, e: reqwest::Error) -> Error {
+        let host = e
+            .url()
+            .and_then(|u| {
+                u.host_str().map(|h| match u.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_owned(),
+                })
+            })
+            .unwrap_or_default();
         if e.is_timeout() {
             return Error::Timeout {
                 step,
@@ -294,7 +301,7 @@ impl HttpClient {
         }
         Error::Network {
             step,
-            host: host.to_owned(),
+            host,
             detail,
             source: e,
         }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError as MutexBusy};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,10 +38,47 @@ pub(crate) const MAX_WINDOW_MS: u64 = 24 * 3600 * 1000;
 /// let pacer = Pacer::with_ledger(PacingRules::ibkr(), ledger);
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PaceLedger {
     path: PathBuf,
     identity: String,
+    /// The file kept open between transactions, shared by clones (which then take turns on
+    /// this mutex: one open file description's `flock` would not keep them apart).
+    held: Arc<Mutex<Option<Held>>>,
+}
+
+impl PartialEq for PaceLedger {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.identity == other.identity
+    }
+}
+
+impl Eq for PaceLedger {}
+
+/// The open ledger file, and what this process last read or wrote there.
+#[derive(Debug)]
+struct Held {
+    file: File,
+    /// `(device, inode)`: the path must still name this file, or it is opened afresh (with
+    /// every check) — a file replaced or removed by someone else is not written to blindly.
+    id: Option<(u64, u64)>,
+    /// The bytes last read or written and their document: when the file still holds exactly
+    /// these bytes, nobody else wrote since and the parse is skipped.
+    last: Option<(Vec<u8>, Doc)>,
+}
+
+/// The file's identity on disk, where the platform has one.
+fn file_id(meta: &fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 /// The ledger cannot be used.
@@ -70,8 +108,10 @@ impl PaceLedger {
         let ledger = Self {
             path: path.into(),
             identity: identity.into(),
+            held: Arc::default(),
         };
-        ledger.open_file()?;
+        let file = ledger.open_file()?;
+        ledger.keep(file)?;
         Ok(ledger)
     }
 
@@ -164,30 +204,95 @@ impl PaceLedger {
         }
     }
 
-    /// The file, locked; `Ok(None)` while another holder has it.
+    /// Keeps `file` open for the next transactions.
+    fn keep(&self, file: File) -> Result<(), LedgerError> {
+        let id = file_id(&file.metadata().map_err(self.error("inspect"))?);
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held {
+            file,
+            id,
+            last: None,
+        });
+        Ok(())
+    }
+
+    /// The file, locked; `Ok(None)` while another holder (another process, or another handle
+    /// of this one) has it.
     pub(crate) fn try_lock(&self) -> Result<Option<Locked<'_>>, LedgerError> {
-        let file = self.open_file()?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(Locked { ledger: self, file })),
+        let mut held = match self.held.try_lock() {
+            Ok(held) => held,
+            Err(MutexBusy::WouldBlock) => return Ok(None),
+            Err(MutexBusy::Poisoned(p)) => p.into_inner(),
+        };
+        // Still the file at the path? `lstat`, so a symbolic link planted there is not it.
+        let at_path = fs::symlink_metadata(&self.path)
+            .ok()
+            .and_then(|m| file_id(&m));
+        let same = held
+            .as_ref()
+            .is_some_and(|h| h.id.is_some() && h.id == at_path);
+        if !same {
+            let file = self.open_file()?;
+            let id = file_id(&file.metadata().map_err(self.error("inspect"))?);
+            *held = Some(Held {
+                file,
+                id,
+                last: None,
+            });
+        }
+        let Some(open) = held.as_mut() else {
+            return Err(self.error("open")(std::io::Error::other(
+                "the ledger is not open",
+            )));
+        };
+        match open.file.try_lock() {
+            Ok(()) => Ok(Some(Locked { ledger: self, held })),
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(e)) => Err(self.error("lock")(e)),
         }
     }
 }
 
-/// The ledger file under its lock (released when dropped: closing the file unlocks it).
+/// The ledger file under its lock (released when dropped).
 pub(crate) struct Locked<'a> {
     ledger: &'a PaceLedger,
-    file: File,
+    held: MutexGuard<'a, Option<Held>>,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(open) = self.held.as_ref() {
+            // If unlocking fails the file is broken: open it afresh next time (closing it
+            // releases the lock for certain).
+            if open.file.unlock().is_err() {
+                *self.held = None;
+            }
+        }
+    }
 }
 
 impl Locked<'_> {
     /// The document; an unreadable one is reported and replaced by an empty one.
     pub(crate) fn read(&mut self) -> Doc {
+        let Some(open) = self.held.as_mut() else {
+            return Doc::default();
+        };
         // Room for a typical ledger up front: from an empty Vec, read_to_end starts with
         // 32-byte reads and grows, ~7 read calls a transaction (strace, docs/benchmarks.md).
-        let mut bytes = Vec::with_capacity(16 * 1024);
-        let read = (&self.file).take(MAX_BYTES + 1).read_to_end(&mut bytes);
+        let capacity = open
+            .last
+            .as_ref()
+            .map_or(16 * 1024, |(b, _)| b.len() + 1024);
+        let mut bytes = Vec::with_capacity(capacity);
+        let read = open
+            .file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| (&open.file).take(MAX_BYTES + 1).read_to_end(&mut bytes));
+        // What this process wrote last, untouched since: no parse needed.
+        if let (Ok(_), Some((last, doc))) = (&read, &open.last)
+            && *last == bytes
+        {
+            return doc.clone();
+        }
         let problem = match read {
             Err(e) => format!("unreadable: {e}"),
             Ok(_) if bytes.is_empty() => return Doc::default(),
@@ -208,22 +313,28 @@ impl Locked<'_> {
     /// Replaces the file's content in place (the ledger is advisory: a crash mid-write leaves
     /// a torn file that the next reader resets).
     pub(crate) fn write(&mut self, doc: &Doc) {
+        let Some(open) = self.held.as_mut() else {
+            return;
+        };
+        open.last = None;
         let written = serde_json::to_vec(doc)
             .map_err(std::io::Error::other)
             .and_then(|json| {
                 // Overwrite, then cut to length — not truncate to zero and write: ext4 takes
                 // that for a file being replaced and flushes it on close (~2.5 ms a call).
-                self.file.seek(SeekFrom::Start(0))?;
-                self.file.write_all(&json)?;
-                self.file
-                    .set_len(u64::try_from(json.len()).unwrap_or(u64::MAX))
+                open.file.seek(SeekFrom::Start(0))?;
+                open.file.write_all(&json)?;
+                open.file
+                    .set_len(u64::try_from(json.len()).unwrap_or(u64::MAX))?;
+                Ok(json)
             });
-        if let Err(e) = written {
-            tracing::warn!(
+        match written {
+            Ok(json) => open.last = Some((json, doc.clone())),
+            Err(e) => tracing::warn!(
                 file = %self.ledger.path.display(),
                 error = %e,
                 "cannot write the pacing ledger; other processes do not see this one's requests"
-            );
+            ),
         }
     }
 }
@@ -335,6 +446,54 @@ pub(crate) mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_open_file_is_kept_only_while_the_path_still_names_it() {
+        let path = temp("kept");
+        let ledger = PaceLedger::open(&path, "me").unwrap();
+        let mut doc = Doc::default();
+        doc.set(
+            "me",
+            "global",
+            Entry {
+                w: 1_000,
+                t: vec![(5, 1)],
+                p: 0,
+            },
+        );
+        {
+            let mut locked = ledger.try_lock().unwrap().unwrap();
+            locked.read();
+            locked.write(&doc);
+        }
+        // Another process rewrote it: read afresh, not this process's copy.
+        let mut other = doc.clone();
+        other.set(
+            "me",
+            "global",
+            Entry {
+                w: 1_000,
+                t: vec![(5, 1), (6, 1)],
+                p: 0,
+            },
+        );
+        fs::write(&path, serde_json::to_vec(&other).unwrap()).unwrap();
+        assert_eq!(ledger.try_lock().unwrap().unwrap().read(), other);
+        // Replaced by a link to someone else's file: opened afresh, and refused.
+        let elsewhere = path.with_file_name("elsewhere");
+        fs::write(&elsewhere, b"keep").unwrap();
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        assert!(ledger.try_lock().is_err(), "not followed");
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"keep");
+        // A clone takes turns with the original on the one open file.
+        fs::remove_file(&path).unwrap();
+        let first = ledger.try_lock().unwrap().unwrap();
+        assert!(ledger.clone().try_lock().unwrap().is_none(), "held");
+        drop(first);
+        assert!(ledger.clone().try_lock().unwrap().is_some());
     }
 
     #[test]

@@ -258,9 +258,13 @@ fn refused_for_authentication(reply: &Reply) -> Option<&'static str> {
     struct Flags {
         authenticated: Option<serde_json::Value>,
     }
-    // An object only: serde would also read a struct from an array, positionally.
+    // Most answers do not mention the flag at all: a byte search (SIMD) rules them out
+    // without a parse. An object only: serde would also read a struct from an array,
+    // positionally.
+    let mentions = memchr::memmem::find(&reply.body, b"\"authenticated\"").is_some();
     let is_object = reply.body.trim_ascii_start().first() == Some(&b'{');
-    if is_object
+    if mentions
+        && is_object
         && let Ok(flags) = serde_json::from_slice::<Flags>(&reply.body)
         && flags.authenticated == Some(serde_json::Value::Bool(false))
     {
@@ -318,14 +322,12 @@ pub(crate) fn endpoint_url(
             "starts with a scheme (`name:`): give a path such as portfolio/accounts (calls go to the session's host)",
         ));
     }
-    let lower = relative.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") {
+    if has_encoded_slash(relative) {
         return Err(bad(
             "contains an encoded slash (%2F or %5C), which a server may read as a separator: use `/`",
         ));
     }
-    let dot_dot = |segment: &str| segment.to_ascii_lowercase().replace("%2e", ".") == "..";
-    if relative.split('/').any(dot_dot) {
+    if relative.split('/').any(is_dot_dot) {
         return Err(bad("climbs out of the API with `..`"));
     }
     let base_path = rest_base.path().trim_end_matches('/');
@@ -334,19 +336,28 @@ pub(crate) fn endpoint_url(
         .strip_suffix("v1/api/")
         .unwrap_or("/")
         .trim_end_matches('/');
-    let (full, under) = if relative.starts_with("/v1/") {
-        (format!("{root}{relative}"), format!("{root}/v1/"))
+    // Every call builds one of these: no more than one allocation for the path.
+    let (prefix, rest, under_len) = if relative.starts_with("/v1/") {
+        (root, relative, root.len() + "/v1/".len())
     } else {
         (
-            format!("{base_path}/{}", relative.trim_start_matches('/')),
-            format!("{base_path}/"),
+            base_path,
+            relative.trim_start_matches('/'),
+            base_path.len() + 1,
         )
     };
+    let mut full = String::with_capacity(prefix.len() + 1 + rest.len());
+    full.push_str(prefix);
+    if !rest.starts_with('/') {
+        full.push('/');
+    }
+    full.push_str(rest);
+    let under = full.get(..under_len).unwrap_or_default();
     let mut url = rest_base.clone();
     url.set_path(&full);
     // A backstop: whatever the checks above missed, the URL parser's own reading of the path
     // (dot segments resolved) must still be under the API on the session's host.
-    if !url.path().starts_with(&under)
+    if !url.path().starts_with(under)
         || url.host() != rest_base.host()
         || url.port_or_known_default() != rest_base.port_or_known_default()
         || url.scheme() != rest_base.scheme()
@@ -366,9 +377,45 @@ pub(crate) fn endpoint_url(
     Ok(url)
 }
 
+/// `%2F` or `%5C` in any case.
+fn has_encoded_slash(path: &str) -> bool {
+    path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%' && (w[1..].eq_ignore_ascii_case(b"2f") || w[1..].eq_ignore_ascii_case(b"5c"))
+    })
+}
+
+/// A `..` segment, its dots written as `.` or `%2E` in any case.
+fn is_dot_dot(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1..3].eq_ignore_ascii_case(b"2e") {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_dot_and_encoded_slashes_in_every_spelling() {
+        for yes in ["..", "%2e%2e", ".%2E", "%2E."] {
+            assert!(is_dot_dot(yes), "{yes}");
+        }
+        for no in [".", "...", "a..", "%2e", "%2f..", ""] {
+            assert!(!is_dot_dot(no), "{no}");
+        }
+        assert!(has_encoded_slash("a%2Fb") && has_encoded_slash("a%5cb"));
+        assert!(!has_encoded_slash("a%2eb") && !has_encoded_slash("%2"));
+    }
 
     fn reply(status: u16, body: &str) -> Reply {
         Reply {

@@ -161,12 +161,12 @@ impl Session {
 
     /// The API host in use (`https://api.ibkr.com/`).
     pub fn api_base(&self) -> Url {
-        self.inner.current().api_base
+        self.inner.read(|c| c.api_base.clone())
     }
 
     /// The REST base in use (`https://api.ibkr.com/v1/api/`).
     pub fn rest_base(&self) -> Url {
-        self.inner.current().rest_base
+        self.inner.read(|c| c.rest_base.clone())
     }
 
     /// The status now.
@@ -186,7 +186,7 @@ impl Session {
 
     /// The stored document behind the tokens (its `created_at` is the login's time).
     pub fn stored(&self) -> Option<StoredTokens> {
-        self.inner.current().stored
+        self.inner.read(|c| c.stored.clone())
     }
 
     /// Takes the stored tokens if they are valid, without logging in: `None` when there are
@@ -291,7 +291,7 @@ impl Session {
     /// `path` on the API: relative to the REST base (`iserver/accounts`), or absolute on the
     /// host (`/v1/api/iserver/accounts`, `/v1/portal/…`).
     pub fn url(&self, path: &str) -> Result<Url, Error> {
-        api::endpoint_url(&self.inner.current().rest_base, path, &[])
+        api::endpoint_url(&self.inner.read(|c| c.rest_base.clone()), path, &[])
     }
 
     /// A request to any Web API endpoint; see [`ApiRequest`].
@@ -371,17 +371,19 @@ fn login_then_init(
 
 impl Inner {
     fn current(&self) -> Current {
-        self.current
+        self.read(Current::clone)
+    }
+
+    /// One look at the current tokens and host, copying only what `f` takes.
+    fn read<T>(&self, f: impl FnOnce(&Current) -> T) -> T {
+        f(&self
+            .current
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     pub(crate) fn epoch(&self) -> u64 {
-        self.current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .epoch
+        self.read(|c| c.epoch)
     }
 
     /// Takes the client's tokens and host as the ones API calls use (a new epoch: callers
@@ -452,20 +454,23 @@ impl Inner {
     /// What a call needs: the epoch, the authorizer and the REST base — connecting first when
     /// no tokens are held yet.
     pub(crate) async fn ready(&self) -> Result<(u64, Arc<dyn Authorizer>, Url), Error> {
-        let current = self.current();
-        if let Some(auth) = current.auth {
-            return Ok((current.epoch, auth, current.rest_base));
+        if let Some(ready) = self.signing() {
+            return Ok(ready);
         }
         let mut client = self.client.lock().await;
         self.connect_locked(&mut client, false).await?;
-        let current = self.current();
-        match current.auth {
-            Some(auth) => Ok((current.epoch, auth, current.rest_base)),
+        match self.signing() {
+            Some(ready) => Ok(ready),
             None => Err(client.authorizer().err().unwrap_or(Error::NotReady {
                 step: Step::Api,
                 reason: "no session token after connecting",
             })),
         }
+    }
+
+    /// Just what a call signs with (every call reads it: no more than that is copied).
+    fn signing(&self) -> Option<(u64, Arc<dyn Authorizer>, Url)> {
+        self.read(|c| Some((c.epoch, c.auth.clone()?, c.rest_base.clone())))
     }
 
     pub(crate) async fn connect_locked(
