@@ -147,9 +147,18 @@ impl BrokerageClient {
 
     /// `POST tickle`: keeps the session alive and reports its state.
     pub async fn tickle(&self, auth: &dyn Authorizer) -> Result<Tickle, Error> {
-        self.call(Step::Tickle, Method::POST, "tickle", None, auth)
+        let raw: serde_json::Value = self
+            .call(Step::Tickle, Method::POST, "tickle", None, auth)
             .await?
-            .json(Step::Tickle)
+            .json(Step::Tickle)?;
+        let mut tickle: Tickle =
+            serde_json::from_value(raw.clone()).map_err(|e| Error::Protocol {
+                step: Step::Tickle,
+                status: 200,
+                detail: format!("cannot parse the JSON answer: {e}"),
+            })?;
+        tickle.raw = Some(raw);
+        Ok(tickle)
     }
 
     /// `POST logout`. A 401 means the session was already gone, which is not an error here.
@@ -221,7 +230,7 @@ pub struct ServerInfo {
 
 /// The answer of `tickle`. `Debug` shows only the start of the session id (it doubles as the
 /// WebSocket cookie).
-#[derive(Clone, Default, Deserialize, Serialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Tickle {
     /// The session id (also the `api` cookie for the WebSocket).
@@ -237,6 +246,10 @@ pub struct Tickle {
     pub user_id: Option<u64>,
     /// The brokerage session's flags.
     pub iserver: IServer,
+    /// The answer as IBKR sent it (every field, those above and the rest), for whoever passes
+    /// it on (a gateway answering its clients' tickles).
+    #[serde(skip)]
+    pub raw: Option<serde_json::Value>,
 }
 
 impl fmt::Debug for Tickle {
@@ -269,7 +282,7 @@ impl Tickle {
 }
 
 /// `iserver` of a tickle answer.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct IServer {
     /// The brokerage session's flags.

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{ConfigError, Error, Step, hint_for};
-use crate::pacing::Pacer;
+use crate::pacing::{Pacer, Permit};
 
 /// `ibauth/<version>`, sent on every request.
 pub const USER_AGENT: &str = concat!("ibauth/", env!("CARGO_PKG_VERSION"));
@@ -178,29 +178,7 @@ impl HttpClient {
         let method = request.method().clone();
         let path = request.url().path().to_owned();
         let pacer = self.hooks.pacer.get();
-        let _permit = match pacer {
-            Some(pacer) => {
-                let rules = pacer.rules().max_wait;
-                let wait = max_wait.unwrap_or(match step {
-                    Step::Api => rules,
-                    _ => rules.max(INTERNAL_MAX_WAIT),
-                });
-                let permit = pacer
-                    .acquire_within(&method, &path, wait)
-                    .await
-                    .map_err(|source| Error::Paced { step, source })?;
-                if !permit.waited.is_zero() {
-                    tracing::debug!(
-                        step = step.name(),
-                        path,
-                        waited_ms = u64::try_from(permit.waited.as_millis()).unwrap_or(u64::MAX),
-                        "waited for a turn under the pacing limits"
-                    );
-                }
-                Some(permit)
-            }
-            None => None,
-        };
+        let _permit = self.admit(step, &method, &path, max_wait).await?;
         let started = Instant::now();
         let answer = async {
             let mut response = self
@@ -255,13 +233,7 @@ impl HttpClient {
         if reply.status == 429
             && let Some(pacer) = pacer
         {
-            tracing::warn!(
-                step = step.name(),
-                path,
-                retry_after_s = reply.retry_after.map(|d| d.as_secs()),
-                "429 Too Many Requests: this budget is paused"
-            );
-            pacer.pause(&method, &path, reply.retry_after);
+            paused(pacer, step, &method, &path, reply.retry_after);
         }
         tracing::trace!(
             step = step.name(),
@@ -273,6 +245,76 @@ impl HttpClient {
             "http exchange"
         );
         Ok(reply)
+    }
+
+    /// Waits for the request's turn under the pacing limits, if this client is paced.
+    async fn admit(
+        &self,
+        step: Step,
+        method: &reqwest::Method,
+        path: &str,
+        max_wait: Option<Duration>,
+    ) -> Result<Option<Permit>, Error> {
+        let Some(pacer) = self.hooks.pacer.get() else {
+            return Ok(None);
+        };
+        let rules = pacer.rules().max_wait;
+        let wait = max_wait.unwrap_or(match step {
+            Step::Api => rules,
+            _ => rules.max(INTERNAL_MAX_WAIT),
+        });
+        let permit = pacer
+            .acquire_within(method, path, wait)
+            .await
+            .map_err(|source| Error::Paced { step, source })?;
+        if !permit.waited.is_zero() {
+            tracing::debug!(
+                step = step.name(),
+                path,
+                waited_ms = u64::try_from(permit.waited.as_millis()).unwrap_or(u64::MAX),
+                "waited for a turn under the pacing limits"
+            );
+        }
+        Ok(Some(permit))
+    }
+
+    /// Sends `request` when its turn comes and returns the answer with its body unread (a
+    /// proxy streams it on), with the pacing permit to hold until the body is done (in-flight
+    /// caps count it until then). A 429 pauses the budget as [`send`](Self::send) does.
+    pub(crate) async fn send_streaming(
+        &self,
+        step: Step,
+        request: reqwest::Request,
+        max_wait: Option<Duration>,
+    ) -> Result<Streamed, Error> {
+        let method = request.method().clone();
+        let path = request.url().path().to_owned();
+        let permit = self.admit(step, &method, &path, max_wait).await?;
+        let started = Instant::now();
+        let answer = self
+            .inner
+            .execute(request)
+            .await
+            .map_err(|e| self.transport(step, e));
+        self.report(|| Exchange {
+            step,
+            method: method.clone(),
+            path: path.clone(),
+            status: answer.as_ref().ok().map(|r| r.status().as_u16()),
+            elapsed: started.elapsed(),
+        });
+        let response = answer?;
+        if response.status().as_u16() == 429
+            && let Some(pacer) = self.hooks.pacer.get()
+        {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+            paused(pacer, step, &method, &path, retry_after);
+        }
+        Ok(Streamed { response, permit })
     }
 
     /// The error for a failed exchange; the host is taken from the error (reqwest keeps the
@@ -306,6 +348,32 @@ impl HttpClient {
             source: e,
         }
     }
+}
+
+/// An answer whose body is still to be read, and the request's pacing permit.
+#[derive(Debug)]
+pub struct Streamed {
+    /// The answer (status and headers read, body not).
+    pub response: reqwest::Response,
+    /// Hold it until the body is done: an in-flight cap counts the request until then.
+    pub permit: Option<Permit>,
+}
+
+/// A 429 arrived: the budget the request counted against waits out `retry_after`.
+fn paused(
+    pacer: &Pacer,
+    step: Step,
+    method: &reqwest::Method,
+    path: &str,
+    retry_after: Option<Duration>,
+) {
+    tracing::warn!(
+        step = step.name(),
+        path,
+        retry_after_s = retry_after.map(|d| d.as_secs()),
+        "429 Too Many Requests: this budget is paused"
+    );
+    pacer.pause(method, path, retry_after);
 }
 
 fn too_large(step: Step, status: u16, limit: usize) -> Error {

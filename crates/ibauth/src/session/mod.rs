@@ -26,12 +26,14 @@
 
 mod api;
 mod builder;
+mod forward;
 pub(crate) mod keepalive;
 mod status;
 pub(crate) mod sync;
 
 pub use api::{ApiRequest, ApiResponse};
 pub use builder::SessionBuilder;
+pub use forward::{Forward, ForwardBody};
 pub use keepalive::KeepAlive;
 pub use status::{FailReason, SessionState, Status};
 
@@ -348,6 +350,14 @@ impl Session {
                 reason: "this session's keep-alive is already running",
             });
         }
+        // Started again after a logout or a failure (a gateway reactivated): from the start.
+        if matches!(
+            self.inner.state(),
+            SessionState::LoggedOut | SessionState::Failed(_)
+        ) {
+            self.inner
+                .set(SessionState::Connecting, "keep-alive started again");
+        }
         Ok(KeepAlive::spawn(self.clone()))
     }
 }
@@ -554,6 +564,7 @@ impl Inner {
             s.last_rtt = Some(rtt);
             s.last_tickle = Some(std::time::SystemTime::now());
             s.session = Some(tickle.session.clone());
+            s.tickle = Some(tickle.clone());
         });
         // A tickle may refine the token's expiry (OAuth 2.0's ssoExpires): shown, but the
         // tokens are the same, so callers refused before it still recover.

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::brokerage::Tickle;
 use crate::tokens::TokenExpiry;
 
 /// Where the brokerage session stands.
@@ -43,6 +44,8 @@ pub struct Status {
     pub session: Option<String>,
     /// When the last successful tickle was answered.
     pub last_tickle: Option<SystemTime>,
+    /// The last successful tickle's answer (its `raw` holds every field IBKR sent).
+    pub tickle: Option<Tickle>,
     /// Round-trip time of the last successful tickle.
     pub last_rtt: Option<Duration>,
     /// The tokens held and when they expire.
@@ -74,6 +77,7 @@ impl std::fmt::Debug for Status {
                 &self.session.as_deref().map(crate::brokerage::short_id),
             )
             .field("last_tickle", &self.last_tickle)
+            .field("tickle", &self.tickle)
             .field("last_rtt", &self.last_rtt)
             .field("tokens", &self.tokens)
             .field("api_base", &self.api_base)
@@ -108,6 +112,7 @@ impl Status {
             state: SessionState::Connecting,
             session: None,
             last_tickle: None,
+            tickle: None,
             last_rtt: None,
             tokens,
             api_base,

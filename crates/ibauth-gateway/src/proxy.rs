@@ -1,0 +1,310 @@
+//! Passing client requests on to IBKR through the session: authorised by it, paced (a request
+//! that would wait too long is answered 429 here, so IBKR never sees a violation), bodies
+//! streamed both ways, failures answered at once with a JSON reason. Identical concurrent GETs
+//! of a paced endpoint share one upstream call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use ibauth::Error;
+use ibauth::session::{Forward, ForwardBody};
+use serde_json::json;
+
+use crate::state::Shared;
+
+/// How long the client's request waited for its turn; the access log reads it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Waited(pub Duration);
+
+/// Whether a path is one the Client Portal Gateway passes on:
+/// `/(v1|qa|ci|alpha|local)/(portal|am|api|tws)/…`.
+pub(crate) fn forwarded_path(path: &str) -> bool {
+    let mut parts = path.trim_start_matches('/').splitn(3, '/');
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (
+            Some("v1" | "qa" | "ci" | "alpha" | "local"),
+            Some("portal" | "am" | "api" | "tws"),
+            Some(_)
+        )
+    )
+}
+
+/// The fallback route: any path the gateway passes on.
+pub(crate) async fn forward(State(state): State<Shared>, request: Request) -> Response {
+    let path = request.uri().path();
+    if !forwarded_path(path) {
+        return reason(
+            StatusCode::NOT_FOUND,
+            "not a Web API path: the gateway passes on /v1/api/… and /v1/portal/…",
+        );
+    }
+    if !path.starts_with("/v1/") {
+        return reason(
+            StatusCode::NOT_FOUND,
+            "only the production environment (/v1/…) is served through OAuth; qa, ci, alpha and local are IBKR-internal",
+        );
+    }
+    if let Some(refusal) = state.unavailable() {
+        return refusal;
+    }
+    let (parts, body) = request.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    let known_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let small = known_length.is_some_and(|n| n <= state.options.buffer_request_body as u64);
+    let no_body = known_length == Some(0)
+        || known_length.is_none()
+            && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+            && matches!(parts.method, Method::GET | Method::HEAD | Method::DELETE);
+    let body = if no_body {
+        ForwardBody::Empty
+    } else if small {
+        match axum::body::to_bytes(body, state.options.buffer_request_body).await {
+            Ok(bytes) => ForwardBody::Full(bytes),
+            Err(_) => return reason(StatusCode::BAD_REQUEST, "the request body was cut short"),
+        }
+    } else {
+        ForwardBody::Stream(reqwest::Body::wrap_stream(body.into_data_stream()))
+    };
+    let paced_endpoint = state.session.http().pacer().is_some_and(|p| {
+        p.rules()
+            .rule_for(&parts.method, parts.uri.path())
+            .is_some()
+    });
+    let request = Forward {
+        method: parts.method.clone(),
+        path_and_query: path_and_query.clone(),
+        headers: parts.headers,
+        body,
+    };
+    if parts.method == Method::GET && no_body && paced_endpoint {
+        // Everyone asking the same thing now gets the one answer.
+        let key = path_and_query;
+        let state2 = state.clone();
+        let shared = state
+            .flights
+            .share(key, async move { buffered(&state2, request).await })
+            .await;
+        return shared.response();
+    }
+    send(&state, request).await
+}
+
+/// Sends `request` and streams the answer back.
+async fn send(state: &Shared, request: Forward) -> Response {
+    let timeout = state.options.request_timeout;
+    let forwarded = tokio::time::timeout(
+        timeout,
+        state.session.forward(request, Some(state.options.max_wait)),
+    )
+    .await;
+    let streamed = match forwarded {
+        Err(_) => return too_slow(timeout),
+        Ok(Err(e)) => return failure(&e),
+        Ok(Ok(streamed)) => streamed,
+    };
+    let waited = streamed.permit.as_ref().map(|p| p.waited);
+    let permit = streamed.permit;
+    let upstream = streamed.response;
+    let mut response = Response::builder().status(upstream.status());
+    if let Some(headers) = response.headers_mut() {
+        copy_headers(upstream.headers(), headers);
+    }
+    // The permit lives as long as the body is being passed on (an in-flight cap counts it).
+    let body = upstream.bytes_stream().map(move |chunk| {
+        let _held = &permit;
+        chunk
+    });
+    let mut response = response.body(Body::from_stream(body)).unwrap_or_else(|_| {
+        reason(
+            StatusCode::BAD_GATEWAY,
+            "IBKR's answer could not be passed on",
+        )
+    });
+    if let Some(waited) = waited {
+        response.extensions_mut().insert(Waited(waited));
+    }
+    response
+}
+
+/// An answer held whole, to hand to every client that asked the same.
+#[derive(Clone)]
+pub(crate) struct Buffered {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Buffered {
+    fn response(&self) -> Response {
+        let mut response = (self.status, self.body.clone()).into_response();
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
+}
+
+async fn buffered(state: &Shared, request: Forward) -> Buffered {
+    let response = send(state, request).await;
+    let (parts, body) = response.into_parts();
+    // Bounded: the same cap as every answer the session reads.
+    match axum::body::to_bytes(body, ibauth::http::DEFAULT_MAX_BODY).await {
+        Ok(body) => Buffered {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        },
+        Err(_) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            let body = json!({
+                "error": "IBKR's answer was cut short or too large",
+                "gateway": "ibauth",
+            });
+            Buffered {
+                status: StatusCode::BAD_GATEWAY,
+                headers,
+                body: Bytes::from(body.to_string()),
+            }
+        }
+    }
+}
+
+/// Concurrent identical requests in flight: the first runs, the others wait for its answer.
+#[derive(Default)]
+pub(crate) struct Flights {
+    running: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Buffered>>>>,
+}
+
+impl Flights {
+    pub(crate) async fn share<F>(&self, key: String, run: F) -> Buffered
+    where
+        F: std::future::Future<Output = Buffered>,
+    {
+        let cell = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let answer = cell.get_or_init(|| run).await.clone();
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            running.remove(&key);
+        }
+        answer
+    }
+}
+
+/// Upstream headers worth passing back: not the hop-by-hop ones (the connection to the client
+/// is another), and no cookies (the session's are its own business).
+fn copy_headers(from: &reqwest::header::HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        let hop = matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "transfer-encoding"
+                | "te"
+                | "trailer"
+                | "upgrade"
+                | "proxy-authenticate"
+                | "set-cookie"
+        );
+        if !hop {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// A JSON reason with `status`.
+pub(crate) fn reason(status: StatusCode, why: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": why, "gateway": "ibauth" })),
+    )
+        .into_response()
+}
+
+fn too_slow(timeout: Duration) -> Response {
+    reason(
+        StatusCode::GATEWAY_TIMEOUT,
+        &format!(
+            "IBKR did not answer within {} s (the gateway's request timeout)",
+            timeout.as_secs_f32()
+        ),
+    )
+}
+
+/// What the client sees when the session could not pass its request on.
+fn failure(e: &Error) -> Response {
+    match e {
+        Error::Paced { source, .. } => {
+            let secs = source.wait.as_secs() + u64::from(source.wait.subsec_nanos() > 0);
+            let mut response = (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(json!({
+                    "error": e.to_string(),
+                    "gateway": "ibauth",
+                    "retry_after_s": secs.max(1),
+                    "limit": source.limit,
+                    "bucket": source.bucket,
+                })),
+            )
+                .into_response();
+            if let Ok(value) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Error::Timeout { .. } | Error::Network { .. } => reason(
+            StatusCode::BAD_GATEWAY,
+            &format!("IBKR cannot be reached: {e}"),
+        ),
+        _ => reason(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateways_forwarded_paths() {
+        for yes in [
+            "/v1/api/tickle",
+            "/v1/portal/sso/validate",
+            "/qa/tws/x",
+            "/v1/am/a/b",
+        ] {
+            assert!(forwarded_path(yes), "{yes}");
+        }
+        for no in [
+            "/",
+            "/sso/Login",
+            "/v1/api",
+            "/v2/api/x",
+            "/v1/other/x",
+            "/livez",
+        ] {
+            assert!(!forwarded_path(no), "{no}");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Listening: the gateway's addresses (IPv6 and IPv4), HTTPS or plain HTTP, HTTP/1.1 and
+//! HTTP/2; the health server; and a shutdown that drains in-flight requests, then logs out
+//! once.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ibauth::Session;
+use tokio::task::JoinHandle;
+
+use crate::error::GatewayError;
+use crate::options::{GatewayOptions, TlsMode};
+use crate::state::{Shared, State};
+use crate::tls;
+
+/// A gateway over `session`, ready to start.
+#[derive(Debug)]
+pub struct Gateway {
+    session: Session,
+    options: GatewayOptions,
+}
+
+/// A running gateway: its addresses, and [`shutdown`](Self::shutdown).
+pub struct Running {
+    state: Shared,
+    addrs: Vec<SocketAddr>,
+    health: Option<SocketAddr>,
+    certificate_pem: Option<String>,
+    stop: Vec<axum_server::Handle<SocketAddr>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addrs", &self.addrs)
+            .field("health", &self.health)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds `addr`; `[::]` is tried as one dual-stack socket and, where IPv6 is off, falls back
+/// to `0.0.0.0` on the same port.
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, GatewayError> {
+    let bound = std::net::TcpListener::bind(addr).or_else(|e| {
+        if addr.ip().is_unspecified() && addr.is_ipv6() {
+            tracing::info!(error = %e, "no IPv6 here: listening on IPv4 only");
+            std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port())))
+        } else {
+            Err(e)
+        }
+    });
+    let listener = bound.map_err(|source| GatewayError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| GatewayError::Bind { addr, source })?;
+    Ok(listener)
+}
+
+impl Gateway {
+    /// A gateway for `session` with `options`.
+    pub fn new(session: Session, options: GatewayOptions) -> Self {
+        Self { session, options }
+    }
+
+    /// Binds every address, starts the keep-alive (unless dormant) and serves in the
+    /// background.
+    pub async fn start(self) -> Result<Running, GatewayError> {
+        let material = match &self.options.tls {
+            TlsMode::Plain => None,
+            TlsMode::SelfSigned { dir } => Some(tls::self_signed(dir)?),
+            TlsMode::Files { cert, key } => Some(tls::load(cert, key)?),
+        };
+        let rustls_config = match &material {
+            Some(m) => Some(axum_server::tls_rustls::RustlsConfig::from_config(
+                Arc::new(tls::server_config(m)?),
+            )),
+            None => None,
+        };
+        let listeners: Vec<_> = self
+            .options
+            .listen
+            .iter()
+            .map(|addr| bind(*addr))
+            .collect::<Result<_, _>>()?;
+        let health_listener = self.options.health.map(bind).transpose()?;
+        let state: Shared = Arc::new(State::new(self.session, self.options));
+        if state.is_active() {
+            state.activate().await?;
+        }
+        let mut addrs = Vec::new();
+        let mut stop = Vec::new();
+        let mut tasks = Vec::new();
+        let app = crate::router::router(state.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        for listener in listeners {
+            let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+                addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+                source,
+            })?;
+            addrs.push(addr);
+            let handle = axum_server::Handle::new();
+            stop.push(handle.clone());
+            let server = axum_server::from_tcp(listener)
+                .map_err(|source| GatewayError::Bind { addr, source })?
+                .handle(handle);
+            let app = app.clone();
+            tasks.push(match &rustls_config {
+                Some(config) => {
+                    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config.clone())
+                        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+                    let server = server.acceptor(acceptor);
+                    tokio::spawn(async move {
+                        if let Err(e) = server.serve(app).await {
+                            tracing::error!(error = %e, "the gateway stopped serving");
+                        }
+                    })
+                }
+                None => {
+                    let server = server.acceptor(axum_server::accept::NoDelayAcceptor::new());
+                    tokio::spawn(async move {
+                        if let Err(e) = server.serve(app).await {
+                            tracing::error!(error = %e, "the gateway stopped serving");
+                        }
+                    })
+                }
+            });
+        }
+        let mut health = None;
+        if let Some(listener) = health_listener {
+            let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+                addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+                source,
+            })?;
+            health = Some(addr);
+            let handle = axum_server::Handle::new();
+            stop.push(handle.clone());
+            let app = crate::health::router(state.clone())
+                .into_make_service_with_connect_info::<SocketAddr>();
+            let server = axum_server::from_tcp(listener)
+                .map_err(|source| GatewayError::Bind { addr, source })?
+                .handle(handle);
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = server.serve(app).await {
+                    tracing::error!(error = %e, "the health server stopped");
+                }
+            }));
+        }
+        tracing::info!(?addrs, ?health, "gateway listening");
+        Ok(Running {
+            state,
+            addrs,
+            health,
+            certificate_pem: material.map(|m| m.cert_pem),
+            stop,
+            tasks,
+        })
+    }
+}
+
+impl Running {
+    /// Where clients connect.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Where the health server listens, if it does.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health
+    }
+
+    /// The certificate clients see (HTTPS), to trust or pin.
+    pub fn certificate_pem(&self) -> Option<&str> {
+        self.certificate_pem.as_deref()
+    }
+
+    /// The session the gateway serves.
+    pub fn session(&self) -> &Session {
+        &self.state.session
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout), then stops the
+    /// keep-alive with one logout.
+    pub async fn shutdown(self) {
+        let drain: Duration = self.state.options.drain_timeout;
+        for handle in &self.stop {
+            handle.graceful_shutdown(Some(drain));
+        }
+        for task in self.tasks {
+            let _ = tokio::time::timeout(drain + Duration::from_secs(1), task).await;
+        }
+        self.state.deactivate().await;
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down as [`shutdown`](Self::shutdown) does.
+    pub async fn run_until_signal(self) {
+        ibauth::signal::shutdown_signal().await;
+        tracing::info!("signal: draining, then logging out once");
+        self.shutdown().await;
+    }
+}

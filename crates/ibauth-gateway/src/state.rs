@@ -1,0 +1,97 @@
+//! What every request handler shares: the session, the settings, whether the gateway is active,
+//! and the keep-alive it runs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ibauth::Session;
+use ibauth::session::{KeepAlive, SessionState};
+use serde_json::json;
+
+use crate::options::GatewayOptions;
+use crate::proxy::Flights;
+
+pub(crate) type Shared = Arc<State>;
+
+pub(crate) struct State {
+    pub session: Session,
+    pub options: GatewayOptions,
+    /// Off: dormant (logged out, every client request answered 503) until `/activate`.
+    pub active: AtomicBool,
+    pub keepalive: tokio::sync::Mutex<Option<KeepAlive>>,
+    pub flights: Flights,
+}
+
+impl State {
+    pub fn new(session: Session, options: GatewayOptions) -> Self {
+        Self {
+            active: AtomicBool::new(options.start_active),
+            session,
+            options,
+            keepalive: tokio::sync::Mutex::new(None),
+            flights: Flights::default(),
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Starts the keep-alive (logging in) and serves; nothing if already active and running.
+    pub async fn activate(&self) -> Result<(), ibauth::Error> {
+        let mut keepalive = self.keepalive.lock().await;
+        if keepalive.is_none() {
+            *keepalive = Some(self.session.keep_alive()?);
+        }
+        self.active.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Stops serving, and the keep-alive with one logout.
+    pub async fn deactivate(&self) {
+        self.active.store(false, Ordering::SeqCst);
+        if let Some(running) = self.keepalive.lock().await.take() {
+            running.shutdown().await;
+        }
+    }
+
+    /// Whether clients can be served now; otherwise the answer that says why (503, JSON).
+    pub fn unavailable(&self) -> Option<Response> {
+        if !self.is_active() {
+            return Some(unavailable(
+                "the gateway is dormant (deactivated): POST /activate on its health port to log in",
+                None,
+            ));
+        }
+        let status = self.session.status();
+        match status.state {
+            SessionState::Authenticated => None,
+            state => Some(unavailable(
+                &format!(
+                    "the session is not authenticated ({}){}",
+                    state.name(),
+                    match &state {
+                        SessionState::Failed(reason) => format!(": {}", reason.message),
+                        _ => status
+                            .detail
+                            .as_deref()
+                            .map(|d| format!(": {d}"))
+                            .unwrap_or_default(),
+                    }
+                ),
+                Some(state.name()),
+            )),
+        }
+    }
+}
+
+/// 503 with a JSON reason.
+pub(crate) fn unavailable(reason: &str, state: Option<&str>) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({ "error": reason, "state": state, "gateway": "ibauth" })),
+    )
+        .into_response()
+}

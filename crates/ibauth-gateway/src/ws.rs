@@ -1,0 +1,239 @@
+//! The WebSocket bridge on `/v1/api/ws`: a client connects as it would to IBKR's gateway — with
+//! the `api` cookie, or without it (then `{"message":"waiting for session"}` and a first message
+//! `{"session":…}`) — and the gateway opens the upstream socket with the session's credentials
+//! and relays messages both ways. When the upstream socket drops or the session is renewed, it
+//! reconnects and sends the client's live subscriptions again: clients see a gap, not a
+//! disconnect.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use ibauth::ws::IbkrWebSocket;
+
+use crate::state::Shared;
+
+/// How long a client without the cookie has to name its session.
+const NAME_THE_SESSION: Duration = Duration::from_secs(30);
+
+/// Policy violation (RFC 6455 §7.4.1): the client did not name the session.
+const POLICY: u16 = 1008;
+/// The upstream socket is gone for good.
+const GOING_AWAY: u16 = 1001;
+
+pub(crate) async fn bridge(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if let Some(refusal) = state.unavailable() {
+        return refusal;
+    }
+    let named = cookie_session(&headers);
+    let cap = ibauth::http::DEFAULT_MAX_BODY;
+    upgrade
+        .max_message_size(cap)
+        .max_frame_size(cap)
+        .on_upgrade(move |socket| async move { relay(state, socket, named).await })
+        .into_response()
+}
+
+/// The session named by the `api` cookie: `api=<id>` or `api={"session":"<id>"}` (raw or
+/// percent-encoded), as clients send it.
+fn cookie_session(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix("api="))
+        .find_map(|value| {
+            let decoded = url::form_urlencoded::parse(format!("v={value}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| value.to_owned());
+            session_of(&decoded).or_else(|| Some(decoded).filter(|d| !d.is_empty()))
+        })
+}
+
+/// `{"session":"<id>"}` → the id.
+fn session_of(text: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()?
+        .get("session")?
+        .as_str()
+        .map(str::to_owned)
+        .filter(|s| !s.is_empty())
+}
+
+/// A subscription's key (`smd+265598+{…}` → `md+265598`) and whether the message adds or
+/// removes it; `None` for anything else (`tic`, `ech+hb`, …).
+fn subscription(message: &str) -> Option<(String, bool)> {
+    let mut chars = message.chars();
+    let kind = chars.next()?;
+    let rest = chars.as_str();
+    let (topic, after) = rest.split_once('+')?;
+    if topic.len() != 2 || !topic.chars().all(|c| c.is_ascii_lowercase()) {
+        return None;
+    }
+    let argument = after.split('+').next().unwrap_or("");
+    let key = format!("{topic}+{argument}");
+    match kind {
+        's' => Some((key, true)),
+        'u' => Some((key, false)),
+        _ => None,
+    }
+}
+
+async fn close(client: &mut WebSocket, code: u16, reason: &str) {
+    let _ = client
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.chars().take(120).collect::<String>().into(),
+        })))
+        .await;
+}
+
+async fn relay(state: Shared, mut client: WebSocket, named: Option<String>) {
+    if named.is_none() {
+        let waiting = Message::Text(r#"{"message":"waiting for session"}"#.into());
+        if client.send(waiting).await.is_err() {
+            return;
+        }
+        let first = tokio::time::timeout(NAME_THE_SESSION, client.recv()).await;
+        let session = match first {
+            Ok(Some(Ok(Message::Text(text)))) => session_of(&text),
+            _ => None,
+        };
+        let current = state.session.status().session;
+        if session.is_none() || session != current {
+            tracing::info!("WebSocket client did not name the current session; closing");
+            close(
+                &mut client,
+                POLICY,
+                "name the session: {\"session\":\"<id from /tickle>\"}",
+            )
+            .await;
+            return;
+        }
+    }
+    let mut upstream = match state.session.websocket().await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the upstream WebSocket");
+            close(&mut client, GOING_AWAY, &format!("upstream: {e}")).await;
+            return;
+        }
+    };
+    // Live subscriptions, by key, as the client sent them: re-sent after a reconnect.
+    let mut live: BTreeMap<String, String> = BTreeMap::new();
+    let mut seen_reconnects = upstream.reconnects();
+    loop {
+        tokio::select! {
+            from_client = client.recv() => match from_client {
+                Some(Ok(Message::Text(text))) => {
+                    let text = text.to_string();
+                    match subscription(&text) {
+                        Some((key, true)) => {
+                            live.insert(key, text.clone());
+                        }
+                        Some((key, false)) => {
+                            live.remove(&key);
+                        }
+                        None => {}
+                    }
+                    if let Err(e) = upstream.send_text(&text).await {
+                        tracing::debug!(error = %e, "upstream send failed; the next read reconnects");
+                    }
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    let _ = upstream.send_text(&text).await;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+            },
+            from_upstream = upstream.next_text() => match from_upstream {
+                Some(Ok(text)) => {
+                    if upstream.reconnects() != seen_reconnects {
+                        seen_reconnects = upstream.reconnects();
+                        resubscribe(&mut upstream, &live).await;
+                    }
+                    if client.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "the upstream WebSocket is gone");
+                    close(&mut client, GOING_AWAY, "upstream WebSocket gone").await;
+                    break;
+                }
+                None => {
+                    close(&mut client, GOING_AWAY, "upstream WebSocket closed").await;
+                    break;
+                }
+            },
+        }
+    }
+    upstream.close().await;
+}
+
+/// After a reconnect: the client's subscriptions again, so it sees a gap, not a disconnect.
+async fn resubscribe(upstream: &mut IbkrWebSocket, live: &BTreeMap<String, String>) {
+    tracing::info!(
+        subscriptions = live.len(),
+        "upstream WebSocket reconnected; subscribing again"
+    );
+    for message in live.values() {
+        if let Err(e) = upstream.send_text(message).await {
+            tracing::warn!(error = %e, "cannot subscribe again");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn subscriptions_are_keyed_by_topic_and_argument() {
+        assert_eq!(
+            subscription(r#"smd+265598+{"fields":["31","84"]}"#),
+            Some(("md+265598".into(), true))
+        );
+        assert_eq!(
+            subscription("umd+265598+{}"),
+            Some(("md+265598".into(), false))
+        );
+        assert_eq!(subscription("sor+{}"), Some(("or+{}".into(), true)));
+        for other in ["tic", "ech+hb", "{\"session\":\"x\"}", "s+x", "SMD+1"] {
+            assert_eq!(subscription(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_api_cookie_in_every_form_clients_send() {
+        let with = |cookie: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                axum::http::header::COOKIE,
+                HeaderValue::from_str(cookie).unwrap(),
+            );
+            cookie_session(&h)
+        };
+        assert_eq!(with("api=abc123").as_deref(), Some("abc123"));
+        assert_eq!(
+            with(r#"x=1; api={"session":"abc123"}"#).as_deref(),
+            Some("abc123")
+        );
+        assert_eq!(
+            with("api=%7B%22session%22%3A%22abc123%22%7D").as_deref(),
+            Some("abc123")
+        );
+        assert_eq!(with("other=1"), None);
+    }
+}

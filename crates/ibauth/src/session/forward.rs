@@ -1,0 +1,194 @@
+//! Requests passed on as they came (a gateway's clients'): the session authorises and paces
+//! them, and streams their bodies both ways.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::Method;
+use reqwest::header::{self, HeaderMap, HeaderName};
+
+use super::Session;
+use super::api::endpoint_url;
+use crate::error::{Error, Step};
+use crate::http::Streamed;
+
+/// A request to pass on: its method, its path and query as the client sent them (absolute,
+/// under `/v1/`: `/v1/api/portfolio/accounts?x=1`, `/v1/portal/…`), the client's headers, and
+/// its body.
+#[derive(Debug)]
+pub struct Forward {
+    /// The method.
+    pub method: Method,
+    /// Path and query, under `/v1/`.
+    pub path_and_query: String,
+    /// The client's headers: hop-by-hop ones, `Host`, and the client's own `Authorization`
+    /// and `Cookie` are never passed on (the session authorises the request).
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: ForwardBody,
+}
+
+/// A forwarded request's body.
+#[derive(Debug)]
+pub enum ForwardBody {
+    /// None.
+    Empty,
+    /// Held whole (small): the request can be sent again after a recovery.
+    Full(Bytes),
+    /// Streamed as it arrives: sent once, never again.
+    Stream(reqwest::Body),
+}
+
+impl ForwardBody {
+    /// The body for one sending; `self` keeps what a second sending would need (nothing, for
+    /// a stream).
+    fn take(&mut self) -> (reqwest::Body, bool) {
+        match std::mem::replace(self, ForwardBody::Empty) {
+            ForwardBody::Empty => (reqwest::Body::from(Bytes::new()), true),
+            ForwardBody::Full(bytes) => {
+                *self = ForwardBody::Full(bytes.clone());
+                (reqwest::Body::from(bytes), true)
+            }
+            ForwardBody::Stream(stream) => (stream, false),
+        }
+    }
+}
+
+/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), and the ones
+/// the session sets itself.
+const NOT_PASSED_ON: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::AUTHORIZATION,
+    header::COOKIE,
+];
+
+/// The client's headers worth passing on.
+fn pass_on(headers: &HeaderMap) -> HeaderMap {
+    // Whatever `Connection` names is hop-by-hop too.
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if NOT_PASSED_ON.contains(name)
+            || name.as_str() == "keep-alive"
+            || name.as_str().starts_with("proxy-")
+            || named.iter().any(|n| n == name.as_str())
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+impl Session {
+    /// Passes `request` on to the session's API host: authorised by the session, paced (at
+    /// most `max_wait` for its turn), the answer returned with its body unread to stream on.
+    /// A 401 is recovered from once — and the request sent again when its body can be (empty
+    /// or held whole); a streamed body is never sent twice, the recovery then serves the
+    /// client's next request.
+    pub async fn forward(
+        &self,
+        request: Forward,
+        max_wait: Option<Duration>,
+    ) -> Result<Streamed, Error> {
+        if !request.path_and_query.starts_with("/v1/") {
+            return Err(Error::Protocol {
+                step: Step::Api,
+                status: 0,
+                detail: format!(
+                    "`{}` is not under /v1/: only the Web API is passed on",
+                    request.path_and_query.escape_debug()
+                ),
+            });
+        }
+        let headers = pass_on(&request.headers);
+        let mut body = request.body;
+        let mut recovered = false;
+        loop {
+            let (epoch, auth, rest_base) = self.inner.ready().await?;
+            let url = endpoint_url(&rest_base, &request.path_and_query, &[])?;
+            let mut built = reqwest::Request::new(request.method.clone(), url.clone());
+            *built.headers_mut() = headers.clone();
+            built.headers_mut().insert(
+                header::AUTHORIZATION,
+                auth.authorization(&request.method, &url)?,
+            );
+            let (payload, replayable) = body.take();
+            *built.body_mut() = Some(payload);
+            let streamed = self
+                .inner
+                .http
+                .send_streaming(Step::Api, built, max_wait)
+                .await?;
+            if streamed.response.status().as_u16() != 401 || recovered {
+                return Ok(streamed);
+            }
+            recovered = true;
+            if !replayable {
+                // The body is gone: recover for the next request, in the background.
+                let session = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = session.inner.recover_after(epoch, "forwarded: 401").await {
+                        tracing::warn!(error = %e, "recovery after a forwarded 401 failed");
+                    }
+                });
+                return Ok(streamed);
+            }
+            drop(streamed);
+            self.inner.recover_after(epoch, "forwarded: 401").await?;
+        }
+    }
+
+    /// Recovers the session now, as a call refused for authentication would: status, then
+    /// re-init, then a new login, each only if the previous did not help. Callers asking at the
+    /// same time share one recovery.
+    pub async fn recover(&self) -> Result<(), Error> {
+        let seen = self.inner.epoch();
+        self.inner.recover_after(seen, "asked").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn hop_by_hop_and_credentials_stay_behind() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("authorization", "Bearer client-secret"),
+            ("cookie", "api=x"),
+            ("host", "localhost:5000"),
+            ("proxy-connection", "keep-alive"),
+            ("content-type", "application/json"),
+            ("accept", "*/*"),
+            ("user-agent", "ibind"),
+        ] {
+            h.append(
+                HeaderName::from_static(k),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let out = pass_on(&h);
+        let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type", "accept", "user-agent"]);
+    }
+}
