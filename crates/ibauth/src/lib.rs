@@ -38,6 +38,7 @@ mod brokerage;
 mod client;
 mod clock;
 mod config;
+pub mod coord;
 mod error;
 pub mod http;
 mod jwt;
