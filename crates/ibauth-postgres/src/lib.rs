@@ -1,0 +1,1 @@
+//! A PostgreSQL coordinator for ibauth.

@@ -1,0 +1,1 @@
+//! A Redis coordinator for ibauth.
