@@ -118,6 +118,12 @@ pub trait Client: Send + std::fmt::Debug {
     /// Takes whatever long-lived credentials a stored document carries even when its tokens are
     /// stale (a third-party grant); nothing for the first-party methods.
     fn adopt_credentials(&mut self, _stored: &StoredTokens) {}
+    /// The public IP this host's session tokens are bound to (OAuth 2.0: the SSO session's
+    /// address, from the config or looked up); `None` for methods whose tokens work from any
+    /// host. A fleet member checks it before using tokens another host stored.
+    fn bound_ip(&mut self) -> BoxFuture<'_, Result<Option<std::net::Ipv4Addr>, Error>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
     /// The HTTP client every request goes through.
     fn http(&self) -> &HttpClient;
     /// The `publish` flag for `ssodh/init`.
@@ -181,6 +187,9 @@ impl<C: Client + ?Sized> Client for Box<C> {
     }
     fn adopt_credentials(&mut self, stored: &StoredTokens) {
         (**self).adopt_credentials(stored)
+    }
+    fn bound_ip(&mut self) -> BoxFuture<'_, Result<Option<std::net::Ipv4Addr>, Error>> {
+        (**self).bound_ip()
     }
     fn http(&self) -> &HttpClient {
         (**self).http()

@@ -168,6 +168,23 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
 
+    /// The fleet's shared store failed, or this process may not act for the fleet (fenced,
+    /// no leader, no key).
+    #[error(transparent)]
+    Fleet(#[from] crate::coord::CoordError),
+
+    /// An OAuth 2.0 SSO session is bound to the public IP it was opened for, and this host's
+    /// differs: IBKR would refuse its bearer token here.
+    #[error(
+        "the fleet's OAuth 2.0 session was opened for public IP {session_ip}, but this host's public IP is {here}: IBKR binds an SSO session to its IP and refuses its bearer token from anywhere else. Run every member of the fleet behind one egress address (the same NAT gateway or proxy), give this host its own login (another identity), or use OAuth 1.0a, whose live session token works from any host"
+    )]
+    IpBound {
+        /// The IP the session was opened for.
+        session_ip: std::net::Ipv4Addr,
+        /// This host's public IP.
+        here: std::net::Ipv4Addr,
+    },
+
     /// A third-party login flow stopped (no terminal, timeout, callback, browser).
     #[error("third-party login: {0}")]
     Login(String),
@@ -197,7 +214,7 @@ impl Error {
     /// The step that failed, if the error happened at one.
     pub fn step(&self) -> Option<Step> {
         match self {
-            Error::Config(_) | Error::Store(_) => None,
+            Error::Config(_) | Error::Store(_) | Error::Fleet(_) | Error::IpBound { .. } => None,
             Error::Rejected { step, .. }
             | Error::Timeout { step, .. }
             | Error::Network { step, .. }
@@ -237,7 +254,9 @@ impl Error {
             Error::Rejected { status, .. } | Error::Protocol { status, .. } => {
                 *status == 429 || *status >= 500
             }
+            Error::Fleet(e) => e.is_transient(),
             Error::Config(_)
+            | Error::IpBound { .. }
             | Error::NotReady { .. }
             | Error::Lst { .. }
             | Error::Store(_)

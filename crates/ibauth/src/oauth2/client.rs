@@ -587,6 +587,9 @@ impl Client for Oauth2Client {
     fn restore_tokens(&mut self, stored: &StoredTokens) -> bool {
         Oauth2Client::restore_tokens(self, stored)
     }
+    fn bound_ip(&mut self) -> BoxFuture<'_, Result<Option<Ipv4Addr>, Error>> {
+        Box::pin(async move { self.public_ip().await.map(Some) })
+    }
     fn http(&self) -> &HttpClient {
         Oauth2Client::http(self)
     }

@@ -373,6 +373,21 @@ pub(crate) struct Entry {
 }
 
 impl Doc {
+    /// A document from its bytes (a fleet store's copy), or what is wrong with them.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() as u64 > MAX_BYTES {
+            return Err(format!("larger than {MAX_BYTES} bytes"));
+        }
+        match serde_json::from_slice::<Doc>(bytes) {
+            Ok(doc) if doc.version == VERSION => Ok(doc),
+            Ok(doc) => Err(format!(
+                "version {} (this ibauth writes {VERSION})",
+                doc.version
+            )),
+            Err(e) => Err(format!("not a ledger: {e}")),
+        }
+    }
+
     pub(crate) fn entry(&self, identity: &str, bucket: &str) -> Option<&Entry> {
         self.ids.get(identity)?.get(bucket)
     }

@@ -198,9 +198,91 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The ledger and the in-process queue to it.
 #[derive(Debug)]
 struct Shared {
-    ledger: PaceLedger,
+    ledger: Backend,
     /// One transaction at a time from this process, in arrival order (tokio's mutex is fair).
     turn: tokio::sync::Mutex<()>,
+}
+
+/// Where the shared budgets live: a file (processes on one machine) or a fleet's store
+/// (processes on several).
+enum Backend {
+    File(PaceLedger),
+    Store {
+        coord: Arc<dyn crate::coord::Coordinator>,
+        account: String,
+    },
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::File(ledger) => ledger.fmt(f),
+            Backend::Store { coord, .. } => write!(f, "Store({})", coord.describe()),
+        }
+    }
+}
+
+impl Backend {
+    fn identity(&self) -> &str {
+        match self {
+            Backend::File(ledger) => ledger.identity(),
+            Backend::Store { account, .. } => account,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Backend::File(ledger) => ledger.path().display().to_string(),
+            Backend::Store { coord, .. } => coord.describe(),
+        }
+    }
+}
+
+/// The shared document under its lock: the file's, or a store transaction's.
+enum LedgerTxn<'a> {
+    File(Locked<'a>),
+    Store {
+        txn: Box<dyn crate::coord::PaceTxn>,
+        written: Option<Vec<u8>>,
+    },
+}
+
+impl LedgerTxn<'_> {
+    fn read(&mut self) -> Doc {
+        match self {
+            LedgerTxn::File(locked) => locked.read(),
+            LedgerTxn::Store { txn, .. } => match txn.current() {
+                None => Doc::default(),
+                Some(bytes) => Doc::parse(bytes).unwrap_or_else(|problem| {
+                    tracing::warn!("pacing: the fleet's pacing document is unusable ({problem}); starting it afresh");
+                    Doc::default()
+                }),
+            },
+        }
+    }
+
+    fn write(&mut self, doc: &Doc) {
+        match self {
+            LedgerTxn::File(locked) => locked.write(doc),
+            LedgerTxn::Store { written, .. } => match serde_json::to_vec(doc) {
+                Ok(bytes) => *written = Some(bytes),
+                Err(e) => tracing::warn!(error = %e, "pacing: cannot encode the pacing document"),
+            },
+        }
+    }
+
+    /// Ends the transaction: the file's lock goes at once; a store's commit is returned, to be
+    /// awaited (nothing that is not `Send` is held across it).
+    fn finish(self) -> Option<crate::coord::CoordFuture<'static, ()>> {
+        match self {
+            LedgerTxn::File(_) => None,
+            LedgerTxn::Store {
+                txn,
+                written: Some(bytes),
+            } => Some(txn.commit(bytes)),
+            LedgerTxn::Store { written: None, .. } => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -262,10 +344,33 @@ impl Pacer {
     /// file and identity. Times are wall-clock (processes share them). A ledger that cannot be
     /// read or locked in time is reported and the call is paced in-process only.
     pub fn with_ledger(rules: PacingRules, ledger: PaceLedger) -> Self {
-        Self::build(rules, Some(ledger), PaceClock::Wall)
+        Self::build(rules, Some(Backend::File(ledger)), PaceClock::Wall)
     }
 
-    fn build(rules: PacingRules, ledger: Option<PaceLedger>, clock: PaceClock) -> Self {
+    /// A pacer sharing its rate budgets and pauses with every process of a fleet through its
+    /// store ([`crate::coord::Coordinator::pace`]), for `account` (one budget per IBKR
+    /// session, whatever the number of processes). Times are wall-clock: the hosts' clocks
+    /// must agree (NTP) to well within [`PacingRules::margin`]. A store that cannot be
+    /// reached in time is reported and the call is paced in-process only.
+    pub fn shared(
+        rules: PacingRules,
+        coord: Arc<dyn crate::coord::Coordinator>,
+        account: &str,
+    ) -> Self {
+        if rules.global.is_none() && rules.endpoints.is_empty() {
+            return Self::new(rules);
+        }
+        Self::build(
+            rules,
+            Some(Backend::Store {
+                coord,
+                account: account.to_owned(),
+            }),
+            PaceClock::Wall,
+        )
+    }
+
+    fn build(rules: PacingRules, ledger: Option<Backend>, clock: PaceClock) -> Self {
         // Rounded up, like the windows: never closer than asked.
         let margin = if rules.margin.is_zero() {
             0
@@ -422,26 +527,40 @@ impl Pacer {
             }
             Some(shared) => {
                 let _turn = shared.turn.lock().await;
-                let locked = self.lock_ledger(shared).await;
-                // Sampled after the lock: the queue and the lock take time.
-                let now = inner.clock.now_ms();
-                let left = max_wait.saturating_sub(now.saturating_sub(start));
-                match locked {
-                    Some(mut file) => self.transact(&mut file, now, rate_ids, |pacer| {
-                        pacer.reserve(rate_ids, now, left, &refuse)
-                    })?,
-                    None => {
-                        let at = self.reserve(rate_ids, now, left, &refuse)?;
-                        // Written at the next transaction that gets the lock.
-                        let mut timelines = lock(&inner.timelines);
-                        for &id in rate_ids {
-                            if let Some(tl) = timelines.get_mut(id) {
-                                tl.dirty = true;
-                            }
+                // No await while the file's lock is held (its guard is not `Send`): a store's
+                // commit is awaited after the block.
+                let (at, commit) = {
+                    let locked = self.lock_ledger(shared).await;
+                    // Sampled after the lock: the queue and the lock take time.
+                    let now = inner.clock.now_ms();
+                    let left = max_wait.saturating_sub(now.saturating_sub(start));
+                    match locked {
+                        Some(mut file) => {
+                            let at = self.transact(&mut file, now, rate_ids, |pacer| {
+                                pacer.reserve(rate_ids, now, left, &refuse)
+                            });
+                            (at, file.finish())
                         }
-                        at
+                        None => {
+                            let at = self.reserve(rate_ids, now, left, &refuse);
+                            // Written at the next transaction that gets the lock.
+                            let mut timelines = lock(&inner.timelines);
+                            for &id in rate_ids {
+                                if let Some(tl) = timelines.get_mut(id) {
+                                    tl.dirty = true;
+                                }
+                            }
+                            (at, None)
+                        }
                     }
+                };
+                // Written before the wait, so other processes count this turn.
+                if let Some(commit) = commit
+                    && let Err(e) = commit.await
+                {
+                    tracing::warn!(error = %e, "pacing: cannot write the fleet's pacing document; other processes do not see this call");
                 }
+                at?
             }
         };
 
@@ -523,10 +642,11 @@ impl Pacer {
         // Tell other processes now if the ledger is free; else the next call's transaction
         // does (the bucket is marked as changed).
         if let Some(shared) = &inner.shared
+            && let Backend::File(ledger) = &shared.ledger
             && let Ok(_turn) = shared.turn.try_lock()
         {
-            match shared.ledger.try_lock() {
-                Ok(Some(mut file)) => self.transact(&mut file, now, &[], |_| ()),
+            match ledger.try_lock() {
+                Ok(Some(file)) => self.transact(&mut LedgerTxn::File(file), now, &[], |_| ()),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "pacing: ledger unavailable"),
             }
@@ -534,12 +654,31 @@ impl Pacer {
     }
 
     /// Waits (a little) for the ledger's lock; `None`: pace in-process only this time.
-    async fn lock_ledger<'a>(&self, shared: &'a Shared) -> Option<Locked<'a>> {
+    async fn lock_ledger<'a>(&self, shared: &'a Shared) -> Option<LedgerTxn<'a>> {
+        let ledger = match &shared.ledger {
+            Backend::File(ledger) => ledger,
+            Backend::Store { coord, account } => {
+                return match tokio::time::timeout(LEDGER_PATIENCE, coord.pace(account)).await {
+                    Ok(Ok(txn)) => Some(LedgerTxn::Store { txn, written: None }),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "pacing: the fleet's store is unavailable; pacing this call in-process only");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            store = %coord.describe(),
+                            "pacing: the fleet's pacing document stayed locked for {LEDGER_PATIENCE:?}; pacing this call in-process only"
+                        );
+                        None
+                    }
+                };
+            }
+        };
         let give_up = tokio::time::Instant::now() + LEDGER_PATIENCE;
         let mut backoff = Duration::from_micros(200);
         loop {
-            match shared.ledger.try_lock() {
-                Ok(Some(locked)) => return Some(locked),
+            match ledger.try_lock() {
+                Ok(Some(locked)) => return Some(LedgerTxn::File(locked)),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "pacing: ledger unavailable; pacing in-process only");
@@ -548,7 +687,7 @@ impl Pacer {
             }
             if tokio::time::Instant::now() >= give_up {
                 tracing::warn!(
-                    file = %shared.ledger.path().display(),
+                    file = %shared.ledger.describe(),
                     "pacing: the ledger stayed locked for {LEDGER_PATIENCE:?}; pacing this call in-process only"
                 );
                 return None;
@@ -562,7 +701,7 @@ impl Pacer {
     /// changed here since the last write), runs `f`, writes those buckets back.
     fn transact<R>(
         &self,
-        file: &mut Locked<'_>,
+        file: &mut LedgerTxn<'_>,
         now: u64,
         ids: &[usize],
         f: impl FnOnce(&Self) -> R,

@@ -12,6 +12,7 @@ use super::{Current, Inner, Session, Status};
 use crate::auth::AuthConfig;
 use crate::client::Client;
 use crate::clock::{Clock, SystemClock};
+use crate::coord::{Coordinator, DEFAULT_LEASE_TTL, Keyring};
 use crate::error::Error;
 use crate::http::{HttpClient, Observer};
 use crate::oauth1a::{Authorize, GrantedClient, Oauth1aClient};
@@ -67,8 +68,20 @@ pub struct SessionBuilder {
     observer: Option<Observer>,
     max_body: Option<usize>,
     pacer: Option<Pacer>,
+    fleet: Option<FleetChoice>,
     pub(crate) status: Option<watch::Sender<Status>>,
 }
+
+/// A shared store and what the session needs to take part in its fleet.
+struct FleetChoice {
+    coord: Arc<dyn Coordinator>,
+    keyring: Keyring,
+    ttl: Duration,
+    wait: Duration,
+}
+
+/// How long a follower waits for its leader's tokens by default (beyond a lease's ttl).
+pub const DEFAULT_FOLLOWER_WAIT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for SessionBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,6 +112,7 @@ impl SessionBuilder {
             observer: None,
             max_body: None,
             pacer: None,
+            fleet: None,
             status: None,
         }
     }
@@ -126,6 +140,52 @@ impl SessionBuilder {
     /// Keeps tokens only as long as the session lives.
     pub fn no_store(mut self) -> Self {
         self.store = StoreChoice::None;
+        self
+    }
+
+    /// Makes the session a member of a fleet: its tokens live in `coord` (PostgreSQL, Redis,
+    /// or [`MemoryCoordinator`](crate::coord::MemoryCoordinator)), sealed with `keyring`; one
+    /// member at a time — the holder of the identity's lease — logs in, tickles and recovers,
+    /// the others use what it stored (see [`crate::coord`]). Replaces the token file.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use ibauth::coord::{Keyring, MemoryCoordinator, StoreKey};
+    /// # let config = ibauth::Config::builder().client_id("C").client_key_id("k").credential("u")
+    /// #     .private_key(ibauth::SigningKey::generate()?).build()?;
+    /// let keyring = Keyring::new(vec![StoreKey::generate()?])?;
+    /// let session = ibauth::Session::builder(config)
+    ///     .fleet(Arc::new(MemoryCoordinator::new()), keyring)
+    ///     .build()?;
+    /// assert!(session.fleet_store().is_some());
+    /// # Ok(()) }
+    /// ```
+    pub fn fleet(mut self, coord: Arc<dyn Coordinator>, keyring: Keyring) -> Self {
+        self.fleet = Some(FleetChoice {
+            coord,
+            keyring,
+            ttl: DEFAULT_LEASE_TTL,
+            wait: DEFAULT_FOLLOWER_WAIT,
+        });
+        self
+    }
+
+    /// In a fleet: how long the lease lasts without renewal — a dead leader is replaced
+    /// within it (default 15 s; renewed every third of it).
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        if let Some(fleet) = self.fleet.as_mut() {
+            fleet.ttl = ttl.max(Duration::from_millis(300));
+        }
+        self
+    }
+
+    /// In a fleet: how long a follower waits for its leader's tokens before failing
+    /// (default 30 s, plus a lease's ttl).
+    pub fn follower_wait(mut self, wait: Duration) -> Self {
+        if let Some(fleet) = self.fleet.as_mut() {
+            fleet.wait = wait;
+        }
         self
     }
 
@@ -176,7 +236,7 @@ impl SessionBuilder {
     }
 
     /// The session (nothing is sent yet: the first call connects).
-    pub fn build(self) -> Result<Session, Error> {
+    pub fn build(mut self) -> Result<Session, Error> {
         let client: Box<dyn Client> = match self.source {
             Source::Client(client) => client,
             Source::Config(config) => {
@@ -215,6 +275,13 @@ impl SessionBuilder {
         }
         // The builder's cap wins over the settings' (`max_body`, default 16 MiB).
         http.limit_body(self.max_body.unwrap_or(self.policy.max_body));
+        let fleet = self
+            .fleet
+            .map(|f| Arc::new(super::fleet::Fleet::new(f.coord, f.keyring, f.ttl, f.wait)));
+        if fleet.is_some() {
+            // The shared store replaces the token file.
+            self.store = StoreChoice::None;
+        }
         let token_file = match &self.store {
             StoreChoice::File(path) => Some(path.clone()),
             StoreChoice::Default => self.policy.token_file.clone().or_else(default_token_file),
@@ -231,9 +298,14 @@ impl SessionBuilder {
                 None
             }
         };
-        let pacer = match self.pacer {
-            Some(pacer) => pacer,
-            None => pacer_for(&self.policy, token_file.as_deref(), &client.identity()),
+        let pacer = match (self.pacer, &fleet) {
+            (Some(pacer), _) => pacer,
+            (None, Some(fleet)) => Pacer::shared(
+                self.policy.pacing.clone(),
+                fleet.coord.clone(),
+                &client.identity(),
+            ),
+            (None, None) => pacer_for(&self.policy, token_file.as_deref(), &client.identity()),
         };
         http.pace(pacer);
         let status = match self.status {
@@ -261,6 +333,7 @@ impl SessionBuilder {
                 current: std::sync::RwLock::new(current),
                 http,
                 store,
+                fleet,
                 policy: self.policy,
                 status,
                 reuse_margin: self.reuse_margin,

@@ -10,8 +10,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::fleet::{Fleet, Role};
 use super::sync as shared;
 use super::{Session, SessionState, Status};
+use crate::coord::{Event, Events};
 use crate::client::Client;
 use crate::error::Error;
 use crate::tokens::{TokenKind, min_renewal_spacing};
@@ -58,6 +63,8 @@ struct Loop {
     last_tokens: Option<Instant>,
     /// Renewals were held back for the spacing (warned about once).
     spaced: bool,
+    /// A follower asked this leader to recover the session.
+    recovery_asked: bool,
 }
 
 impl KeepAlive {
@@ -70,6 +77,7 @@ impl KeepAlive {
             failed_logins: 0,
             last_tokens: None,
             spaced: false,
+            recovery_asked: false,
         };
         let task = tokio::spawn(keeper.run(stopped));
         Self {
@@ -140,7 +148,14 @@ impl Loop {
         &self.session.inner
     }
 
-    async fn run(mut self, mut stopped: oneshot::Receiver<()>) {
+    async fn run(self, stopped: oneshot::Receiver<()>) {
+        match self.inner().fleet.clone() {
+            Some(fleet) => self.run_fleet(stopped, fleet).await,
+            None => self.run_alone(stopped).await,
+        }
+    }
+
+    async fn run_alone(mut self, mut stopped: oneshot::Receiver<()>) {
         let mut next = Duration::ZERO;
         loop {
             // A dropped handle closes the channel, which stops the loop just the same.
@@ -417,13 +432,14 @@ impl Loop {
         let held = inner.state() == SessionState::Authenticated;
         let names: Vec<&str> = due.iter().map(|k| k.name()).collect();
         tracing::info!(tokens = ?names, "renewing tokens before they expire");
-        let renewed = match inner.store.clone() {
-            Some(store) => {
+        let renewed = match (inner.fleet.clone(), inner.store.clone()) {
+            (Some(fleet), _) => inner.fleet_renew(&fleet, &mut client, &due).await,
+            (None, Some(store)) => {
                 shared::refresh(&mut *client, &store, margin, false, renewal(due.clone()))
                     .await
                     .map(|(_, doc, _)| Some(doc))
             }
-            None => client.renew(&due).await.map(|()| None),
+            (None, None) => client.renew(&due).await.map(|()| None),
         };
         match renewed {
             Ok(doc) => inner.publish(&**client, doc),
@@ -490,6 +506,17 @@ impl Loop {
     async fn on_error(&mut self, e: Error, what: &str) -> Next {
         let session = self.session.clone();
         let inner = &session.inner;
+        if let Error::Fleet(problem) = &e {
+            // The store, not IBKR: a lost lease makes this process a follower (the loop sees
+            // it at once); an unreachable store is waited out.
+            tracing::warn!(error = %e, "{what}");
+            let wait = if problem.is_transient() {
+                self.back_off(&e)
+            } else {
+                Duration::ZERO
+            };
+            return Next::After(wait);
+        }
         if inner.epoch() != self.seen_epoch && !e.is_transient() {
             // The tokens changed while this step ran (another task recovered the session):
             // what failed used the old ones. Try again with the new.
@@ -544,6 +571,207 @@ impl Loop {
                 let mut client = inner.client.lock().await;
                 inner.revive(&mut client, what).await;
                 Next::After(self.interval())
+            }
+        }
+    }
+}
+
+impl Loop {
+    /// The keep-alive of a fleet member: a lease keeper runs beside it; while this process
+    /// leads, the usual steps run (abandoned the moment the lease is lost); while it follows,
+    /// it adopts what the leader stores as soon as it is stored, and asks for nothing else.
+    /// On shutdown a leader hands over to live followers (releasing the lease) instead of
+    /// logging out; the last member logs out.
+    async fn run_fleet(mut self, mut stopped: oneshot::Receiver<()>, fleet: Arc<Fleet>) {
+        fleet.keep.store(true, Ordering::SeqCst);
+        let identity = self.inner().identity.clone();
+        let (stop_keeper, keeper_stopped) = watch::channel(false);
+        let keeper = tokio::spawn(keep_lease(fleet.clone(), identity.clone(), keeper_stopped));
+        let mut role = fleet.role.subscribe();
+        let mut events = fleet.coord.subscribe(&identity).await.ok();
+        let mut next = Duration::ZERO;
+        loop {
+            let leading = fleet.lease().is_some();
+            tokio::select! {
+                biased;
+                _ = &mut stopped => break,
+                _ = tokio::time::sleep(next) => {}
+                changed = role.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let now = role.borrow_and_update().clone();
+                    self.inner().status.send_if_modified(|s| {
+                        let changed = s.role != now;
+                        s.role = now.clone();
+                        changed
+                    });
+                    next = Duration::ZERO;
+                    continue;
+                }
+                event = next_event(&mut events) => {
+                    match event {
+                        Some(Event::RecoveryRequested) if leading => {
+                            tracing::info!("fleet: a follower's calls are refused; checking the session now");
+                            self.recovery_asked = true;
+                            next = Duration::ZERO;
+                        }
+                        Some(Event::Saved(_) | Event::Resync | Event::Removed) if !leading => next = Duration::ZERO,
+                        Some(_) => {}
+                        None => {
+                            // Closed or lagged: subscribe again, and look at the state now.
+                            events = fleet.coord.subscribe(&identity).await.ok();
+                            next = Duration::ZERO;
+                        }
+                    }
+                    if !next.is_zero() {
+                        continue;
+                    }
+                }
+            }
+            if fleet.lease().is_some() {
+                self.seen_epoch = self.inner().epoch();
+                let lost = role.clone();
+                let step = tokio::select! {
+                    biased;
+                    _ = &mut stopped => break,
+                    _ = lost_lease(lost) => Next::After(Duration::ZERO),
+                    step = self.lead_step() => step,
+                };
+                match step {
+                    Next::After(wait) => next = wait,
+                    // Nothing to do until an event or a role change.
+                    Next::Idle => next = Duration::from_secs(3600),
+                    Next::Stop => break,
+                }
+            } else {
+                next = self.follow_step(&fleet).await;
+            }
+        }
+        let _ = stop_keeper.send(true);
+        let _ = keeper.await;
+        if fleet.lease().is_some() && fleet.confirm().await.ok().flatten().is_some() {
+            if fleet.others_alive(&identity).await {
+                tracing::info!("fleet: stopping; handing the session over to the other members (no logout)");
+            } else {
+                self.log_out().await;
+            }
+            fleet.release().await;
+        }
+        if let Err(e) = fleet.coord.leave(&identity, &fleet.member).await {
+            tracing::debug!(error = %e, "fleet: cannot leave the member list; it expires");
+        }
+        fleet.keep.store(false, Ordering::SeqCst);
+    }
+
+    /// A leader's step; a follower's request for a recovery first checks the session.
+    async fn lead_step(&mut self) -> Next {
+        if std::mem::take(&mut self.recovery_asked)
+            && matches!(
+                self.inner().state(),
+                SessionState::Authenticated | SessionState::Competing
+            )
+        {
+            let session = self.session.clone();
+            let inner = &session.inner;
+            let mut client = inner.client.lock().await;
+            if let Err(e) = inner.fleet_recover_for_followers(&mut client).await {
+                drop(client);
+                return self.on_error(e, "recovery asked by a follower failed").await;
+            }
+        }
+        self.step().await
+    }
+
+    /// A follower's step: adopt what the leader stored, show where the session stands.
+    async fn follow_step(&mut self, fleet: &Fleet) -> Duration {
+        let session = self.session.clone();
+        let inner = &session.inner;
+        let mut client = inner.client.lock().await;
+        match inner
+            .fleet_restore(fleet, &mut client, Some(fleet.version()))
+            .await
+        {
+            Ok(Some(stored)) => {
+                inner.publish(&**client, Some(stored));
+                tracing::info!("fleet: using the leader's new tokens");
+            }
+            Ok(None) => {}
+            Err(e @ Error::IpBound { .. }) => {
+                inner.set(
+                    SessionState::Failed(FailReason {
+                        permanent: true,
+                        message: e.to_string(),
+                    }),
+                    "the fleet's session is bound to another IP",
+                );
+                return Duration::from_secs(3600);
+            }
+            Err(e) => tracing::warn!(error = %e, "fleet: cannot read the leader's tokens"),
+        }
+        let now = client.now_unix();
+        let usable = client
+            .stored_tokens(now)
+            .is_some_and(|d| d.usable(now, 0));
+        if usable {
+            inner.set(SessionState::Authenticated, "following the fleet's leader");
+        } else if !matches!(inner.state(), SessionState::Failed(_)) {
+            inner.set(SessionState::Connecting, "waiting for the fleet's leader");
+        }
+        self.interval()
+    }
+}
+
+/// The next event of a feed; `None` when it closed or lagged (or there is none: then never).
+async fn next_event(events: &mut Option<Events>) -> Option<Event> {
+    match events {
+        Some(feed) => match feed.recv().await {
+            Ok(event) => Some(event),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when this process is no longer the leader.
+async fn lost_lease(mut role: watch::Receiver<Option<Role>>) {
+    let _ = role
+        .wait_for(|r| !matches!(r, Some(Role::Leader { .. })))
+        .await;
+}
+
+/// Holds (or takes) the lease and sends heartbeats every third of its ttl, and at once when
+/// the lease is released or the store reconnects.
+async fn keep_lease(fleet: Arc<Fleet>, identity: String, mut stop: watch::Receiver<bool>) {
+    let period = (fleet.ttl / 3).max(Duration::from_millis(100));
+    let mut events = fleet.coord.subscribe(&identity).await.ok();
+    loop {
+        let held = fleet.holds();
+        let outcome = if held {
+            fleet.confirm().await.map(|_| ())
+        } else {
+            fleet.lead(&identity).await.map(|_| ())
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, "fleet: cannot reach the store to hold the lease");
+        }
+        if let Err(e) = fleet.beat(&identity).await {
+            tracing::debug!(error = %e, "fleet: heartbeat failed");
+        }
+        let deadline = tokio::time::Instant::now() + period;
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep_until(deadline) => break,
+                event = next_event(&mut events) => match event {
+                    Some(Event::Released | Event::Resync) => break,
+                    Some(_) => {}
+                    None => {
+                        events = fleet.coord.subscribe(&identity).await.ok();
+                        break;
+                    }
+                },
             }
         }
     }

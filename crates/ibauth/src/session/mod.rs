@@ -26,6 +26,7 @@
 
 mod api;
 mod builder;
+mod fleet;
 mod forward;
 pub(crate) mod keepalive;
 mod status;
@@ -33,6 +34,7 @@ pub(crate) mod sync;
 
 pub use api::{ApiRequest, ApiResponse};
 pub use builder::SessionBuilder;
+pub use fleet::Role;
 pub use forward::{Forward, ForwardBody};
 pub use keepalive::KeepAlive;
 pub use status::{FailReason, SessionState, Status};
@@ -82,6 +84,8 @@ pub(crate) struct Inner {
     current: RwLock<Current>,
     pub(crate) http: HttpClient,
     pub(crate) store: Option<Arc<dyn TokenStore>>,
+    /// The fleet this session is a member of (tokens in a shared store, one leader).
+    pub(crate) fleet: Option<Arc<fleet::Fleet>>,
     pub(crate) policy: Policy,
     pub(crate) status: watch::Sender<Status>,
     /// Stored tokens are reused only while valid at least this much longer.
@@ -100,6 +104,21 @@ struct Current {
     api_base: Url,
     /// The stored document the tokens were restored from or saved as.
     stored: Option<StoredTokens>,
+}
+
+/// A fleet as its store sees it ([`Session::fleet_status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetStatus {
+    /// The store ([`crate::coord::Coordinator::describe`]).
+    pub store: String,
+    /// The identity the lease is on.
+    pub identity: String,
+    /// This session's name as a member.
+    pub member: String,
+    /// The live lease: its holder (the leader) and generation.
+    pub lease: Option<crate::coord::LeaseInfo>,
+    /// The members heard from lately, leader included.
+    pub members: Vec<crate::coord::Member>,
 }
 
 /// How [`Session::connect`] got its tokens, and what it did with the brokerage session.
@@ -156,6 +175,40 @@ impl Session {
         self.inner.store.as_ref()
     }
 
+    /// The fleet's shared store, when this session is a member of one
+    /// ([`SessionBuilder::fleet`]).
+    pub fn fleet_store(&self) -> Option<Arc<dyn crate::coord::Coordinator>> {
+        self.inner.fleet.as_ref().map(|f| f.coord.clone())
+    }
+
+    /// This session's part in its fleet now: `None` outside a fleet.
+    pub fn role(&self) -> Option<Role> {
+        let fleet = self.inner.fleet.as_ref()?;
+        Some(match fleet.lease() {
+            Some(lease) => Role::Leader {
+                generation: lease.generation,
+            },
+            None => Role::Follower,
+        })
+    }
+
+    /// Who leads this session's fleet, with which lease generation, and who follows — read
+    /// from the store (for `ibauth status`); `None` outside a fleet.
+    pub async fn fleet_status(&self) -> Result<Option<FleetStatus>, Error> {
+        let Some(fleet) = &self.inner.fleet else {
+            return Ok(None);
+        };
+        let lease = fleet.coord.lease_info(&self.inner.identity).await?;
+        let members = fleet.coord.members(&self.inner.identity).await?;
+        Ok(Some(FleetStatus {
+            store: fleet.coord.describe(),
+            identity: self.inner.identity.clone(),
+            member: fleet.member.clone(),
+            lease: lease.filter(|l| !l.expires_in.is_zero()),
+            members,
+        }))
+    }
+
     /// The HTTP client every request of this session goes through.
     pub fn http(&self) -> &HttpClient {
         &self.inner.http
@@ -198,10 +251,13 @@ impl Session {
         if client.has_session_token() {
             return Ok(self.inner.current().stored);
         }
-        let Some(store) = self.inner.store.clone() else {
+        let restored = if let Some(fleet) = &self.inner.fleet {
+            self.inner.fleet_restore(fleet, &mut client, None).await?
+        } else if let Some(store) = self.inner.store.clone() {
+            shared::restore(&mut **client, &store, self.inner.reuse_margin).await?
+        } else {
             return Ok(None);
         };
-        let restored = shared::restore(&mut **client, &store, self.inner.reuse_margin).await?;
         if let Some(stored) = &restored {
             self.inner.publish(&**client, Some(stored.clone()));
         }
@@ -269,6 +325,9 @@ impl Session {
     /// (no tokens held and no valid ones stored).
     pub async fn logout(&self) -> Result<Option<Logout>, Error> {
         let mut client = self.inner.client.lock().await;
+        if let Some(fleet) = &self.inner.fleet {
+            return self.inner.fleet_logout(fleet, &mut client).await;
+        }
         if !client.has_session_token()
             && let Some(store) = &self.inner.store
         {
@@ -495,10 +554,13 @@ impl Inner {
                 initialised: None,
             });
         }
-        if !force
-            && let Some(store) = &self.store
-            && let Some(stored) = shared::restore(&mut **client, store, self.reuse_margin).await?
-        {
+        let restored = match (&self.fleet, &self.store) {
+            _ if force => None,
+            (Some(fleet), _) => self.fleet_restore(fleet, client, None).await?,
+            (None, Some(store)) => shared::restore(&mut **client, store, self.reuse_margin).await?,
+            (None, None) => None,
+        };
+        if let Some(stored) = restored {
             self.publish(&**client, Some(stored.clone()));
             return Ok(Connection {
                 source: Source::Stored,
@@ -525,21 +587,29 @@ impl Inner {
         let init = self.policy.init_brokerage_session;
         let compete = self.policy.compete;
         let login = login_then_init(init, compete);
-        let result = match &self.store {
-            Some(store) if force => shared::replace(client, store, login)
+        let result = match (&self.fleet, &self.store) {
+            (Some(fleet), _) => self.fleet_log_in(fleet, client, force, None).await,
+            (None, Some(store)) if force => shared::replace(client, store, login)
                 .await
                 .map(|(doc, initialised)| (Source::Refreshed, Some(doc), initialised)),
-            Some(store) => shared::refresh(client, store, self.reuse_margin, true, login)
+            (None, Some(store)) => shared::refresh(client, store, self.reuse_margin, true, login)
                 .await
                 .map(|(source, doc, initialised)| (source, Some(doc), initialised.flatten())),
-            None => login(client)
+            (None, None) => login(client)
                 .await
                 .map(|initialised| (Source::Refreshed, None, initialised)),
         };
-        self.publish(
-            &**client,
-            result.as_ref().ok().and_then(|(_, d, _)| d.clone()),
-        );
+        self.finish_login(&**client, result)
+    }
+
+    /// After a login (or adopting another process's tokens): the tokens go to API calls, the
+    /// count and the state follow.
+    pub(crate) fn finish_login(
+        &self,
+        client: &dyn Client,
+        result: Result<(Source, Option<StoredTokens>, Option<AuthStatus>), Error>,
+    ) -> Result<(Source, Option<StoredTokens>, Option<AuthStatus>), Error> {
+        self.publish(client, result.as_ref().ok().and_then(|(_, d, _)| d.clone()));
         let (source, stored, initialised) = result?;
         if source == Source::Refreshed {
             self.status.send_modify(|s| s.logins += 1);
@@ -575,6 +645,16 @@ impl Inner {
             .and_then(|s| s.session_id)
             .filter(|id| *id == tickle.session);
         if (new_session || stored_id.is_none())
+            && let Some(fleet) = &self.fleet
+            && let Some(mut doc) = client.stored_tokens(client.now_unix())
+        {
+            doc.session_id = Some(tickle.session.clone());
+            if let Some(stored) = self.current().stored {
+                doc.created_at = stored.created_at;
+            }
+            self.fleet_save_if_leading(fleet, &doc).await;
+            self.remember_session_id(&tickle.session);
+        } else if (new_session || stored_id.is_none())
             && let Some(store) = &self.store
             && let Some(mut doc) = client.stored_tokens(client.now_unix())
         {
@@ -606,6 +686,9 @@ impl Inner {
         let result = client.logout().await;
         self.publish(&**client, None);
         let logout = result?;
+        if let Some(fleet) = &self.fleet {
+            self.fleet_forget(fleet).await;
+        }
         if let (Some(store), Some(before)) = (&self.store, &before)
             && let Err(e) = shared::forget(store, before).await
         {
@@ -663,6 +746,9 @@ impl Inner {
             reason = why,
             "a call was refused for authentication; recovering"
         );
+        if let Some(fleet) = &self.fleet {
+            return self.fleet_recover(fleet, &mut client, why).await;
+        }
         match self.revive(&mut client, why).await {
             SessionState::Authenticated => Ok(()),
             SessionState::Competing => Err(Error::NotReady {

@@ -66,6 +66,9 @@ pub struct Status {
     /// Why the session is in its state, when that is news: what failed and how long the
     /// keep-alive waits before trying again.
     pub detail: Option<String>,
+    /// In a fleet: whether this process leads (holds the lease) or follows; `None` outside a
+    /// fleet (or before the keep-alive learnt it).
+    pub role: Option<super::Role>,
 }
 
 impl std::fmt::Debug for Status {
@@ -87,6 +90,7 @@ impl std::fmt::Debug for Status {
             .field("recoveries", &self.recoveries)
             .field("transient_failures", &self.transient_failures)
             .field("detail", &self.detail)
+            .field("role", &self.role)
             .finish()
     }
 }
@@ -122,6 +126,7 @@ impl Status {
             recoveries: 0,
             transient_failures: 0,
             detail: None,
+            role: None,
         }
     }
 }
