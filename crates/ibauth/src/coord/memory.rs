@@ -93,6 +93,14 @@ impl MemoryCoordinator {
         }
     }
 
+    /// Ends the lease on `identity` now, as if its holder had been paused past its ttl: the
+    /// holder's next renewal or write is refused, and another process may take the lease.
+    pub fn expire(&self, identity: &str) {
+        if let Some(row) = self.lock().leases.get_mut(identity) {
+            row.expires = Instant::now();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
