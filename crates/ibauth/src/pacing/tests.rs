@@ -19,7 +19,11 @@ fn pacer(rules: PacingRules, ledger: Option<PaceLedger>) -> (Pacer, Arc<ManualCl
 }
 
 fn pacer_on(rules: PacingRules, ledger: Option<PaceLedger>, clock: &Arc<ManualClock>) -> Pacer {
-    Pacer::build(rules, ledger, PaceClock::Manual(clock.clone()))
+    Pacer::build(
+        rules,
+        ledger.map(Backend::File),
+        PaceClock::Manual(clock.clone()),
+    )
 }
 
 /// Lets spawned tasks run until they block (single-threaded test runtime).

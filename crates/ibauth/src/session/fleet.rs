@@ -69,7 +69,7 @@ impl std::fmt::Debug for Fleet {
 /// What a follower's wait ended with.
 enum Waited {
     /// The leader's tokens (a newer document), restored into the client.
-    Adopted(StoredTokens),
+    Adopted(Box<StoredTokens>),
     /// The lease came free and is ours now.
     Lead(Lease),
 }
@@ -360,7 +360,7 @@ impl Inner {
         let poll = (fleet.ttl / 3).max(Duration::from_millis(100));
         loop {
             if let Some(doc) = self.fleet_restore(fleet, client, after).await? {
-                return Ok(Waited::Adopted(doc));
+                return Ok(Waited::Adopted(Box::new(doc)));
             }
             if let Some(lease) = fleet.lead(&self.identity).await? {
                 return Ok(Waited::Lead(lease));
@@ -412,7 +412,7 @@ impl Inner {
             None => match self.follow(fleet, client, after, events).await? {
                 Waited::Adopted(doc) => {
                     tracing::info!("fleet: using the leader's tokens");
-                    return Ok((Source::Adopted, Some(doc), None));
+                    return Ok((Source::Adopted, Some(*doc), None));
                 }
                 Waited::Lead(lease) => lease,
             },

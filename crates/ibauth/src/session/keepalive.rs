@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering;
 use super::fleet::{Fleet, Role};
 use super::sync as shared;
 use super::{Session, SessionState, Status};
-use crate::coord::{Event, Events};
 use crate::client::Client;
+use crate::coord::{Event, Events};
 use crate::error::Error;
 use crate::tokens::{TokenKind, min_renewal_spacing};
 
@@ -652,7 +652,9 @@ impl Loop {
         let _ = keeper.await;
         if fleet.lease().is_some() && fleet.confirm().await.ok().flatten().is_some() {
             if fleet.others_alive(&identity).await {
-                tracing::info!("fleet: stopping; handing the session over to the other members (no logout)");
+                tracing::info!(
+                    "fleet: stopping; handing the session over to the other members (no logout)"
+                );
             } else {
                 self.log_out().await;
             }
@@ -677,7 +679,9 @@ impl Loop {
             let mut client = inner.client.lock().await;
             if let Err(e) = inner.fleet_recover_for_followers(&mut client).await {
                 drop(client);
-                return self.on_error(e, "recovery asked by a follower failed").await;
+                return self
+                    .on_error(e, "recovery asked by a follower failed")
+                    .await;
             }
         }
         self.step().await
@@ -710,9 +714,7 @@ impl Loop {
             Err(e) => tracing::warn!(error = %e, "fleet: cannot read the leader's tokens"),
         }
         let now = client.now_unix();
-        let usable = client
-            .stored_tokens(now)
-            .is_some_and(|d| d.usable(now, 0));
+        let usable = client.stored_tokens(now).is_some_and(|d| d.usable(now, 0));
         if usable {
             inner.set(SessionState::Authenticated, "following the fleet's leader");
         } else if !matches!(inner.state(), SessionState::Failed(_)) {
@@ -725,10 +727,7 @@ impl Loop {
 /// The next event of a feed; `None` when it closed or lagged (or there is none: then never).
 async fn next_event(events: &mut Option<Events>) -> Option<Event> {
     match events {
-        Some(feed) => match feed.recv().await {
-            Ok(event) => Some(event),
-            Err(_) => None,
-        },
+        Some(feed) => feed.recv().await.ok(),
         None => std::future::pending().await,
     }
 }
