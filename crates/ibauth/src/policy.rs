@@ -63,6 +63,15 @@ pub struct Policy {
     /// platform's default ([`crate::store::default_token_file`]). Read by whoever builds the
     /// store (the CLI does); the manager itself takes a store, not a path.
     pub token_file: Option<PathBuf>,
+    /// A fleet's shared store instead of the token file (`store`, `IBAUTH_STORE`:
+    /// `postgres://…` or `redis://…`); see [`crate::coord`].
+    pub store: Option<crate::coord::StoreUrl>,
+    /// The key file that seals documents in the shared store (`store_key_file`,
+    /// `IBAUTH_STORE_KEY_FILE`; `IBAUTH_STORE_KEY` may hold the keys instead).
+    pub store_key_file: Option<PathBuf>,
+    /// How long a fleet's lease lasts without renewal (`lease_ttl`, `IBAUTH_LEASE_TTL`,
+    /// default 15 s): a dead leader is replaced within it.
+    pub lease_ttl: Duration,
     /// The largest answer body, and WebSocket message, read (`max_body`, `IBAUTH_MAX_BODY`:
     /// bytes, or with a `KiB`/`MiB` suffix; default [`crate::http::DEFAULT_MAX_BODY`], 16 MiB).
     /// A larger or endless answer is an error, read no further than this.
@@ -92,6 +101,9 @@ impl Default for Policy {
             shutdown_timeout: Duration::from_secs(5),
             pacing: PacingRules::ibkr(),
             token_file: None,
+            store: None,
+            store_key_file: None,
+            lease_ttl: crate::coord::DEFAULT_LEASE_TTL,
             max_body: crate::http::DEFAULT_MAX_BODY,
         }
     }
@@ -192,6 +204,9 @@ fn read_yaml(
         failover_hosts: Option<OneOrMany>,
         shutdown_timeout: Option<String>,
         token_file: Option<String>,
+        store: Option<String>,
+        store_key_file: Option<String>,
+        lease_ttl: Option<String>,
         max_body: Option<String>,
         pacing: Option<PacingSettings>,
     }
@@ -217,17 +232,19 @@ fn read_yaml(
     put("renew_margin", file.renew_margin);
     put("shutdown_timeout", file.shutdown_timeout);
     put("max_body", file.max_body);
+    put("store", file.store);
+    put("lease_ttl", file.lease_ttl);
     // Relative to the config file's folder, as every path in it.
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
-    put(
-        "token_file",
-        file.token_file
-            .filter(|t| !t.trim().is_empty())
+    let relative = |t: Option<String>| {
+        t.filter(|t| !t.trim().is_empty())
             .map(|t| match folder {
                 Some(folder) => folder.join(t.trim()).to_string_lossy().into_owned(),
                 None => t.trim().to_owned(),
-            }),
-    );
+            })
+    };
+    put("token_file", relative(file.token_file));
+    put("store_key_file", relative(file.store_key_file));
     if let Some(hosts) = file.failover_hosts {
         raw.insert("failover_hosts", (hosts.0, origin));
     }
@@ -289,6 +306,14 @@ fn build(raw: &BTreeMap<&'static str, (Vec<String>, String)>) -> Result<Policy, 
             "renew_margin" => policy.renew_margin = seconds(0.0, 86_400.0)?,
             "shutdown_timeout" => policy.shutdown_timeout = seconds(0.1, 300.0)?,
             "token_file" => policy.token_file = Some(PathBuf::from(text)),
+            "store" => {
+                policy.store = Some(
+                    crate::coord::StoreUrl::parse(text)
+                        .map_err(|reason| invalid(key, from, &reason))?,
+                );
+            }
+            "store_key_file" => policy.store_key_file = Some(PathBuf::from(text)),
+            "lease_ttl" => policy.lease_ttl = seconds(1.0, 300.0)?,
             "max_body" => {
                 policy.max_body = parse_bytes(text)
                     .filter(|n| (MIN_MAX_BODY..=MAX_MAX_BODY).contains(n))

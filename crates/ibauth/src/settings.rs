@@ -29,6 +29,9 @@ pub(crate) const SETTINGS: &[(&str, &str, &str)] = &[
     ("shutdown_timeout", "IBAUTH_SHUTDOWN_TIMEOUT", ""),
     ("token_file", "IBAUTH_TOKEN_FILE", ""),
     ("max_body", "IBAUTH_MAX_BODY", ""),
+    ("store", "IBAUTH_STORE", ""),
+    ("store_key_file", "IBAUTH_STORE_KEY_FILE", ""),
+    ("lease_ttl", "IBAUTH_LEASE_TTL", ""),
 ];
 
 /// ibind's names for two of the keys, accepted in the YAML file too.

@@ -47,6 +47,77 @@ pub const MAX_NAME_LEN: usize = 200;
 /// The largest sealed document a coordinator stores or reads (bytes).
 pub const MAX_DOC_LEN: usize = 64 * 1024;
 
+/// Where a fleet's shared store is: `postgres://…` (or `postgresql://…`), `redis://…` or
+/// `rediss://…`. `Debug` and [`redacted`](Self::redacted) never show a password.
+///
+/// ```
+/// use ibauth::coord::StoreUrl;
+/// let url = StoreUrl::parse("postgres://fleet:s3cret@db.internal:5432/ibauth").unwrap();
+/// assert_eq!(url.scheme(), "postgres");
+/// assert_eq!(url.redacted(), "postgres://fleet:***@db.internal:5432/ibauth");
+/// assert!(!format!("{url:?}").contains("s3cret"));
+/// assert!(StoreUrl::parse("mysql://db").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    /// Checks the scheme (and that it parses as a URL).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
+        match url.scheme() {
+            "postgres" | "postgresql" | "redis" | "rediss" => Ok(Self(text.to_owned())),
+            other => Err(format!(
+                "store scheme `{other}` is not supported: use postgres://… or redis://…"
+            )),
+        }
+    }
+
+    /// The URL as given (with its password: for the driver only).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `postgres`, `postgresql`, `redis` or `rediss`.
+    pub fn scheme(&self) -> &str {
+        self.0.split(':').next().unwrap_or("")
+    }
+
+    /// The URL with its password (and any `password=` query parameter) replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreUrl({})", self.redacted())
+    }
+}
+
+/// `text` with a URL's password (and `password=` query values) replaced by `***` — for
+/// [`Coordinator::describe`], logs and errors.
+pub fn redact_url(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        return "<store URL>".into();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword");
+                (k.into_owned(), if secret { "***".into() } else { v.into_owned() })
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
 /// A lease on one identity, as granted to its holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
