@@ -237,11 +237,10 @@ fn read_yaml(
     // Relative to the config file's folder, as every path in it.
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
     let relative = |t: Option<String>| {
-        t.filter(|t| !t.trim().is_empty())
-            .map(|t| match folder {
-                Some(folder) => folder.join(t.trim()).to_string_lossy().into_owned(),
-                None => t.trim().to_owned(),
-            })
+        t.filter(|t| !t.trim().is_empty()).map(|t| match folder {
+            Some(folder) => folder.join(t.trim()).to_string_lossy().into_owned(),
+            None => t.trim().to_owned(),
+        })
     };
     put("token_file", relative(file.token_file));
     put("store_key_file", relative(file.store_key_file));

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Acquired, Coordinator, Event, Events, Lease, Member, SealedDoc};
+use super::{Acquired, Claimed, Coordinator, Event, Events, Lease, Member, SealedDoc, WorkQueue};
 use crate::client::BoxFuture;
 
 /// The lease length the expiry checks use; `sleep` is asked for a little more than this.
@@ -315,4 +315,159 @@ pub async fn names_and_sizes_are_bounded(coord: &dyn Coordinator) {
         Err(super::CoordError::TooLarge { .. })
     ));
     assert_eq!(coord.load(&id).await.expect("load"), None);
+}
+
+/// Runs every check of a [`WorkQueue`].
+pub async fn run_queue(queue: &dyn WorkQueue, sleep: Sleep<'_>) {
+    workers_share_due_work_without_overlap(queue).await;
+    claims_run_out_and_stale_hand_backs_are_ignored(queue, sleep).await;
+}
+
+/// Three workers claiming at once get disjoint sets that cover what is due; claimed work is
+/// not claimed again; handed back, it is due again after its wait; the most overdue goes
+/// first; enrolling twice adds nothing.
+pub async fn workers_share_due_work_without_overlap(queue: &dyn WorkQueue) {
+    let prefix = fresh("queue");
+    let ids: Vec<String> = (0..60).map(|n| format!("{prefix}-{n:03}")).collect();
+    assert_eq!(
+        queue.enroll(&ids, Duration::ZERO).await.expect("enroll"),
+        60
+    );
+    assert_eq!(
+        queue
+            .enroll(&ids[..10], Duration::ZERO)
+            .await
+            .expect("enroll"),
+        0,
+        "enrolling again adds nothing"
+    );
+    let hold = Duration::from_secs(30);
+    let claims = futures_util::future::join_all(
+        (0..3).map(|w| async move { queue.claim(&format!("worker-{w}"), 25, hold).await }),
+    )
+    .await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut total = 0;
+    for (w, claim) in claims.into_iter().enumerate() {
+        let claim = claim.expect("claim");
+        assert!(claim.len() <= 25);
+        for c in claim {
+            assert_eq!(c.lease.holder, format!("worker-{w}"));
+            if c.lease.identity.starts_with(&prefix) {
+                assert!(
+                    seen.insert(c.lease.identity.clone()),
+                    "claimed twice: {}",
+                    c.lease.identity
+                );
+                total += 1;
+            }
+        }
+    }
+    // Other tests' work may share the store: only ours is counted.
+    let mut rest = Vec::new();
+    while seen.len() < 60 {
+        let more = queue.claim("worker-x", 100, hold).await.expect("claim");
+        let ours: Vec<_> = more
+            .into_iter()
+            .filter(|c| c.lease.identity.starts_with(&prefix))
+            .collect();
+        assert!(
+            !ours.is_empty(),
+            "due work left unclaimed: {} of 60",
+            seen.len()
+        );
+        for c in ours {
+            assert!(seen.insert(c.lease.identity.clone()), "claimed twice");
+            rest.push(c.lease);
+        }
+    }
+    assert!(total > 0);
+    let again = queue.claim("worker-y", 1000, hold).await.expect("claim");
+    assert!(
+        again.iter().all(|c| !c.lease.identity.starts_with(&prefix)),
+        "claimed work is not claimed again"
+    );
+    // Handed back due at once, in order: the first handed back is claimed first.
+    let back: Vec<(Lease, Duration)> = rest.iter().map(|l| (l.clone(), Duration::ZERO)).collect();
+    assert_eq!(
+        queue.reschedule(&back).await.expect("reschedule") as usize,
+        back.len()
+    );
+    let later = queue.claim("worker-z", 1000, hold).await.expect("claim");
+    let ours: Vec<&Claimed> = later
+        .iter()
+        .filter(|c| c.lease.identity.starts_with(&prefix))
+        .collect();
+    assert_eq!(ours.len(), back.len(), "handed back, due again");
+    assert!(ours.iter().all(|c| c.lease.generation > 1));
+    let stats = queue.queue_stats().await.expect("stats");
+    assert!(stats.queued >= 60 && stats.claimed >= 60, "{stats:?}");
+    for id in &ids {
+        queue.retire(id).await.expect("retire");
+    }
+}
+
+/// A claim that runs out frees its identity for another worker; the first worker's hand-back
+/// and writes are then refused.
+pub async fn claims_run_out_and_stale_hand_backs_are_ignored(
+    queue: &dyn WorkQueue,
+    sleep: Sleep<'_>,
+) {
+    let id = fresh("stall");
+    queue
+        .enroll(std::slice::from_ref(&id), Duration::ZERO)
+        .await
+        .expect("enroll");
+    let mine = |claims: Vec<Claimed>| claims.into_iter().find(|c| c.lease.identity == id);
+    let first = mine(
+        queue
+            .claim("staller", 1000, SHORT_TTL)
+            .await
+            .expect("claim"),
+    )
+    .expect("claimed");
+    sleep(SHORT_TTL + Duration::from_millis(500)).await;
+    let second = mine(
+        queue
+            .claim("taker", 1000, Duration::from_secs(30))
+            .await
+            .expect("claim"),
+    )
+    .expect("claimable again after the hold");
+    assert!(second.lease.generation > first.lease.generation);
+    assert!(second.late >= SHORT_TTL, "late: {:?}", second.late);
+    assert!(matches!(
+        queue.store(&first.lease, &doc(b"stale")).await,
+        Err(super::CoordError::Fenced { .. })
+    ));
+    assert_eq!(
+        queue
+            .reschedule(&[(first.lease.clone(), Duration::ZERO)])
+            .await
+            .expect("reschedule"),
+        0,
+        "a stale hand-back changes nothing"
+    );
+    queue
+        .store(&second.lease, &doc(b"fresh"))
+        .await
+        .expect("store");
+    assert_eq!(
+        queue
+            .reschedule(&[(second.lease.clone(), Duration::from_secs(3600))])
+            .await
+            .expect("reschedule"),
+        1
+    );
+    assert!(
+        mine(
+            queue
+                .claim("other", 1000, Duration::from_secs(30))
+                .await
+                .expect("claim")
+        )
+        .is_none(),
+        "not due for an hour"
+    );
+    queue.retire(&id).await.expect("retire");
 }

@@ -40,6 +40,8 @@ struct State {
     channels: HashMap<String, broadcast::Sender<Event>>,
     members: HashMap<String, HashMap<String, (Member, Instant, Instant)>>,
     pace: HashMap<String, Vec<u8>>,
+    /// The work queue: identity → due.
+    work: HashMap<String, Instant>,
     pace_locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
@@ -369,6 +371,125 @@ impl Coordinator for MemoryCoordinator {
     }
 }
 
+impl super::WorkQueue for MemoryCoordinator {
+    fn enroll<'a>(&'a self, identities: &'a [String], due_in: Duration) -> CoordFuture<'a, u64> {
+        ready((|| {
+            for identity in identities {
+                check_name("identity", identity)?;
+            }
+            self.up("enrolling")?;
+            let due = Instant::now() + due_in;
+            let mut state = self.lock();
+            let mut added = 0;
+            for identity in identities {
+                if !state.work.contains_key(identity) {
+                    state.work.insert(identity.clone(), due);
+                    added += 1;
+                }
+            }
+            Ok(added)
+        })())
+    }
+
+    fn retire<'a>(&'a self, identity: &'a str) -> CoordFuture<'a, ()> {
+        ready((|| {
+            self.up("retiring")?;
+            self.lock().work.remove(identity);
+            Ok(())
+        })())
+    }
+
+    fn claim<'a>(
+        &'a self,
+        worker: &'a str,
+        limit: usize,
+        hold: Duration,
+    ) -> CoordFuture<'a, Vec<super::Claimed>> {
+        ready((|| {
+            check_name("worker", worker)?;
+            self.up("claiming")?;
+            let now = Instant::now();
+            let mut state = self.lock();
+            let mut due: Vec<(Instant, String)> = state
+                .work
+                .iter()
+                .filter(|(id, at)| **at <= now && state.live(id, now).is_none())
+                .map(|(id, at)| (*at, id.clone()))
+                .collect();
+            due.sort();
+            due.truncate(limit);
+            let mut claimed = Vec::with_capacity(due.len());
+            for (at, identity) in due {
+                let generation = state
+                    .generations
+                    .get(&identity)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_add(1);
+                state.generations.insert(identity.clone(), generation);
+                state.leases.insert(
+                    identity.clone(),
+                    LeaseRow {
+                        holder: worker.to_owned(),
+                        generation,
+                        expires: now + hold,
+                    },
+                );
+                claimed.push(super::Claimed {
+                    lease: Lease {
+                        identity,
+                        holder: worker.to_owned(),
+                        generation,
+                    },
+                    late: now - at,
+                });
+            }
+            Ok(claimed)
+        })())
+    }
+
+    fn reschedule<'a>(&'a self, done: &'a [(Lease, Duration)]) -> CoordFuture<'a, u64> {
+        ready((|| {
+            self.up("rescheduling")?;
+            let now = Instant::now();
+            let mut state = self.lock();
+            let mut n = 0;
+            for (lease, wait) in done {
+                if state.current(lease, now).is_err() {
+                    continue;
+                }
+                state.leases.remove(&lease.identity);
+                if let Some(due) = state.work.get_mut(&lease.identity) {
+                    *due = now + *wait;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })())
+    }
+
+    fn queue_stats(&self) -> CoordFuture<'_, super::QueueStats> {
+        ready((|| {
+            self.up("counting")?;
+            let now = Instant::now();
+            let state = self.lock();
+            let mut stats = super::QueueStats {
+                queued: state.work.len() as u64,
+                ..Default::default()
+            };
+            for (id, at) in &state.work {
+                if state.live(id, now).is_some() {
+                    stats.claimed += 1;
+                } else if *at <= now {
+                    stats.due += 1;
+                    stats.most_late = stats.most_late.max(now - *at);
+                }
+            }
+            Ok(stats)
+        })())
+    }
+}
+
 struct MemoryPace {
     owner: MemoryCoordinator,
     account: String,
@@ -401,6 +522,7 @@ mod tests {
     async fn the_memory_coordinator_passes_the_conformance_suite() {
         let coord = MemoryCoordinator::new();
         super::super::conformance::run_all(&coord, &|d| Box::pin(tokio::time::sleep(d))).await;
+        super::super::conformance::run_queue(&coord, &|d| Box::pin(tokio::time::sleep(d))).await;
     }
 
     #[tokio::test]

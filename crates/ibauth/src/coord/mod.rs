@@ -24,10 +24,12 @@
 pub mod conformance;
 mod error;
 mod memory;
+mod queue;
 mod seal;
 
 pub use error::CoordError;
 pub use memory::MemoryCoordinator;
+pub use queue::{Claimed, QueueStats, WorkQueue};
 pub use seal::{KEY_LEN, Keyring, KeyringError, StoreKey};
 
 use std::time::Duration;
@@ -109,8 +111,12 @@ pub fn redact_url(text: &str) -> String {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
-                let secret = k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword");
-                (k.into_owned(), if secret { "***".into() } else { v.into_owned() })
+                let secret =
+                    k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword");
+                (
+                    k.into_owned(),
+                    if secret { "***".into() } else { v.into_owned() },
+                )
             })
             .collect();
         url.query_pairs_mut().clear().extend_pairs(pairs);

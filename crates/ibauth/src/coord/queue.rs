@@ -1,0 +1,61 @@
+//! Due work for many sessions at once (a platform acting for thousands of users): each
+//! identity has a next due time; workers claim due identities in batches and hand them back
+//! with their next due time. A claim *is* the identity's lease — same fencing generation, same
+//! compare-and-set writes — so one session is never handled by two workers at once, and a
+//! worker that stalled past its claim cannot overwrite the one that took over.
+
+use std::time::Duration;
+
+use super::{CoordFuture, Coordinator, Lease};
+
+/// An identity claimed from the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// Its lease, held by the claiming worker for the claim's hold.
+    pub lease: Lease,
+    /// How long past its due time it was claimed.
+    pub late: Duration,
+}
+
+/// The queue's state, for status and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Identities in the queue.
+    pub queued: u64,
+    /// Of them, due now and not claimed.
+    pub due: u64,
+    /// Of them, claimed by a worker now.
+    pub claimed: u64,
+    /// How late the most overdue unclaimed identity is.
+    pub most_late: Duration,
+}
+
+/// A [`Coordinator`] that also keeps the due times of many identities; see the [module
+/// docs](self). The PostgreSQL store claims with `FOR UPDATE SKIP LOCKED`; the in-memory one
+/// under its lock.
+pub trait WorkQueue: Coordinator {
+    /// Adds `identities`, due after `due_in`; those queued already keep their due time.
+    /// Returns how many were added.
+    fn enroll<'a>(&'a self, identities: &'a [String], due_in: Duration) -> CoordFuture<'a, u64>;
+
+    /// Takes `identity` out of the queue.
+    fn retire<'a>(&'a self, identity: &'a str) -> CoordFuture<'a, ()>;
+
+    /// Claims up to `limit` due identities whose lease is free — the most overdue first — as
+    /// `worker` for `hold` (each comes back as its lease, with a new generation). Identities
+    /// another worker holds are skipped, never waited for.
+    fn claim<'a>(
+        &'a self,
+        worker: &'a str,
+        limit: usize,
+        hold: Duration,
+    ) -> CoordFuture<'a, Vec<Claimed>>;
+
+    /// Hands claimed work back: each identity is due again after its wait and its lease is
+    /// released — only where the lease is still current (work whose claim ran out and was
+    /// taken by another worker is left to that worker). Returns how many were rescheduled.
+    fn reschedule<'a>(&'a self, done: &'a [(Lease, Duration)]) -> CoordFuture<'a, u64>;
+
+    /// The queue's counts.
+    fn queue_stats(&self) -> CoordFuture<'_, QueueStats>;
+}
