@@ -224,16 +224,15 @@ impl RedisServer {
     /// A clean shutdown (SIGTERM; with persistence the append-only file is flushed), waited
     /// for; killed if it takes longer than 10 s.
     pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        // A paused server would not act on SIGTERM.
+        self.send(libc::SIGCONT);
+        self.send(libc::SIGTERM);
         let Some(mut child) = self.child.take() else {
             return;
         };
-        // Only this child's pid.
-        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-            // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
         let deadline = Instant::now() + STOP_WAIT;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -243,6 +242,30 @@ impl RedisServer {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open and nothing answers, like a
+    /// server that hangs or a network that drops packets. [`resume`](Self::resume) thaws it.
+    pub fn pause(&mut self) {
+        self.send(libc::SIGSTOP);
+    }
+
+    /// Thaws a [`pause`](Self::pause)d server (SIGCONT).
+    pub fn resume(&mut self) {
+        self.send(libc::SIGCONT);
+    }
+
+    fn send(&mut self, sig: libc::c_int) {
+        // Only a child still running (not yet reaped): its pid cannot belong to anyone else.
+        if let Some(child) = self.child.as_mut()
+            && let Ok(None) = child.try_wait()
+            && let Ok(pid) = libc::pid_t::try_from(child.id())
+        {
+            // SAFETY: kill(2) on our own child's pid, not yet reaped.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
     }
 
     /// A crash: SIGKILL, waited for.
