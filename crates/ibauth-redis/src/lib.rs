@@ -94,6 +94,11 @@
 //!   connects again. A write whose answer was lost (a timeout after it was sent) may have been
 //!   applied: retrying it under the same lease is harmless (a store writes a new version, a
 //!   release or removal is a no-op the second time).
+//! * **Eviction must be off.** Redis under `maxmemory` with an eviction policy may delete any
+//!   key, leases included (`volatile-*` policies pick exactly the keys with an expiry):
+//!   configure the server with `maxmemory-policy noeviction` (the default). An evicted lease
+//!   fences its leader (it steps down, someone takes over), an evicted document makes the next
+//!   leader log in again; the generation floor keeps fencing sound either way.
 //! * **Pacing transactions** hold a lock key (`SET PX`, default 5 s) with a random token; a
 //!   crashed holder blocks the account at most that long. A commit after the lock expired is
 //!   refused (nothing written) with `Unavailable`, so the caller reads again.
@@ -1389,3 +1394,8 @@ mod tests {
         assert_eq!(cut("héllo", 2), "h");
     }
 }
+
+/// The README's example, compiled with the doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -36,6 +36,10 @@ const START_WAIT: Duration = Duration::from_secs(20);
 /// How long a clean stop may take before the process is killed.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
+/// What a missing redis-server fails with.
+const MISSING: &str = "redis-server is not installed (the Redis tests run a real one): \
+                       apt-get install redis-server (scripts/test.sh installs it)";
+
 /// How the server is set up ([`RedisServer::builder`]).
 #[derive(Debug, Clone)]
 pub struct RedisServerBuilder {
@@ -44,6 +48,7 @@ pub struct RedisServerBuilder {
     password: Option<String>,
     tls: Option<TlsFiles>,
     extra: Vec<String>,
+    prefix: Vec<String>,
 }
 
 /// Certificate files for a TLS-only server ([`RedisServerBuilder::tls`]).
@@ -65,6 +70,7 @@ impl Default for RedisServerBuilder {
             password: None,
             tls: None,
             extra: Vec::new(),
+            prefix: Vec::new(),
         }
     }
 }
@@ -101,6 +107,16 @@ impl RedisServerBuilder {
     /// Passes more `--name value` arguments to `redis-server`.
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra.push(arg.to_owned());
+        self
+    }
+
+    /// Runs `redis-server` through this command, e.g. `["ip", "netns", "exec", "ns1"]` to
+    /// start it inside a network namespace (with [`bind`](Self::bind) on that namespace's
+    /// address). The command must exec the server in place (keep its pid), as `ip netns exec`
+    /// and `nsenter` do. Readiness is then read from the server's log only (the test's own
+    /// namespace may not reach it yet).
+    pub fn exec_prefix<S: AsRef<str>>(mut self, command: &[S]) -> Self {
+        self.prefix = command.iter().map(|s| s.as_ref().to_owned()).collect();
         self
     }
 
@@ -279,7 +295,14 @@ impl RedisServer {
     fn try_start(&mut self) -> Result<(), String> {
         self.starts += 1;
         let log = self.dir.join(format!("redis-{}.log", self.starts));
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = match self.config.prefix.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg("redis-server");
+                cmd
+            }
+            None => Command::new("redis-server"),
+        };
         let port = self.port.to_string();
         let bind = self.config.bind.to_string();
         cmd.args(["--bind", &bind])
@@ -321,11 +344,10 @@ impl RedisServer {
         let child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(
-                    "redis-server is not installed (the Redis tests run a real one): \
-                     apt-get install redis-server (scripts/test.sh installs it)"
-                        .into(),
-                );
+                return Err(match self.config.prefix.first() {
+                    Some(program) => format!("{program} (the exec prefix) is not installed"),
+                    None => MISSING.into(),
+                });
             }
             Err(e) => return Err(format!("redis-server: cannot start it: {e}")),
         };
@@ -351,6 +373,10 @@ impl RedisServer {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
+                // 127: a prefix command (env, ip netns exec) did not find redis-server.
+                if status.code() == Some(127) {
+                    return Err(MISSING.into());
+                }
                 return Err(format!("exited at start ({status})"));
             }
             if !logged_ready {
@@ -358,7 +384,8 @@ impl RedisServer {
                     .map(|text| text.contains("Ready to accept connections"))
                     .unwrap_or(false);
             }
-            if logged_ready && (self.config.tls.is_some() || self.ping()) {
+            let log_only = self.config.tls.is_some() || !self.config.prefix.is_empty();
+            if logged_ready && (log_only || self.ping()) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -405,8 +432,11 @@ impl Drop for RedisServer {
     }
 }
 
+/// A port free on `bind` (or, for an address of another network namespace, free here: a fresh
+/// namespace has nothing listening anyway).
 fn free_port(bind: IpAddr) -> u16 {
     let listener = TcpListener::bind(SocketAddr::new(bind, 0))
+        .or_else(|_| TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)))
         .unwrap_or_else(|e| panic!("cannot bind a free port on {bind}: {e}"));
     listener
         .local_addr()
@@ -437,4 +467,66 @@ fn read_tail(log: &Path) -> String {
     let mut tail = lines[start..].join("\n");
     tail.push('\n');
     tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_keep_the_port_and_drop_cleans_up() {
+        let mut server = RedisServer::start();
+        let (port, dir) = (server.port(), server.dir().to_owned());
+        assert_eq!(server.url(), format!("redis://127.0.0.1:{port}/0"));
+        assert!(server.ping());
+        server.stop();
+        assert!(!server.is_running() && !server.ping());
+        server.start_again();
+        assert_eq!(server.port(), port);
+        assert!(server.ping());
+        server.kill();
+        assert!(!server.ping());
+        server.restart();
+        assert!(server.ping());
+        drop(server);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+
+    #[test]
+    fn servers_started_in_parallel_get_ports_of_their_own() {
+        let servers: Vec<RedisServer> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4).map(|_| s.spawn(RedisServer::start)).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("started"))
+                .collect()
+        });
+        let mut ports: Vec<u16> = servers.iter().map(RedisServer::port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 4);
+        assert!(servers.iter().all(RedisServer::ping));
+    }
+
+    #[test]
+    fn a_missing_redis_server_says_how_to_install_it() {
+        let failed = std::panic::catch_unwind(|| {
+            RedisServer::builder()
+                .exec_prefix(&["env", "PATH=/nonexistent"])
+                .start()
+        })
+        .expect_err("no redis-server on that PATH");
+        let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            message.contains("apt-get install redis-server"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_password_is_required_and_carried_in_the_url() {
+        let server = RedisServer::builder().password("pw-123").start();
+        assert!(server.url().starts_with("redis://:pw-123@127.0.0.1:"));
+        assert!(server.ping());
+    }
 }
