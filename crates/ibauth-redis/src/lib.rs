@@ -58,7 +58,7 @@
 //! * **One Redis server (the supported set-up).** Every call is one atomic script on one
 //!   server: leases, fencing checks and document writes are linearizable per identity while
 //!   the server is up. A leader whose lease expired or was taken cannot write
-//!   ([`CoordError::Fenced`](ibauth::coord::CoordError::Fenced)): the write checks the exact
+//!   ([`CoordError::Fenced`]): the write checks the exact
 //!   `holder generation` of the live lease in the same script.
 //! * **Durability is Redis' configuration, not ours.** Without persistence a restart loses
 //!   everything: the lease (the leader's next renewal is fenced; it steps down and someone
@@ -72,25 +72,27 @@
 //!   since 1970 at the time of the grant), not 1, 2, 3. With AOF the stored counter alone
 //!   already guarantees it.
 //! * **Replication and failover (Sentinel, managed "highly available" Redis) are asynchronous.**
-//!   A failover can lose an acknowledged lease grant or document write; two processes may then
-//!   both believe they lead for a moment. The fencing check still refuses the old leader's
-//!   writes on the new primary (its `holder generation` is not the lease there), and the
-//!   generation floor keeps new grants above old ones — but a lost document write means the
-//!   followers read the previous tokens until the leader saves again, and IBKR may see two
-//!   logins for a moment. This coordinator does not implement Redlock (a majority of
-//!   independent masters); it does not help with these guarantees, see Martin Kleppmann's
-//!   analysis. PostgreSQL (`ibauth-postgres`) commits synchronously to its own durable log
-//!   (and, with synchronous replication, to a standby before it answers): choose it when a
+//!   A failover can lose an acknowledged lease grant or document write: a process may believe
+//!   it leads while the new primary still shows the previous lease (or none). Every write is
+//!   still checked against the lease the new primary holds, so at most one process can write
+//!   there and the other is fenced and steps down; the generation floor keeps new grants above
+//!   every earlier one. What is lost is liveness, not safety of the document: a lost save
+//!   means followers read the previous tokens until the leader saves again, and IBKR may see a
+//!   second login for a moment. Redlock (a majority of independent masters) is deliberately
+//!   not implemented: it still rests on timing assumptions and hands out no fencing token
+//!   (Martin Kleppmann's analysis); the generation checked on every write is what protects
+//!   the document. PostgreSQL (`ibauth-postgres`) has a commit in its write-ahead log before
+//!   it answers (and, with synchronous replication, on a standby too): choose it when a
 //!   failover must not lose a lease or a write.
 //! * **Notifications are at-most-once.** Pub/sub does not queue: a message published while a
 //!   process's listener is disconnected is lost. When the listener reconnects, every
-//!   subscriber gets [`Event::Resync`](ibauth::coord::Event::Resync) and reads the state again
-//!   ([`Coordinator::load`](ibauth::coord::Coordinator::load),
+//!   subscriber gets [`Event::Resync`] and reads the state again
+//!   ([`Coordinator::load`],
 //!   [`lease_info`](ibauth::coord::Coordinator::lease_info)); the listener pings every 5 s, so
 //!   a connection that silently died is noticed. PostgreSQL's `LISTEN` behaves the same way.
 //! * **A store that went away fails calls quickly.** Every call is bounded by the connect
 //!   and response timeouts (default 2 s each) and returns
-//!   [`CoordError::Unavailable`](ibauth::coord::CoordError::Unavailable); the next call
+//!   [`CoordError::Unavailable`]; the next call
 //!   connects again. A write whose answer was lost (a timeout after it was sent) may have been
 //!   applied: retrying it under the same lease is harmless (a store writes a new version, a
 //!   release or removal is a no-op the second time).
@@ -146,7 +148,7 @@ pub const DEFAULT_PACE_WAIT: Duration = Duration::from_secs(10);
 const MAX_LISTED: usize = 10_000;
 /// The longest member description kept (bytes; longer ones are cut at a character boundary).
 const MAX_ABOUT: usize = 1024;
-/// The longest lease or counter longer than which a value is called corrupt.
+/// The longest ttl sent for a lease, heartbeat or lock (longer ones are cut to it): 10 years.
 const MAX_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
 /// Options for a [`RedisCoordinator`] ([`RedisCoordinator::builder`]).
