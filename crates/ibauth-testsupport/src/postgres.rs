@@ -113,10 +113,7 @@ impl PgServerBuilder {
             let _ = std::fs::remove_file(&pwfile);
         } else {
             let template = template(&bin, owner).unwrap_or_else(|e| panic!("{e}"));
-            let out = run(
-                Command::new("cp").arg("-a").arg(template).arg(&data),
-                owner,
-            );
+            let out = run(Command::new("cp").arg("-a").arg(template).arg(&data), owner);
             check(&out, "copying the template cluster").unwrap_or_else(|e| panic!("{e}"));
         }
         let auth = if self.password.is_some() {
@@ -135,10 +132,7 @@ impl PgServerBuilder {
              log_min_messages = warning\ndynamic_shared_memory_type = posix\n",
         );
         conf.push_str(&format!("listen_addresses = '{}'\n", self.listen));
-        conf.push_str(&format!(
-            "unix_socket_directories = '{}'\n",
-            dir.display()
-        ));
+        conf.push_str(&format!("unix_socket_directories = '{}'\n", dir.display()));
         if let Some((cert, key)) = &self.tls {
             write_owned(&data.join("server.crt"), cert, owner);
             write_owned(&data.join("server.key"), key, owner);
@@ -446,7 +440,14 @@ fn server_user() -> Result<Option<(u32, u32)>, String> {
 
 /// Runs `cmd` (as `owner` when given), with PostgreSQL's environment variables cleared.
 fn run(cmd: &mut Command, owner: Option<(u32, u32)>) -> Output {
-    for var in ["PGDATA", "PGPORT", "PGHOST", "PGUSER", "PGDATABASE", "PGOPTIONS"] {
+    for var in [
+        "PGDATA",
+        "PGPORT",
+        "PGHOST",
+        "PGUSER",
+        "PGDATABASE",
+        "PGOPTIONS",
+    ] {
         cmd.env_remove(var);
     }
     cmd.env("LC_ALL", "C").stdin(Stdio::null());
@@ -471,7 +472,12 @@ fn check(out: &Output, what: &str) -> Result<(), String> {
     ))
 }
 
-fn initdb(bin: &Path, owner: Option<(u32, u32)>, data: &Path, extra: &[&str]) -> Result<(), String> {
+fn initdb(
+    bin: &Path,
+    owner: Option<(u32, u32)>,
+    data: &Path,
+    extra: &[&str],
+) -> Result<(), String> {
     let out = run(
         Command::new(bin.join("initdb"))
             .arg("-D")
@@ -595,10 +601,14 @@ fn sweep_stale() {
             {
                 let owner = server_user().ok().flatten();
                 let _ = run(
-                    Command::new(bin.join("pg_ctl"))
-                        .arg("-D")
-                        .arg(&data)
-                        .args(["-m", "immediate", "-w", "-t", "10", "stop"]),
+                    Command::new(bin.join("pg_ctl")).arg("-D").arg(&data).args([
+                        "-m",
+                        "immediate",
+                        "-w",
+                        "-t",
+                        "10",
+                        "stop",
+                    ]),
                     owner,
                 );
             }
