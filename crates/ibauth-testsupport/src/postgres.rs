@@ -126,8 +126,11 @@ impl PgServerBuilder {
             "local all all trust\nhost all all 0.0.0.0/0 {auth}\nhost all all ::/0 {auth}\n"
         );
         write_owned(&data.join("pg_hba.conf"), &hba, owner);
+        // fsync off: fast, and still durable across a crash of the server (kill) — only the
+        // machine's crash would lose data. synchronous_commit stays on: a commit that was
+        // answered survives `kill`, as on a real server.
         let mut conf = String::from(
-            "\n# ibauth-testsupport\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+            "\n# ibauth-testsupport\nfsync = off\nfull_page_writes = off\n\
              shared_buffers = 16MB\nmax_connections = 100\nlogging_collector = off\n\
              log_min_messages = warning\ndynamic_shared_memory_type = posix\n",
         );
