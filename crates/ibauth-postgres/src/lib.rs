@@ -24,7 +24,8 @@ use crate::config::{Redactor, Roots, Target};
 use crate::listener::{CHANNEL, Hub, ListenerOptions};
 use crate::pool::{Conn, GetError, Pool};
 
-/// The longest `about` kept for a member (characters); longer ones are cut.
+/// The longest `about` kept for a member (characters); longer ones are cut, and control
+/// characters dropped.
 pub const MAX_ABOUT_LEN: usize = 1024;
 
 /// The most members [`Coordinator::members`] lists for one identity.
@@ -137,8 +138,8 @@ impl PgCoordinatorBuilder {
     }
 
     /// How long [`Coordinator::pace`] waits for another process's transaction on the same
-    /// account (`lock_timeout`; default 3 s) before it fails with
-    /// [`CoordError::Unavailable`].
+    /// account (`lock_timeout`; default 3 s, and never longer than the query timeout) before
+    /// it fails with [`CoordError::Unavailable`].
     pub fn pace_wait(mut self, wait: Duration) -> Self {
         self.pace_wait = wait;
         self
