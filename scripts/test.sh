@@ -4,8 +4,9 @@
 #
 # The tests drive real programs, not stand-ins: a headless Chromium through chromedriver (the
 # OAuth 1.0a browser flow) and Python's venv (the interop tests build their own venvs with
-# scripts/python-venv.sh). redis-server, wrk and hyperfine are installed too, so tests and
-# benchmarks can rely on them. A test never skips because one of these is missing — it fails —
+# scripts/python-venv.sh). redis-server, PostgreSQL's server programs (the coordinator tests
+# start throw-away clusters), wrk and hyperfine are installed too, so tests and benchmarks can
+# rely on them. A test never skips because one of these is missing — it fails —
 # so this script is what makes a fresh Debian machine pass.
 #
 # Runs with no standard input (CI) and never prompts; when everything is present it installs
@@ -21,15 +22,31 @@ needed=(
   "chromium chromium"
   "chromium-driver chromedriver"
   "redis-server redis-server"
+  "postgresql initdb"
   "wrk wrk"
   "hyperfine hyperfine"
 )
+
+# Debian's postgresql package keeps initdb off PATH, in /usr/lib/postgresql/<major>/bin
+# (IBAUTH_PG_LIB stands for that folder in the script's own test; IBAUTH_PG_BIN names the
+# programs' folder, as for the tests).
+present() {
+  local command=$1 candidate
+  command -v "$command" >/dev/null 2>&1 && return 0
+  if [[ $command == initdb ]]; then
+    [[ -n ${IBAUTH_PG_BIN:-} && -x $IBAUTH_PG_BIN/initdb ]] && return 0
+    for candidate in "${IBAUTH_PG_LIB:-/usr/lib/postgresql}"/*/bin/initdb; do
+      [[ -x $candidate ]] && return 0
+    done
+  fi
+  return 1
+}
 
 missing_packages() {
   local entry package command
   for entry in "${needed[@]}"; do
     read -r package command <<<"$entry"
-    command -v "$command" >/dev/null 2>&1 || echo "$package"
+    present "$command" || echo "$package"
   done
   if ! command -v python3 >/dev/null 2>&1; then
     echo python3

@@ -37,6 +37,8 @@ fn write_exe(path: &Path, body: &str) {
 struct Machine {
     bin: PathBuf,
     log: PathBuf,
+    /// Stands for /usr/lib/postgresql, where Debian puts initdb (off PATH).
+    pg_lib: PathBuf,
 }
 
 /// Every command the script checks for, with the package that provides it.
@@ -44,6 +46,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
     ("redis-server", "redis-server"),
+    ("initdb", "postgresql"),
     ("wrk", "wrk"),
     ("hyperfine", "hyperfine"),
 ];
@@ -52,7 +55,7 @@ impl Machine {
     /// A machine with every tool except `missing`; `venv`: whether `python3 -m venv` works.
     fn new(name: &str, missing: &[&str], venv: bool) -> Self {
         let dir = temp_dir(&format!("test-script-{name}"));
-        let (bin, log) = (dir.join("bin"), dir.join("log"));
+        let (bin, log, pg_lib) = (dir.join("bin"), dir.join("log"), dir.join("pg-lib"));
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::create_dir_all(&log).unwrap();
         for (tool, _) in TOOLS.iter().filter(|(t, _)| !missing.contains(t)) {
@@ -99,7 +102,7 @@ impl Machine {
                 "echo \"$*\" >> {log_dir}/sudo\nwhile [ \"${{1#-}}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n"
             ),
         );
-        Self { bin, log }
+        Self { bin, log, pg_lib }
     }
 
     /// Runs the script with `yes` waiting on its standard input, which apt-get must not see.
@@ -109,6 +112,7 @@ impl Machine {
             .args(args)
             .env_clear()
             .env("PATH", &self.bin)
+            .env("IBAUTH_PG_LIB", &self.pg_lib)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -160,6 +164,30 @@ fn with_everything_present_it_installs_nothing_and_runs_the_workspace_tests() {
     // cargo's verdict is the script's.
     let output = machine.run(&[], &[("CARGO_EXIT", "101")]);
     assert_eq!(output.status.code(), Some(101), "{}", text(&output));
+}
+
+#[test]
+fn postgresql_off_path_where_debian_puts_it_counts_as_installed() {
+    let machine = Machine::new("pg-off-path", &["initdb"], true);
+    let output = machine.run(&[], &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        machine.log("apt").unwrap().lines().last().unwrap(),
+        "noninteractive none install -y -qq postgresql",
+        "no initdb on PATH nor under /usr/lib/postgresql: installed"
+    );
+
+    let machine = Machine::new("pg-debian", &["initdb"], true);
+    let bin = machine.pg_lib.join("15/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    write_exe(&bin.join("initdb"), "exit 0\n");
+    let output = machine.run(&[], &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        machine.log("apt"),
+        None,
+        "/usr/lib/postgresql/15/bin/initdb is enough"
+    );
 }
 
 #[test]
