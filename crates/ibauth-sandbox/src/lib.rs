@@ -9,7 +9,8 @@
 //! Behind the same checks it serves a few Web API endpoints, so a client's API calls can be
 //! tested for real: `iserver/accounts`, `portfolio/accounts`, `iserver/marketdata/snapshot`,
 //! `iserver/account/{accountId}/orders` (placed orders are recorded, see [`Control::orders`])
-//! and `iserver/account/orders`.
+//! and `iserver/account/orders`; its WebSocket streams market data (`smd+<conid>+…`) at every
+//! heartbeat.
 //!
 //! With [`SandboxBuilder::pacing`] it enforces IBKR's rate limits ([`PacingLimits`]) with a
 //! penalty box, so a test can prove a client never earns a 429.
