@@ -14,15 +14,17 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use ibauth::ws::IbkrWebSocket;
 
-use crate::state::Shared;
+use crate::state::{Shared, dormant};
 
 /// How long a client without the cookie has to name its session.
 const NAME_THE_SESSION: Duration = Duration::from_secs(30);
 
 /// Policy violation (RFC 6455 §7.4.1): the client did not name the session.
 const POLICY: u16 = 1008;
-/// The upstream socket is gone for good.
+/// The upstream socket is gone for good, or the gateway went dormant.
 const GOING_AWAY: u16 = 1001;
+/// The close reason when the gateway goes dormant.
+const DORMANT: &str = "the gateway is dormant (deactivated)";
 
 pub(crate) async fn bridge(
     State(state): State<Shared>,
@@ -98,6 +100,9 @@ async fn close(client: &mut WebSocket, code: u16, reason: &str) {
 }
 
 async fn relay(state: Shared, mut client: WebSocket, named: Option<String>) {
+    // Dormant: the client is closed and the upstream socket dropped, never reconnected (its
+    // reconnection would log the session in again behind `/deactivate`'s logout).
+    let mut activity = state.activity.subscribe();
     if named.is_none() {
         let waiting = Message::Text(r#"{"message":"waiting for session"}"#.into());
         if client.send(waiting).await.is_err() {
@@ -120,7 +125,15 @@ async fn relay(state: Shared, mut client: WebSocket, named: Option<String>) {
             return;
         }
     }
-    let mut upstream = match state.session.websocket().await {
+    let opened = tokio::select! {
+        biased;
+        () = dormant(&mut activity) => {
+            close(&mut client, GOING_AWAY, DORMANT).await;
+            return;
+        }
+        opened = state.session.websocket() => opened,
+    };
+    let mut upstream = match opened {
         Ok(upstream) => upstream,
         Err(e) => {
             tracing::warn!(error = %e, "cannot open the upstream WebSocket");
@@ -133,6 +146,12 @@ async fn relay(state: Shared, mut client: WebSocket, named: Option<String>) {
     let mut seen_reconnects = upstream.reconnects();
     loop {
         tokio::select! {
+            biased;
+            () = dormant(&mut activity) => {
+                tracing::info!("the gateway is dormant: closing a WebSocket client");
+                close(&mut client, GOING_AWAY, DORMANT).await;
+                break;
+            }
             from_client = client.recv() => match from_client {
                 Some(Ok(Message::Text(text))) => {
                     let text = text.to_string();

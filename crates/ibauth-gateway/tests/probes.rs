@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use common::*;
 use ibauth_gateway::{AccessList, Gateway, GatewayOptions};
+use futures_util::StreamExt;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Everything logged in this test binary at INFO and above, as text.
@@ -289,4 +291,62 @@ async fn readyz_follows_the_session_down_and_back_and_dormant_mode() {
     assert_eq!(second.counters().access_tokens, 1);
     running.shutdown().await;
     assert_eq!(second.counters().logouts, 1, "one logout at the end");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dormant_mode_closes_websocket_clients_and_logs_nobody_in() {
+    let sandbox = sandbox().await;
+    let running = Gateway::new(
+        session(&sandbox, policy(Duration::from_millis(300))),
+        options(),
+    )
+    .start()
+    .await
+    .expect("gateway");
+    ready(&running).await;
+    let mut ws = websocket(&running).await;
+    subscribe_market_data(&mut ws, CONID).await;
+    next_market_data(&mut ws, CONID, Duration::from_secs(5)).await;
+
+    let http = reqwest::Client::new();
+    let deactivated = http
+        .post(format!("{}/deactivate", health(&running)))
+        .send()
+        .await
+        .expect("deactivate");
+    assert_eq!(deactivated.status(), 200);
+    let logged_out = sandbox.counters();
+    assert_eq!(logged_out.logouts, 1);
+    // The client is told, at once: dormant means no stream.
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("a close frame, not {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the client's socket is closed when the gateway goes dormant");
+    assert_eq!(
+        closed.map(|f| u16::from(f.code)),
+        Some(1001),
+        "going away"
+    );
+    // Nobody logs in while dormant: not the keep-alive, not a socket reconnecting upstream
+    // (IBKR closes the old one within a heartbeat of the logout).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = sandbox.counters();
+    assert_eq!(
+        (later.access_tokens, later.sso_sessions, later.ws_connections, later.tickles),
+        (
+            logged_out.access_tokens,
+            logged_out.sso_sessions,
+            logged_out.ws_connections,
+            logged_out.tickles
+        ),
+        "dormant, yet IBKR was called: {later:?}"
+    );
+    running.shutdown().await;
 }
