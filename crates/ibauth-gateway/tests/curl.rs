@@ -66,10 +66,8 @@ fn json(transfer: &Transfer) -> Value {
 }
 
 async fn https_gateway(name: &str) -> (ibauth_sandbox::Sandbox, Running, PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "ibauth-gateway-curl-{name}-{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("ibauth-gateway-curl-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let sandbox = sandbox().await;
     let running = Gateway::new(
@@ -180,25 +178,26 @@ async fn curl_k_reaches_the_api_and_the_portal_over_http1_and_http2() {
     let t = curl(&[&format!("http://127.0.0.1:{health_port}/readyz")]).await;
     assert_eq!((t[0].status, t[0].body.as_str()), (200, "OK"));
 
-    assert_eq!(sandbox.counters().access_tokens, 1, "one login for all of it");
+    assert_eq!(
+        sandbox.counters().access_tokens,
+        1,
+        "one login for all of it"
+    );
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_from_an_address_not_allowed_gets_access_denied() {
-    let dir = std::env::temp_dir().join(format!(
-        "ibauth-gateway-curl-denied-{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("ibauth-gateway-curl-denied-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let sandbox = sandbox().await;
     let running = Gateway::new(
         session(&sandbox, policy(Duration::from_secs(60))),
         GatewayOptions {
             tls: TlsMode::SelfSigned { dir: dir.clone() },
-            access: ibauth_gateway::AccessList::new(&["127.0.0.1"], &[] as &[&str])
-                .expect("list"),
+            access: ibauth_gateway::AccessList::new(&["127.0.0.1"], &[] as &[&str]).expect("list"),
             ..options()
         },
     )
@@ -206,7 +205,10 @@ async fn curl_from_an_address_not_allowed_gets_access_denied() {
     .await
     .expect("gateway");
     ready(&running).await;
-    let url = format!("https://127.0.0.1:{}/v1/api/tickle", running.addrs()[0].port());
+    let url = format!(
+        "https://127.0.0.1:{}/v1/api/tickle",
+        running.addrs()[0].port()
+    );
     let t = curl(&["-k", "--interface", "127.0.0.2", &url]).await;
     assert_eq!((t[0].status, t[0].body.as_str()), (404, "Access Denied"));
     let t = curl(&["-k", "--interface", "127.0.0.1", &url]).await;

@@ -55,22 +55,30 @@ async fn a_dropped_brokerage_session_is_recovered_by_the_next_request() {
 
     sandbox.drop_session(USER);
     let (status, body, elapsed) = get_json(&http, &url).await;
-    assert_eq!(status, 200, "the request after the drop is answered: {body}");
+    assert_eq!(
+        status, 200,
+        "the request after the drop is answered: {body}"
+    );
     assert!(body["accounts"].is_array(), "{body}");
     assert!(elapsed < TIMEOUT + SLACK, "{elapsed:?}");
     assert_eq!(sandbox.counters().inits, inits + 1, "one re-init");
     assert_eq!(sandbox.counters().access_tokens, 1, "no new login");
 
     // A body held whole is sent again after the recovery too (an order placed once).
-    let account = body["selectedAccount"].as_str().expect("account").to_owned();
+    let account = body["selectedAccount"]
+        .as_str()
+        .expect("account")
+        .to_owned();
     sandbox.drop_session(USER);
     let placed = http
         .post(format!(
             "{}/v1/api/iserver/account/{account}/orders",
             base(&running)
         ))
-        .json(&serde_json::json!({ "orders": [{ "conid": 1, "side": "BUY", "quantity": 1,
-            "orderType": "MKT", "tif": "DAY", "cOID": "after-a-drop" }] }))
+        .json(
+            &serde_json::json!({ "orders": [{ "conid": 1, "side": "BUY", "quantity": 1,
+            "orderType": "MKT", "tif": "DAY", "cOID": "after-a-drop" }] }),
+        )
         .send()
         .await
         .expect("order");
@@ -99,12 +107,20 @@ async fn a_dropped_brokerage_session_is_recovered_by_the_next_request() {
     assert_eq!(streamed.status(), 400);
     let refusal: serde_json::Value = streamed.json().await.expect("IBKR's answer");
     assert_eq!(refusal["error"], "Bad Request: no bridge", "{refusal}");
-    eventually(Duration::from_secs(5), "recovered in the background", || {
-        let request = get_json(&http, &url);
-        async move { request.await.0 == 200 }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "recovered in the background",
+        || {
+            let request = get_json(&http, &url);
+            async move { request.await.0 == 200 }
+        },
+    )
     .await;
-    assert_eq!(sandbox.counters().orders_placed, 1, "the refused order was not placed");
+    assert_eq!(
+        sandbox.counters().orders_placed,
+        1,
+        "the refused order was not placed"
+    );
     running.shutdown().await;
 }
 
@@ -209,38 +225,46 @@ async fn ibkr_restarted_on_its_port_gets_fast_errors_then_recovery_and_streams_r
         assert_fast_5xx("IBKR down", &get_json(&http, &url).await);
     }
     let health = format!("{}/readyz", health(&running));
-    eventually(Duration::from_secs(5), "/readyz 503 while IBKR is down", || {
-        let probe = http.get(&health).send();
-        async move { probe.await.is_ok_and(|r| r.status() == 503) }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "/readyz 503 while IBKR is down",
+        || {
+            let probe = http.get(&health).send();
+            async move { probe.await.is_ok_and(|r| r.status() == 503) }
+        },
+    )
     .await;
 
     // IBKR back on the same port, knowing nothing of the old tokens.
     let second = sandbox_on(addr).await;
     let restarted = Instant::now();
-    eventually(
-        Duration::from_secs(10),
-        "a request succeeds again",
-        || {
-            let request = get_json(&http, &url);
-            async move {
-                let (status, body, elapsed) = request.await;
-                assert!(elapsed < TIMEOUT + SLACK, "{status} after {elapsed:?}");
-                if status != 200 {
-                    assert_fast_5xx("IBKR restarting", &(status, body, elapsed));
-                }
-                status == 200
+    eventually(Duration::from_secs(10), "a request succeeds again", || {
+        let request = get_json(&http, &url);
+        async move {
+            let (status, body, elapsed) = request.await;
+            assert!(elapsed < TIMEOUT + SLACK, "{status} after {elapsed:?}");
+            if status != 200 {
+                assert_fast_5xx("IBKR restarting", &(status, body, elapsed));
             }
-        },
-    )
+            status == 200
+        }
+    })
     .await;
-    assert_eq!(second.counters().access_tokens, 1, "one login on the new IBKR");
+    assert_eq!(
+        second.counters().access_tokens,
+        1,
+        "one login on the new IBKR"
+    );
     // The WebSocket client kept its connection and its subscription: market data flows from
     // the new IBKR without it subscribing again.
-    eventually(Duration::from_secs(10), "the upstream socket reopened", || {
-        let opened = second.counters().ws_connections;
-        async move { opened >= 1 }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the upstream socket reopened",
+        || {
+            let opened = second.counters().ws_connections;
+            async move { opened >= 1 }
+        },
+    )
     .await;
     for _ in 0..2 {
         next_market_data(&mut ws, CONID, Duration::from_secs(10)).await;
@@ -340,8 +364,8 @@ async fn an_unreachable_ibkr_is_answered_at_once() {
         let reply = get_json(&http, &format!("{}{path}", base(&running))).await;
         assert_fast_5xx(path, &reply);
     }
-    let ws = tokio_tungstenite::connect_async(format!("ws://{}/v1/api/ws", running.addrs()[0]))
-        .await;
+    let ws =
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/api/ws", running.addrs()[0])).await;
     match ws {
         Err(tokio_tungstenite::tungstenite::Error::Http(refusal)) => {
             assert_eq!(refusal.status(), 503)
@@ -365,7 +389,10 @@ async fn an_unreachable_ibkr_is_answered_at_once() {
     assert!(!page.contains(LOGIN_SUCCEEDS), "{page}");
     let started = Instant::now();
     running.shutdown().await;
-    assert!(started.elapsed() < Duration::from_secs(6), "shutdown is bounded");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "shutdown is bounded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -389,7 +416,11 @@ async fn ibkr_answering_nothing_is_cut_at_the_request_timeout() {
     let reply = get_json(&http, &url).await;
     assert_fast_5xx("IBKR slow", &reply);
     assert_eq!(reply.0, 504, "{}", reply.1);
-    assert!(reply.2 >= TIMEOUT - Duration::from_millis(100), "{:?}", reply.2);
+    assert!(
+        reply.2 >= TIMEOUT - Duration::from_millis(100),
+        "{:?}",
+        reply.2
+    );
     sandbox.delay_responses(None);
     assert_eq!(get_json(&http, &url).await.0, 200, "served again");
 
@@ -422,7 +453,10 @@ async fn a_black_hole_at_login_leaves_the_gateway_answering() {
         }
     });
     let running = Gateway::new(
-        session_at(&format!("http://{addr}"), policy(Duration::from_millis(300))),
+        session_at(
+            &format!("http://{addr}"),
+            policy(Duration::from_millis(300)),
+        ),
         options(),
     )
     .start()
@@ -446,5 +480,8 @@ async fn a_black_hole_at_login_leaves_the_gateway_answering() {
     holder.abort();
     let started = Instant::now();
     running.shutdown().await;
-    assert!(started.elapsed() < Duration::from_secs(8), "shutdown is bounded");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "shutdown is bounded"
+    );
 }

@@ -26,7 +26,9 @@ fn python() -> String {
     let out = std::process::Command::new(workspace().join("scripts/python-venv.sh"))
         .arg("ibind")
         .output()
-        .expect("run scripts/python-venv.sh (needs python3 with venv: scripts/test.sh installs it)");
+        .expect(
+            "run scripts/python-venv.sh (needs python3 with venv: scripts/test.sh installs it)",
+        );
     assert!(
         out.status.success(),
         "setting up the ibind venv failed:\n{}",
@@ -83,7 +85,10 @@ async fn ibind_in_gateway_mode_calls_rest_and_streams_through_the_gateway() {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", &dir)
-        .env("IBIND_REST_URL", format!("https://127.0.0.1:{port}/v1/api/"))
+        .env(
+            "IBIND_REST_URL",
+            format!("https://127.0.0.1:{port}/v1/api/"),
+        )
         .env("IBIND_WS_URL", format!("wss://127.0.0.1:{port}/v1/api/ws"))
         .env("IBIND_LOG_TO_FILE", "False")
         .env("NO_PROXY", "127.0.0.1,localhost,::1")
@@ -100,16 +105,30 @@ async fn ibind_in_gateway_mode_calls_rest_and_streams_through_the_gateway() {
 
     let subscribed = next_report(&mut lines, &mut seen).await;
     assert_eq!(subscribed["phase"], "subscribed", "{subscribed}");
-    assert_eq!(subscribed["subscribed"], true, "{subscribed}\n{}", seen.join("\n"));
-    assert_eq!(subscribed["streaming"], true, "{subscribed}\n{}", seen.join("\n"));
+    assert_eq!(
+        subscribed["subscribed"],
+        true,
+        "{subscribed}\n{}",
+        seen.join("\n")
+    );
+    assert_eq!(
+        subscribed["streaming"],
+        true,
+        "{subscribed}\n{}",
+        seen.join("\n")
+    );
     assert_eq!(sandbox.counters().ws_connections, 1);
 
     // IBKR gives the session a new id and closes the gateway's upstream socket.
     sandbox.rotate_session(USER);
-    eventually(Duration::from_secs(10), "the upstream socket reopened", || {
-        let opened = sandbox.counters().ws_connections;
-        async move { opened >= 2 }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the upstream socket reopened",
+        || {
+            let opened = sandbox.counters().ws_connections;
+            async move { opened >= 2 }
+        },
+    )
     .await;
     let after = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -124,7 +143,11 @@ async fn ibind_in_gateway_mode_calls_rest_and_streams_through_the_gateway() {
     let report = next_report(&mut lines, &mut seen).await;
     let output = child.wait_with_output().await.expect("ibind ends");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "ibind failed:\n{}\n{stderr}", seen.join("\n"));
+    assert!(
+        output.status.success(),
+        "ibind failed:\n{}\n{stderr}",
+        seen.join("\n")
+    );
     assert!(!stderr.contains("Traceback"), "{stderr}");
     let rest = &report["rest"];
     assert_eq!(

@@ -25,13 +25,10 @@ async fn thirty_clients_on_a_one_per_five_seconds_endpoint_cause_no_violation() 
     let sandbox = sandbox().await;
     sandbox.set_pacing(Some(PacingLimits::ibkr()));
     // The keep-alive's own tickles count against IBKR's budgets too.
-    let running = Gateway::new(
-        session(&sandbox, policy(Duration::from_secs(1))),
-        options(),
-    )
-    .start()
-    .await
-    .expect("gateway");
+    let running = Gateway::new(session(&sandbox, policy(Duration::from_secs(1))), options())
+        .start()
+        .await
+        .expect("gateway");
     ready(&running).await;
     let calls_before = sandbox.counters().api_calls;
     let url = format!("{}/v1/api/portfolio/accounts", base(&running));
@@ -91,7 +88,11 @@ async fn thirty_clients_on_a_one_per_five_seconds_endpoint_cause_no_violation() 
         (0, 0),
         "IBKR saw no violation: {c:?}"
     );
-    assert!(total.other.is_empty(), "only answers and 429: {:?}", total.other);
+    assert!(
+        total.other.is_empty(),
+        "only answers and 429: {:?}",
+        total.other
+    );
     assert!(total.answers >= 1, "{total:?}");
     assert!(total.paced >= CLIENTS, "{total:?}");
     // One upstream call per five seconds (plus the margin), shared by everyone asking then.

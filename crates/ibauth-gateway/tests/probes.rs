@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::*;
-use ibauth_gateway::{AccessList, Gateway, GatewayOptions};
 use futures_util::StreamExt;
+use ibauth_gateway::{AccessList, Gateway, GatewayOptions};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -133,19 +133,28 @@ async fn a_refused_address_gets_access_denied_and_the_log_names_it() {
     );
     // The log names each refused address, and what would let it in.
     let text = log.text();
-    let refusals: Vec<&str> = text.lines().filter(|l| l.contains("refused 127.0.0.")).collect();
+    let refusals: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("refused 127.0.0."))
+        .collect();
     assert!(
-        refusals.iter().any(|l| l.contains("refused 127.0.0.2: it is not in ips.allow")
-            && l.contains("127.0.0.*")
-            && l.contains("/v1/api/iserver/accounts")),
+        refusals
+            .iter()
+            .any(|l| l.contains("refused 127.0.0.2: it is not in ips.allow")
+                && l.contains("127.0.0.*")
+                && l.contains("/v1/api/iserver/accounts")),
         "{refusals:#?}"
     );
     assert!(
-        refusals.iter().any(|l| l.contains("refused 127.0.0.2") && l.contains("/readyz")),
+        refusals
+            .iter()
+            .any(|l| l.contains("refused 127.0.0.2") && l.contains("/readyz")),
         "the health server's refusals are logged too: {refusals:#?}"
     );
     assert!(
-        refusals.iter().any(|l| l.contains("refused 127.0.0.2") && l.contains("/v1/api/ws")),
+        refusals
+            .iter()
+            .any(|l| l.contains("refused 127.0.0.2") && l.contains("/v1/api/ws")),
         "{refusals:#?}"
     );
     assert!(
@@ -185,7 +194,11 @@ async fn probing_readyz_and_status_never_tickles_ibkr() {
     }
     // And the status page clients and IBeam read, on the gateway's own port.
     for _ in 0..20 {
-        let page = http.get(format!("{}/", base(&running))).send().await.expect("page");
+        let page = http
+            .get(format!("{}/", base(&running)))
+            .send()
+            .await
+            .expect("page");
         assert_eq!(page.status(), 200);
     }
     let status: Value = http
@@ -244,7 +257,9 @@ async fn readyz_follows_the_session_down_and_back_and_dormant_mode() {
     let (status, body, _) = get_json(&http, &accounts).await;
     assert_eq!(status, 503, "{body}");
     assert!(
-        body["error"].as_str().is_some_and(|e| e.contains("dormant")),
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("dormant")),
         "{body}"
     );
     let status: Value = http
@@ -264,10 +279,14 @@ async fn readyz_follows_the_session_down_and_back_and_dormant_mode() {
         .await
         .expect("activate");
     assert_eq!(activated.status(), 200);
-    eventually(Duration::from_secs(5), "/readyz 200 after /activate", || {
-        let p = probe("/readyz");
-        async move { p.await == 200 }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "/readyz 200 after /activate",
+        || {
+            let p = probe("/readyz");
+            async move { p.await == 200 }
+        },
+    )
     .await;
     assert_eq!(get_json(&http, &accounts).await.0, 200);
     assert_eq!(first.counters().access_tokens, 2);
@@ -282,10 +301,14 @@ async fn readyz_follows_the_session_down_and_back_and_dormant_mode() {
     assert_eq!(probe("/livez").await, 200);
     // IBKR back (knowing nothing of the old tokens): ready again, without anyone's action.
     let second = sandbox_on(addr).await;
-    eventually(Duration::from_secs(10), "/readyz 200 with IBKR back", || {
-        let p = probe("/readyz");
-        async move { p.await == 200 }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "/readyz 200 with IBKR back",
+        || {
+            let p = probe("/readyz");
+            async move { p.await == 200 }
+        },
+    )
     .await;
     assert_eq!(get_json(&http, &accounts).await.0, 200);
     assert_eq!(second.counters().access_tokens, 1);
@@ -329,17 +352,18 @@ async fn dormant_mode_closes_websocket_clients_and_logs_nobody_in() {
     })
     .await
     .expect("the client's socket is closed when the gateway goes dormant");
-    assert_eq!(
-        closed.map(|f| u16::from(f.code)),
-        Some(1001),
-        "going away"
-    );
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1001), "going away");
     // Nobody logs in while dormant: not the keep-alive, not a socket reconnecting upstream
     // (IBKR closes the old one within a heartbeat of the logout).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let later = sandbox.counters();
     assert_eq!(
-        (later.access_tokens, later.sso_sessions, later.ws_connections, later.tickles),
+        (
+            later.access_tokens,
+            later.sso_sessions,
+            later.ws_connections,
+            later.tickles
+        ),
         (
             logged_out.access_tokens,
             logged_out.sso_sessions,

@@ -125,10 +125,7 @@ where
         if check().await {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {limit:?}"
-        );
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -157,9 +154,8 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> (u16, Value, Duratio
     )
 }
 
-pub type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A WebSocket client of the gateway, as ibind opens one: the session id from `/tickle` in the
 /// `api` cookie.
@@ -178,7 +174,9 @@ pub async fn websocket(running: &Running) -> Ws {
         .expect("request");
     request.headers_mut().insert(
         "cookie",
-        format!("api={{\"session\":\"{id}\"}}").parse().expect("cookie"),
+        format!("api={{\"session\":\"{id}\"}}")
+            .parse()
+            .expect("cookie"),
     );
     let (socket, _) = tokio_tungstenite::connect_async(request)
         .await
