@@ -485,3 +485,53 @@ async fn a_black_hole_at_login_leaves_the_gateway_answering() {
         "shutdown is bounded"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_clients_outlast_an_ibkr_outage_longer_than_one_reconnect_round() {
+    let first = sandbox().await;
+    let addr = first.addr();
+    let running = Gateway::new(
+        session(&first, policy(Duration::from_millis(300))),
+        options(),
+    )
+    .start()
+    .await
+    .expect("gateway");
+    ready(&running).await;
+    let mut ws = websocket(&running).await;
+    subscribe_market_data(&mut ws, CONID).await;
+    next_market_data(&mut ws, CONID, Duration::from_secs(5)).await;
+
+    // IBKR away for longer than the upstream socket's own reconnection tries (about 8 s).
+    first.shutdown().await;
+    let outage = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures_util::StreamExt;
+        loop {
+            match ws.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                    return format!("closed: {frame:?}");
+                }
+                Some(Ok(_)) => continue,
+                other => return format!("ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    if let Ok(ended) = outage {
+        panic!("the client's socket did not outlast the outage: {ended}");
+    }
+    let second = sandbox_on(addr).await;
+    eventually(
+        Duration::from_secs(15),
+        "the upstream socket reopened",
+        || {
+            let opened = second.counters().ws_connections;
+            async move { opened >= 1 }
+        },
+    )
+    .await;
+    for _ in 0..2 {
+        next_market_data(&mut ws, CONID, Duration::from_secs(5)).await;
+    }
+    running.shutdown().await;
+}
