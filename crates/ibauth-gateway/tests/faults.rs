@@ -200,6 +200,37 @@ async fn expired_tokens_are_renewed_for_the_request_that_meets_them() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_request_waiting_on_a_paced_login_is_told_so_within_the_timeout() {
+    let sandbox = sandbox().await;
+    // IBKR's own limits: a second login within the minute waits for `sso/validate`'s turn.
+    let mut policy = policy(Duration::from_secs(60));
+    policy.pacing = ibauth::pacing::PacingRules::ibkr();
+    let running = Gateway::new(session(&sandbox, policy), options())
+        .start()
+        .await
+        .expect("gateway");
+    ready(&running).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/api/iserver/accounts", base(&running));
+    assert_eq!(get_json(&http, &url).await.0, 200);
+
+    sandbox.expire_tokens_now();
+    let reply = get_json(&http, &url).await;
+    assert_fast_5xx("recovering", &reply);
+    let (status, body, _) = reply;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["state"], "reauthenticating", "{body}");
+    // The next client is told at once.
+    let (status, body, elapsed) = get_json(&http, &url).await;
+    assert_eq!(
+        (status, &body["state"]),
+        (503, &serde_json::json!("reauthenticating"))
+    );
+    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn ibkr_restarted_on_its_port_gets_fast_errors_then_recovery_and_streams_resume() {
     logs_if_asked();
     let first = sandbox().await;
