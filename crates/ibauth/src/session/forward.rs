@@ -180,9 +180,10 @@ fn rebuild(
 impl Session {
     /// Passes `request` on to the session's API host: authorised by the session, paced (at
     /// most `max_wait` for its turn), the answer returned with its body unread to stream on.
-    /// A 401 is recovered from once — and the request sent again when its body can be (empty
-    /// or held whole); a streamed body is never sent twice, the recovery then serves the
-    /// client's next request.
+    /// A refusal for authentication (401, or an error answer saying `no bridge`) is recovered
+    /// from once — and the request sent again when its body can be (empty or held whole); a
+    /// streamed body is never sent twice, the recovery then serves the client's next request.
+    /// An error answer's body is read (up to 16 KiB) to tell, and returned whole either way.
     pub async fn forward(
         &self,
         request: Forward,
