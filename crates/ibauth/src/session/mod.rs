@@ -24,7 +24,7 @@
 //! # Ok(()) }
 //! ```
 
-mod api;
+pub(crate) mod api;
 mod builder;
 pub(crate) mod keepalive;
 mod status;
