@@ -7,7 +7,9 @@
 #![no_main]
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
+use ibauth::pacing::{Limit, Method, Pacer};
 use ibauth::policy::Policy;
 use ibauth::{AuthConfig, ConfigBuilder};
 use libfuzzer_sys::fuzz_target;
@@ -55,6 +57,9 @@ fuzz_target!(|data: &[u8]| {
     match ibauth::oauth1a::config::load_with_env(Some(&path), env) {
         Ok(config) => {
             let _ = format!("{config:?}");
+            // A timeout that ends every call at once is no timeout to accept.
+            let timeout = ibauth::fuzzing::oauth1a_timeout(&config);
+            assert!(!timeout.is_zero() && timeout <= Duration::from_secs(600));
         }
         Err(e) => {
             let _ = e.to_string();
@@ -69,6 +74,31 @@ fuzz_target!(|data: &[u8]| {
         Ok(policy) => {
             assert!(policy.max_body >= ibauth::policy::MIN_MAX_BODY);
             assert!(policy.max_body <= ibauth::policy::MAX_MAX_BODY);
+            // Every limit's text form reads back as the same limit (it is how they are shown).
+            let rules = &policy.pacing;
+            for limit in rules
+                .global
+                .iter()
+                .chain(rules.endpoints.iter().map(|r| &r.limit))
+            {
+                let again = limit.to_string().parse::<Limit>();
+                assert_eq!(again.as_ref(), Ok(limit), "{limit}");
+            }
+            // The rules drive a pacer: a turn now, or a refusal — never a panic or a wait.
+            let pacer = Pacer::new(policy.pacing.clone());
+            let paths = rules.endpoints.iter().map(|r| r.path.as_str());
+            ibauth_fuzz::runtime().block_on(async {
+                for path in ["/iserver/accounts", "/tickle"]
+                    .into_iter()
+                    .chain(paths)
+                    .take(4)
+                {
+                    for method in [Method::GET, Method::POST] {
+                        let _ = pacer.acquire_within(&method, path, Duration::ZERO).await;
+                    }
+                    pacer.pause(&Method::GET, path, None);
+                }
+            });
         }
         Err(e) => {
             let _ = e.to_string();

@@ -42,6 +42,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(group) = group else {
         return;
     };
+    // Hex means hex digits (with the separators `dh_prime` allows), nothing else.
+    if mode % 3 == 0 {
+        let text = String::from_utf8_lossy(rest);
+        assert!(
+            text.chars()
+                .all(|c| c.is_ascii_hexdigit() || c.is_whitespace() || c == ':'),
+            "a prime from non-hex text {text:?}"
+        );
+    }
     // `DhGroup(2048 bits)`: IBKR's primes are 2048 bits; a much bigger one only makes each
     // input slower (the exponentiation is quadratic in the size).
     let bits: usize = format!("{group:?}")
@@ -61,6 +70,20 @@ fuzz_target!(|data: &[u8]| {
         assert!(group.shared_secret(&challenge, &secret).is_ok());
     }
     for value in ["0", "1", "2", "ff", ""] {
+        if group.check_peer_value(value).is_ok() {
+            assert!(
+                value.trim().chars().all(|c| c.is_ascii_hexdigit()),
+                "{value:?}"
+            );
+        }
         let _ = group.shared_secret(value, &secret);
+    }
+    // The peer's value as the input gives it (the rest of the input as text).
+    let value = String::from_utf8_lossy(rest);
+    if group.check_peer_value(&value).is_ok() {
+        assert!(
+            value.trim().chars().all(|c| c.is_ascii_hexdigit()),
+            "{value:?}"
+        );
     }
 });

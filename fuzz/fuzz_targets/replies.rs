@@ -135,6 +135,15 @@ fuzz_target!(|data: &[u8]| {
                 NOW,
             ) {
                 Ok(lst) => {
+                    // Accepted only from hex, as IBKR sends it.
+                    let answer: serde_json::Value = serde_json::from_slice(body).unwrap();
+                    for field in ["diffie_hellman_response", "live_session_token_signature"] {
+                        let text = answer[field].as_str().unwrap_or_default();
+                        assert!(
+                            text.trim().chars().all(|c| c.is_ascii_hexdigit()),
+                            "{text:?}"
+                        );
+                    }
                     let ms = lst.expires_at_ms;
                     assert!(ms == 0 || ms / 1000 <= NOW + lifetime, "{ms}");
                     let _ = format!("{lst:?}");

@@ -200,6 +200,11 @@ pub mod fuzzing {
         crate::oauth1a::third_party::access_grant_from(&reply(status, body))
     }
 
+    /// The timeout an OAuth 1.0a configuration gives every call.
+    pub fn oauth1a_timeout(config: &crate::oauth1a::Oauth1aConfig) -> Duration {
+        config.timeout_value()
+    }
+
     /// The third-party callback's reading of a request's query.
     pub fn callback_answer(
         query: &str,
