@@ -90,3 +90,24 @@ pub use server::{Sandbox, SandboxBuilder};
 pub use state::{
     Counters, FailWith, Flags, Lifetimes, PacingLimits, PlacedOrder, RegisteredClient,
 };
+
+/// Entry points for the fuzz targets (`fuzz/`, built by `cargo fuzz` with `--cfg fuzzing`):
+/// thin wrappers that call the sandbox's own parsers of what clients send. Not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod fuzzing {
+    use std::collections::BTreeMap;
+
+    pub use crate::jwt::{Unverified, parse as jwt_parse};
+
+    /// The parameters of an `Authorization: OAuth …` header; the refusal as text.
+    pub fn oauth_header(value: &str) -> Result<BTreeMap<String, String>, String> {
+        crate::oauth1a::header::parse_header(value).map_err(|e| format!("{e:?}"))
+    }
+
+    /// A parsed JWT's claims, without checking the signature (how the sandbox finds the key).
+    pub fn jwt_peek(token: &Unverified<'_>) -> Option<serde_json::Value> {
+        token.peek()
+    }
+}
