@@ -49,6 +49,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("initdb", "postgresql"),
     ("wrk", "wrk"),
     ("hyperfine", "hyperfine"),
+    ("curl", "curl"),
 ];
 
 impl Machine {

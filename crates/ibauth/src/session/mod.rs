@@ -24,7 +24,7 @@
 //! # Ok(()) }
 //! ```
 
-mod api;
+pub(crate) mod api;
 mod builder;
 mod fleet;
 mod forward;
