@@ -76,6 +76,9 @@ pub(crate) fn router(state: Shared, admin: bool) -> Router {
         router = router
             .route("/__sandbox/counters", get(admin::counters))
             .route("/__sandbox/orders", get(admin::orders))
+            .route("/__sandbox/users", get(admin::users))
+            .route("/__sandbox/users/{user}", get(admin::user))
+            .route("/__sandbox/bulk-grants", post(admin::bulk_grants))
             .route("/__sandbox/{action}", post(admin::action));
     }
     router

@@ -93,11 +93,12 @@ pub(crate) fn live_session_token_endpoint(
         IpAddr::V4(ip) => ip,
         IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::LOCALHOST),
     };
+    let session = session_key(&token);
     state.sso.insert(
-        session_key(&token),
+        session.clone(),
         SsoSession {
             client_id: consumer_key,
-            credential,
+            credential: credential.clone(),
             ip,
             session_id: random_hex(16),
             created_at: now,
@@ -106,6 +107,8 @@ pub(crate) fn live_session_token_endpoint(
         },
     );
     state.counters.live_session_tokens += 1;
+    state.note_session_opened(&credential, &session);
+    state.activity.user(&credential).logins_oauth1a += 1;
     Ok(json!({
         "diffie_hellman_response": dh.challenge(&b),
         "live_session_token_signature": lst_sig,
