@@ -15,7 +15,7 @@ use crate::state::{AccessGrant1a, Shared, State, lock, random_hex};
 
 pub(crate) use check::{check_common, header, invalid_consumer};
 pub(crate) use hmac::verify_signed_request;
-pub(crate) use lst::live_session_token_endpoint;
+pub(crate) use lst::{agree as lst_agree, record as lst_record, verify as lst_verify};
 
 /// RFC 3526 group 14 (2048-bit MODP): what [`ConsumerRegistration::new`] registers unless
 /// told otherwise. IBKR gives every consumer its own prime; see
