@@ -219,5 +219,32 @@ pub enum Command {
         /// the port drop sessions and script failures.
         #[arg(long)]
         no_admin: bool,
+        /// Tickles of one user from two source addresses this close together count as
+        /// concurrent ticklers (reported at /__sandbox/users): e.g. 5s, 500ms, 2m.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_window)]
+        tickler_window: std::time::Duration,
     },
+}
+
+/// A positive duration written `<n>ms`, `<n>s`, `<n>m` or `<n>h` (a bare number is seconds).
+fn parse_window(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let amount: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 5s or 500ms"))?;
+    let millis = match unit.trim() {
+        "ms" => Some(amount),
+        "" | "s" => amount.checked_mul(1000),
+        "m" => amount.checked_mul(60_000),
+        "h" => amount.checked_mul(3_600_000),
+        _ => return Err(format!("`{text}`: the unit must be ms, s, m or h")),
+    };
+    match millis {
+        Some(ms) if (1..=86_400_000).contains(&ms) => Ok(std::time::Duration::from_millis(ms)),
+        _ => Err(format!("`{text}`: the window must be from 1ms to 24h")),
+    }
 }

@@ -117,6 +117,7 @@ async fn run(cli: Cli) -> ExitCode {
             sso_session_ttl,
             nightly_reset,
             no_admin,
+            tickler_window,
         } => {
             let opts = sandbox_cmd::Options {
                 dir: &dir,
@@ -126,6 +127,7 @@ async fn run(cli: Cli) -> ExitCode {
                 sso_session_ttl,
                 nightly_reset,
                 admin: !no_admin,
+                tickler_window,
             };
             return sandbox_cmd::run(out, opts).await;
         }

@@ -21,6 +21,8 @@ pub struct Options<'a> {
     pub nightly_reset: Option<NightlyReset>,
     /// Serve the test-only admin API (`/__sandbox/…`).
     pub admin: bool,
+    /// Tickles from two addresses this close together are concurrent ticklers.
+    pub tickler_window: Duration,
 }
 
 pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
@@ -44,6 +46,7 @@ async fn serve(out: Out, opts: Options<'_>) -> Result<(), String> {
         .listen(opts.listen)
         .tls(opts.tls)
         .admin(opts.admin)
+        .tickler_window(opts.tickler_window)
         .lifetimes(lifetimes)
         .register(set.registration())
         .register_consumer(set.consumer_registration())

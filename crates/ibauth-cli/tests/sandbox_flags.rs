@@ -91,3 +91,30 @@ async fn a_nightly_reset_time_is_checked_before_starting() {
         assert!(!dir.join("private_key.pem").exists());
     }
 }
+
+#[tokio::test]
+async fn a_tickler_window_is_checked_before_starting() {
+    let (_running, base) = spawn("tickler-ok", &["--tickler-window", "500ms"]);
+    let users = reqwest::get(format!("{base}/__sandbox/users/nobody"))
+        .await
+        .unwrap();
+    assert_eq!(users.status().as_u16(), 200);
+    let body: Value = users.json().await.unwrap();
+    assert_eq!(body["max_concurrent_ticklers"], 0);
+    for bad in ["0s", "25h", "5 parsecs", "-1s", "s"] {
+        let dir = temp_dir("tickler-bad");
+        let output = ibauth()
+            .args(["sandbox", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(&dir)
+            .arg(format!("--tickler-window={bad}"))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{bad}: {}", text(&output));
+        assert!(
+            text(&output).contains("--tickler-window"),
+            "{bad}: {}",
+            text(&output)
+        );
+        assert!(!dir.join("private_key.pem").exists());
+    }
+}

@@ -1,5 +1,6 @@
-//! The sandbox's own API under `/__sandbox/`: counters and the fault-injection handle over
-//! HTTP, for tests that drive a separate process. It never exists on IBKR, it is for tests
+//! The sandbox's own API under `/__sandbox/`: counters, per-user activity (`users`), bulk
+//! third-party grants and the fault-injection handle over HTTP, for tests that drive a
+//! separate process. It never exists on IBKR, it is for tests
 //! only (anyone who reaches the port may drop sessions or script failures), and it can be
 //! turned off (`SandboxBuilder::admin(false)`, `ibauth sandbox --no-admin`). Every number and
 //! text it takes is bounded, so no request can make the sandbox allocate or wait without end.
@@ -23,6 +24,115 @@ pub(crate) async fn counters(AxumState(s): AxumState<Shared>) -> Response {
 /// `GET /__sandbox/orders`: the orders placed so far (for tests in other processes).
 pub(crate) async fn orders(AxumState(s): AxumState<Shared>) -> Response {
     axum::Json(Control { state: s }.orders()).into_response()
+}
+
+/// `GET /__sandbox/users`: [`crate::UserStats`] of every user that did anything, by name.
+pub(crate) async fn users(AxumState(s): AxumState<Shared>) -> Response {
+    axum::Json(Control { state: s }.all_user_stats()).into_response()
+}
+
+/// `GET /__sandbox/users/{user}`: [`crate::UserStats`] of one user (all zero if never seen).
+pub(crate) async fn user(
+    AxumState(s): AxumState<Shared>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+) -> Response {
+    if user.len() > MAX_CREDENTIAL {
+        return Reject::ibkr(
+            400,
+            format!("user names are at most {MAX_CREDENTIAL} bytes"),
+        )
+        .into_response();
+    }
+    axum::Json(Control { state: s }.user_stats(&user)).into_response()
+}
+
+/// Most access tokens one bulk-grants request may issue.
+const MAX_BULK_GRANTS: u64 = 100_000;
+/// Most access tokens the sandbox holds before bulk grants are refused.
+const MAX_GRANTS_HELD: usize = 1_000_000;
+/// Longest consumer key or user-name prefix of a bulk-grants request.
+const MAX_BULK_NAME: usize = 64;
+
+/// `POST /__sandbox/bulk-grants?consumer=KEY&prefix=P&n=N` (or the same fields in a JSON
+/// body): issues OAuth 1.0a access tokens under the consumer for users `P0` … `P{N−1}` (`prefix`
+/// defaults to `user`) and answers them as JSON lines (`application/x-ndjson`), one
+/// `{"user","oauth_token","oauth_token_secret"}` per line.
+pub(crate) async fn bulk_grants(
+    AxumState(s): AxumState<Shared>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    body: Bytes,
+) -> Response {
+    let (consumer, prefix, n) = match bulk_args(query.as_deref(), &body) {
+        Ok(args) => args,
+        Err(why) => return Reject::ibkr(400, why).into_response(),
+    };
+    if lock(&s).oauth1a.tokens.len().saturating_add(n) > MAX_GRANTS_HELD {
+        return Reject::ibkr(
+            400,
+            format!("the sandbox holds at most {MAX_GRANTS_HELD} access tokens"),
+        )
+        .into_response();
+    }
+    let handle = Control { state: s };
+    // Thousands of RSA encryptions: off the async workers.
+    let issued =
+        tokio::task::spawn_blocking(move || handle.issue_access_tokens(&consumer, &prefix, n))
+            .await;
+    match issued {
+        Ok(Some(issued)) => {
+            let mut lines = String::with_capacity(issued.len().saturating_mul(400));
+            for grant in &issued {
+                if let Ok(line) = serde_json::to_string(grant) {
+                    lines.push_str(&line);
+                    lines.push('\n');
+                }
+            }
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("application/x-ndjson"),
+                )],
+                lines,
+            )
+                .into_response()
+        }
+        Ok(None) => Reject::ibkr(400, "unknown consumer").into_response(),
+        Err(_) => Reject::ibkr(500, "issuing the access tokens failed").into_response(),
+    }
+}
+
+/// `consumer`, `prefix` and `n` of a bulk-grants request, from the query or a JSON body.
+fn bulk_args(query: Option<&str>, body: &[u8]) -> Result<(String, String, usize), String> {
+    let mut args = serde_json::Map::new();
+    if !body.is_empty() {
+        match serde_json::from_slice(body) {
+            Ok(Value::Object(fields)) => args = fields,
+            _ => return Err("the body must be a JSON object".into()),
+        }
+    }
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let value = match key.as_ref() {
+            "n" => match value.parse::<u64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => return Err("`n` must be a whole number".into()),
+            },
+            _ => Value::from(value.into_owned()),
+        };
+        args.insert(key.into_owned(), value);
+    }
+    if let Some(unknown) = args
+        .keys()
+        .find(|k| !["consumer", "prefix", "n"].contains(&k.as_str()))
+    {
+        return Err(format!("unknown bulk-grants setting `{unknown}`"));
+    }
+    let args = Value::Object(args);
+    let consumer =
+        text(&args, "consumer", MAX_BULK_NAME)?.ok_or_else(|| "`consumer` missing".to_owned())?;
+    let prefix = text(&args, "prefix", MAX_BULK_NAME)?.unwrap_or_else(|| "user".to_owned());
+    let n = bounded(&args, "n", 1, MAX_BULK_GRANTS)?.ok_or_else(|| "`n` missing".to_owned())?;
+    let n = usize::try_from(n).map_err(|_| "`n` too large".to_owned())?;
+    Ok((consumer, prefix, n))
 }
 
 /// Most answers one `fail_next` or `cut` request may script.
@@ -135,6 +245,12 @@ fn run(handle: &Control, action: &str, args: &Value, times: u32) -> Result<(), R
         "cut" => handle.cut_next(times),
         "pacing" => handle.set_pacing(pacing_limits(args)?),
         "expire_tokens" => handle.expire_tokens_now(),
+        "tickler_window" => {
+            let ms =
+                bounded(args, "ms", 1, MAX_WINDOW_MS)?.ok_or_else(|| "ms missing".to_owned())?;
+            handle.set_tickler_window(Duration::from_millis(ms));
+        }
+        "reset_user_stats" => handle.reset_user_stats(),
         "nightly_reset" => handle.nightly_reset(),
         _ => return Err(Refusal::Unknown),
     }

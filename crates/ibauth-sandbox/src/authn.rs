@@ -2,6 +2,8 @@
 //! OAuth 1.0a request, resolved to its SSO session and user. Every authenticated endpoint —
 //! the brokerage session and the API alike — goes through here, so all are checked the same way.
 
+use std::net::IpAddr;
+
 use axum::http::HeaderMap;
 
 use crate::oauth1a;
@@ -20,6 +22,8 @@ pub(crate) struct Req<'a> {
     pub query: Option<&'a str>,
     /// The body (bounded by the caller).
     pub body: &'a [u8],
+    /// The address the request came from.
+    pub peer: IpAddr,
 }
 
 impl Req<'_> {
@@ -53,10 +57,12 @@ pub(crate) struct Caller {
     pub session: String,
     /// Its user (IBKR username).
     pub credential: String,
+    /// The address the request came from.
+    pub peer: IpAddr,
 }
 
 /// The live SSO session behind `req`; an expired one is removed with the brokerage session it
-/// held.
+/// held. A bearer token is only accepted from the address its SSO session was opened for.
 pub(crate) fn authenticate(state: &mut State, req: &Req<'_>) -> Result<Caller, Reject> {
     let oauth1a = req
         .headers
@@ -85,8 +91,40 @@ pub(crate) fn authenticate(state: &mut State, req: &Req<'_>) -> Result<Caller, R
         }
         return Err(Reject::unauthenticated());
     }
+    let credential = session.credential.clone();
+    if oauth1a.is_none() {
+        check_bound_ip(state, &token, req.peer)?;
+    }
     Ok(Caller {
         session: token,
-        credential: session.credential.clone(),
+        credential,
+        peer: req.peer,
     })
+}
+
+/// Refuses the bearer token `key` of a live SSO session when `peer` is not the address the
+/// session was opened for, as IBKR binds an OAuth 2.0 SSO session to the `ip` of its JWT
+/// (an OAuth 1.0a live session token works from any host, so only bearers come here). The
+/// refusal is IBKR's plain 401, which tells the caller nothing about why; the sandbox counts
+/// it in `ip_mismatches` and logs it. The session itself stays usable from its own address.
+pub(crate) fn check_bound_ip(state: &mut State, key: &str, peer: IpAddr) -> Result<(), Reject> {
+    if !state.bind_sso_ip {
+        return Ok(());
+    }
+    let Some(session) = state.sso.get(key) else {
+        return Err(Reject::unauthenticated());
+    };
+    // An IPv4 peer may arrive as an IPv6-mapped address on a dual-stack socket.
+    if peer.to_canonical() == IpAddr::V4(session.ip) {
+        return Ok(());
+    }
+    let (bound, credential) = (session.ip, session.credential.clone());
+    state.counters.ip_mismatches += 1;
+    state.activity.user(&credential).ip_mismatches += 1;
+    tracing::info!(
+        %bound,
+        peer = %peer.to_canonical(),
+        "sandbox refused a bearer token used from another address than its SSO session's"
+    );
+    Err(Reject::unauthenticated())
 }

@@ -1,6 +1,8 @@
 //! The brokerage session on `/v1/api`: validate, `ssodh/init`, status, tickle, logout.
 //! One brokerage session per user; `compete` takes it from another SSO session.
 
+use std::time::Instant;
+
 use serde_json::{Value, json};
 
 use crate::authn::Caller;
@@ -73,11 +75,16 @@ pub(crate) fn init(
         .get(credential)
         .is_some_and(|b| b.owner_bearer != token && b.authenticated);
     state.counters.inits += 1;
+    state.activity.user(credential).inits += 1;
     if held_by_other && !compete {
         return Ok(status_json(
             state.flags(token, credential),
             "competing session exists",
         ));
+    }
+    if held_by_other {
+        state.counters.brokerage_takeovers += 1;
+        state.activity.user(credential).takeovers += 1;
     }
     state.brokerage.insert(
         credential.to_owned(),
@@ -99,7 +106,12 @@ pub(crate) fn status(state: &mut State, caller: &Caller) -> Result<Value, Reject
     Ok(status_json(state.flags(token, credential), ""))
 }
 
-pub(crate) fn tickle(state: &mut State, caller: &Caller) -> Result<Value, Reject> {
+/// `tickle`; `arrival` is when the request reached the sandbox (for the tickler window).
+pub(crate) fn tickle(
+    state: &mut State,
+    caller: &Caller,
+    arrival: Instant,
+) -> Result<Value, Reject> {
     let (token, credential) = (caller.session.as_str(), caller.credential.as_str());
     let now = state.now();
     let session = state.sso.get(token).ok_or_else(Reject::unauthenticated)?;
@@ -113,6 +125,7 @@ pub(crate) fn tickle(state: &mut State, caller: &Caller) -> Result<Value, Reject
         "iserver": { "authStatus": status_json(flags, ""), "tickle": true },
     });
     state.counters.tickles += 1;
+    state.note_tickle(credential, caller.peer, arrival);
     Ok(body)
 }
 

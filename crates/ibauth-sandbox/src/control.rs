@@ -1,10 +1,12 @@
 //! [`Control`]: fault injection and session control over a running sandbox.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::oauth1a;
+use crate::oauth1a::{self, IssuedAccessToken};
 use crate::state::{
-    self, Counters, FailWith, Flags, Pacer, PacingLimits, PlacedOrder, Shared, lock,
+    self, Counters, FailWith, Flags, Pacer, PacingLimits, PlacedOrder, Shared, UserStats, lock,
 };
 
 /// Fault injection and session control over a running sandbox (also reachable over HTTP at
@@ -128,6 +130,79 @@ impl Control {
         credential: &str,
     ) -> Option<(String, String)> {
         oauth1a::issue_access_token(&mut lock(&self.state), consumer_key, credential)
+    }
+
+    /// Issues OAuth 1.0a access tokens under `consumer_key` for `n` users named `prefix0` …
+    /// `prefix{n−1}`, as [`Control::issue_access_token`] does for one: for a test that needs
+    /// thousands of third-party grants at once (10 000 take well under a second: one RSA
+    /// public-key encryption each, outside the sandbox's lock). A user may hold several grants;
+    /// calling again with the same prefix gives those users another one. `None` if the
+    /// consumer is unknown.
+    pub fn issue_access_tokens(
+        &self,
+        consumer_key: &str,
+        prefix: &str,
+        n: usize,
+    ) -> Option<Vec<IssuedAccessToken>> {
+        oauth1a::issue_access_tokens(&self.state, consumer_key, prefix, n)
+    }
+
+    /// What `user` did so far: logins, ticklers, takeovers (all zero for a user never seen).
+    pub fn user_stats(&self, user: &str) -> UserStats {
+        lock(&self.state).user_stats(user)
+    }
+
+    /// [`UserStats`] of every user that did anything, by name. Reads every user: for a test's
+    /// final check, not for a loop.
+    pub fn all_user_stats(&self) -> BTreeMap<String, UserStats> {
+        let state = lock(&self.state);
+        state
+            .activity
+            .users
+            .keys()
+            .map(|user| (user.clone(), state.user_stats(user)))
+            .collect()
+    }
+
+    /// The most distinct addresses that tickled `user` within one tickler window so far
+    /// ([`SandboxBuilder::tickler_window`](crate::SandboxBuilder::tickler_window)): 1 for a
+    /// fleet that keeps the user's session alive from one member at a time.
+    pub fn max_concurrent_ticklers(&self, user: &str) -> usize {
+        lock(&self.state)
+            .activity
+            .users
+            .get(user)
+            .map_or(0, |u| u.max_concurrent_ticklers)
+    }
+
+    /// The addresses whose latest tickle for `user` is within the tickler window now, sorted.
+    pub fn ticklers(&self, user: &str) -> Vec<IpAddr> {
+        let state = lock(&self.state);
+        let window = state.activity.tickler_window;
+        state
+            .activity
+            .users
+            .get(user)
+            .map(|u| u.ticklers(std::time::Instant::now(), window))
+            .unwrap_or_default()
+    }
+
+    /// Changes the tickler window (see
+    /// [`SandboxBuilder::tickler_window`](crate::SandboxBuilder::tickler_window)); the maxima
+    /// seen so far stay.
+    pub fn set_tickler_window(&self, window: Duration) {
+        lock(&self.state).activity.tickler_window = window;
+    }
+
+    /// Forgets every user's activity ([`UserStats`]) and the activity counters
+    /// (`ip_mismatches`, `brokerage_takeovers`, `max_concurrent_ticklers`), so a test can
+    /// measure one phase on its own. Sessions, grants and the other counters stay.
+    pub fn reset_user_stats(&self) {
+        let mut state = lock(&self.state);
+        state.activity.users.clear();
+        state.counters.ip_mismatches = 0;
+        state.counters.brokerage_takeovers = 0;
+        state.counters.max_concurrent_ticklers = 0;
     }
 
     /// Lets `username` log in on the authorisation page with `password` (third-party flow).

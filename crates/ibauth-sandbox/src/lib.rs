@@ -84,11 +84,11 @@ pub use dh_primes::SANDBOX_DH_PRIMES;
 pub use error::SandboxError;
 pub use jwt::JwtError;
 pub use nightly::{NightlyReset, NightlyResetError};
-pub use oauth1a::RFC3526_PRIME_2048;
+pub use oauth1a::{IssuedAccessToken, RFC3526_PRIME_2048};
 pub use registration::{ClientRegistration, ConsumerRegistration};
 pub use server::{Sandbox, SandboxBuilder};
 pub use state::{
-    Counters, FailWith, Flags, Lifetimes, PacingLimits, PlacedOrder, RegisteredClient,
+    Counters, FailWith, Flags, Lifetimes, PacingLimits, PlacedOrder, RegisteredClient, UserStats,
 };
 
 /// Entry points for the fuzz targets (`fuzz/`, built by `cargo fuzz` with `--cfg fuzzing`):

@@ -282,11 +282,12 @@ pub(crate) fn sso_session(
         .exp
         .min(now.saturating_add(state.lifetimes.sso_session.as_secs()));
     let paper = state.paper_users.contains(&claims.credential);
+    let credential = claims.credential;
     state.sso.insert(
         bearer.clone(),
         SsoSession {
             client_id,
-            credential: claims.credential,
+            credential: credential.clone(),
             ip: claimed,
             session_id: random_hex(16),
             created_at: now,
@@ -295,5 +296,7 @@ pub(crate) fn sso_session(
         },
     );
     state.counters.sso_sessions += 1;
+    state.note_session_opened(&credential, &bearer);
+    state.activity.user(&credential).logins_oauth2 += 1;
     Ok(json!({ "access_token": bearer, "active": true, "token_type": "Bearer" }))
 }

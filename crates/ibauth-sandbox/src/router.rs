@@ -76,6 +76,9 @@ pub(crate) fn router(state: Shared, admin: bool) -> Router {
         router = router
             .route("/__sandbox/counters", get(admin::counters))
             .route("/__sandbox/orders", get(admin::orders))
+            .route("/__sandbox/users", get(admin::users))
+            .route("/__sandbox/users/{user}", get(admin::user))
+            .route("/__sandbox/bulk-grants", post(admin::bulk_grants))
             .route("/__sandbox/{action}", post(admin::action));
     }
     router
@@ -125,14 +128,24 @@ fn api_routes(router: Router<Shared>, prefix: &str) -> Router<Shared> {
                  ConnectInfo(peer): ConnectInfo<SocketAddr>,
                  uri: Uri,
                  headers: HeaderMap| async move {
-                    answer(&s, "live_session_token", StatusCode::OK, |st| {
+                    const ENDPOINT: &str = "live_session_token";
+                    let verified = {
+                        let mut st = lock(&s);
                         let url = format!("{}{}", st.base_url, uri.path());
-                        oauth1a::live_session_token_endpoint(
-                            st,
-                            authorization(&headers),
-                            &url,
-                            peer.ip(),
-                        )
+                        oauth1a::lst_verify(&mut st, authorization(&headers), &url)
+                    };
+                    let verified = match verified {
+                        Ok(verified) => verified,
+                        Err(reject) => {
+                            return answer(&s, ENDPOINT, StatusCode::OK, |_| Err(reject));
+                        }
+                    };
+                    // The Diffie-Hellman exchange, off the lock and off the async workers.
+                    let agreed = tokio::task::spawn_blocking(move || oauth1a::lst_agree(verified))
+                        .await
+                        .unwrap_or_else(|_| Err(Reject::ibkr(500, "LST derivation failed")));
+                    answer(&s, ENDPOINT, StatusCode::OK, |st| {
+                        oauth1a::lst_record(st, agreed?, peer.ip())
                     })
                 },
             ),

@@ -32,6 +32,8 @@ pub struct SandboxBuilder {
     pacing: Option<PacingLimits>,
     admin: bool,
     nightly_reset: Option<NightlyReset>,
+    bind_sso_ip: bool,
+    tickler_window: Duration,
 }
 
 impl SandboxBuilder {
@@ -103,6 +105,30 @@ impl SandboxBuilder {
         self
     }
 
+    /// Whether a bearer token (OAuth 2.0 SSO session) is refused when it comes from another
+    /// source address than the one its SSO session was opened for (default: on, as IBKR binds
+    /// the session to the `ip` of its JWT). The refusal is a plain 401 `not authenticated`,
+    /// counted in [`Counters::ip_mismatches`](crate::Counters::ip_mismatches); it applies to
+    /// every bearer-authenticated request, the WebSocket handshake included. OAuth 1.0a live
+    /// session tokens work from any host, as on IBKR. Peers are compared as IPv4 (an
+    /// IPv6-mapped IPv4 address is its IPv4 address), so a sandbox listening on `0.0.0.0`
+    /// tells apart clients in different network namespaces.
+    pub fn bind_sso_ip(mut self, bind: bool) -> Self {
+        self.bind_sso_ip = bind;
+        self
+    }
+
+    /// How close together tickles from two source addresses must be to count as concurrent
+    /// ticklers of one user (default 60 s, IBKR's recommended tickle interval): see
+    /// [`Control::max_concurrent_ticklers`](crate::Control::max_concurrent_ticklers). Make it
+    /// at least the fleet's tickle interval, so two members tickling side by side always
+    /// count as two, and shorter than the gap a clean handover leaves, so a handover counts
+    /// as one.
+    pub fn tickler_window(mut self, window: Duration) -> Self {
+        self.tickler_window = window;
+        self
+    }
+
     /// A user who can log in on the authorisation page (third-party flow); `paper` marks a
     /// paper account (`is_paper` in `oauth/access_token`).
     pub fn user(mut self, username: &str, password: &str, paper: bool) -> Self {
@@ -116,6 +142,8 @@ impl SandboxBuilder {
         let mut state = State::new(self.lifetimes, self.clock);
         state.ws_heartbeat = self.ws_heartbeat;
         state.pacing = self.pacing.map(Pacer::new);
+        state.bind_sso_ip = self.bind_sso_ip;
+        state.activity.tickler_window = self.tickler_window;
         for client in self.clients {
             state.clients.insert(client.client_id.clone(), client);
         }
@@ -243,6 +271,8 @@ impl Sandbox {
             pacing: None,
             admin: true,
             nightly_reset: None,
+            bind_sso_ip: true,
+            tickler_window: crate::state::DEFAULT_TICKLER_WINDOW,
         }
     }
 

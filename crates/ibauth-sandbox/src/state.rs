@@ -2,18 +2,21 @@
 //! The lowest layer: plain data and small invariants, used by every handler and depending on
 //! none of them.
 
+mod activity;
 mod faults;
 mod oauth1a;
 mod orders;
 mod pacing;
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ibauth::Clock;
 
+pub use activity::UserStats;
+pub(crate) use activity::{Activity, DEFAULT_TICKLER_WINDOW};
 pub use faults::FailWith;
 pub(crate) use faults::Faults;
 pub use oauth1a::RegisteredConsumer;
@@ -116,6 +119,14 @@ pub struct Counters {
     pub pacing_violations: u64,
     /// Requests refused with 429 because their IP sat in the penalty box.
     pub penalty_rejections: u64,
+    /// Bearer tokens (OAuth 2.0 SSO sessions) refused because they came from another source
+    /// address than the one their SSO session was opened for (also counted in `rejections`).
+    pub ip_mismatches: u64,
+    /// Brokerage sessions taken from another login by `ssodh/init` with `compete`.
+    pub brokerage_takeovers: u64,
+    /// Not a count of requests: the largest number of distinct addresses that tickled one
+    /// user within one tickler window, over all users (see [`UserStats`]).
+    pub max_concurrent_ticklers: u64,
 }
 
 pub(crate) struct AccessGrant {
@@ -177,6 +188,13 @@ pub(crate) struct State {
     pub pacing: Option<Pacer>,
     /// Set when the sandbox stops: open WebSockets close.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Refuse a bearer token used from another address than its SSO session's (IBKR does).
+    pub bind_sso_ip: bool,
+    /// What each user did (logins, ticklers, takeovers).
+    pub activity: Activity,
+    /// The clock second `seen_jtis` was last swept at: sweeping once per second keeps a
+    /// request's cost independent of how many logins came before it.
+    jtis_swept_at: Option<u64>,
 }
 
 impl State {
@@ -200,6 +218,9 @@ impl State {
             orders: OrderBook::default(),
             pacing: None,
             stopping: tokio::sync::watch::Sender::new(false),
+            bind_sso_ip: true,
+            activity: Activity::default(),
+            jtis_swept_at: None,
         }
     }
 
@@ -211,7 +232,12 @@ impl State {
     pub fn remember_jti(&mut self, jti: &str, exp: u64) -> bool {
         let now = self.now();
         let skew = self.lifetimes.clock_skew.as_secs();
-        self.seen_jtis.retain(|_, e| e.saturating_add(skew) >= now);
+        // The clock has a resolution of one second, so sweeping once per second forgets
+        // exactly what sweeping on every request would.
+        if self.jtis_swept_at != Some(now) {
+            self.seen_jtis.retain(|_, e| e.saturating_add(skew) >= now);
+            self.jtis_swept_at = Some(now);
+        }
         if self.seen_jtis.contains_key(jti) {
             return false;
         }
@@ -265,6 +291,66 @@ impl State {
         format!("{prefix}{:07}", user_id(credential) % 10_000_000)
     }
 
+    /// Records that the SSO session `key` of `credential` opened, for its user's live-session
+    /// count. Costs the user's own sessions, never all users'.
+    pub fn note_session_opened(&mut self, credential: &str, key: &str) {
+        let now = self.now();
+        let sso = &self.sso;
+        let user = self
+            .activity
+            .users
+            .entry(credential.to_owned())
+            .or_default();
+        user.sessions
+            .retain(|k| k != key && live_session_of(sso, k, credential, now));
+        user.sessions.push(key.to_owned());
+        user.max_live_sessions = user.max_live_sessions.max(user.sessions.len());
+    }
+
+    /// Records a tickle of `credential` from `peer` arriving at `at`.
+    pub fn note_tickle(&mut self, credential: &str, peer: IpAddr, at: Instant) {
+        let window = self.activity.tickler_window;
+        let concurrent = self
+            .activity
+            .user(credential)
+            .tickle(peer.to_canonical(), at, window);
+        let concurrent = u64::try_from(concurrent).unwrap_or(u64::MAX);
+        self.counters.max_concurrent_ticklers =
+            self.counters.max_concurrent_ticklers.max(concurrent);
+    }
+
+    /// What `credential` did so far (all zero for a user never seen).
+    pub fn user_stats(&self, credential: &str) -> UserStats {
+        let now = self.now();
+        let brokerage_sessions = usize::from(self.brokerage.contains_key(credential));
+        let Some(user) = self.activity.users.get(credential) else {
+            return UserStats {
+                brokerage_sessions,
+                ..UserStats::default()
+            };
+        };
+        let live_sessions = user
+            .sessions
+            .iter()
+            .filter(|k| live_session_of(&self.sso, k, credential, now))
+            .count();
+        UserStats {
+            logins: user.logins_oauth2 + user.logins_oauth1a,
+            sso_sessions: user.logins_oauth2,
+            live_session_tokens: user.logins_oauth1a,
+            access_tokens: user.access_tokens,
+            inits: user.inits,
+            takeovers: user.takeovers,
+            tickles: user.tickles,
+            ticklers: user.ticklers(Instant::now(), self.activity.tickler_window),
+            max_concurrent_ticklers: user.max_concurrent_ticklers,
+            live_sessions,
+            max_live_sessions: user.max_live_sessions,
+            brokerage_sessions,
+            ip_mismatches: user.ip_mismatches,
+        }
+    }
+
     /// Whether `bearer` holds its user's brokerage session (the "bridge" exists).
     pub fn has_bridge(&self, bearer: &str, credential: &str) -> bool {
         self.brokerage
@@ -280,6 +366,17 @@ impl std::fmt::Debug for State {
             .field("counters", &self.counters)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `key` names a live SSO session of `credential` at `now`.
+fn live_session_of(
+    sso: &HashMap<String, SsoSession>,
+    key: &str,
+    credential: &str,
+    now: u64,
+) -> bool {
+    sso.get(key)
+        .is_some_and(|s| s.credential == credential && s.expires_at > now)
 }
 
 /// `bytes` random bytes as lowercase hex.

@@ -51,6 +51,7 @@ pub(crate) async fn handler(
             headers: &headers,
             query: uri.query(),
             body: &body,
+            peer: peer.ip(),
         };
         let caller = authn::authenticate(state, &req)?;
         pacing::check(
@@ -61,7 +62,7 @@ pub(crate) async fn handler(
             peer.ip(),
             arrival,
         )?;
-        dispatch(state, &caller, endpoint, &req)
+        dispatch(state, &caller, endpoint, &req, arrival)
     })
 }
 
@@ -70,6 +71,7 @@ fn dispatch(
     caller: &Caller,
     endpoint: &str,
     req: &authn::Req<'_>,
+    arrival: Instant,
 ) -> Result<Value, Reject> {
     let (query, body) = (req.query, req.body);
     match endpoint {
@@ -79,7 +81,7 @@ fn dispatch(
             brokerage::init(state, caller, params)
         }
         "iserver/auth/status" => brokerage::status(state, caller),
-        "tickle" => brokerage::tickle(state, caller),
+        "tickle" => brokerage::tickle(state, caller, arrival),
         "logout" => brokerage::logout(state, caller),
         "iserver/accounts" => api::iserver_accounts(state, caller),
         "portfolio/accounts" => api::portfolio_accounts(state, caller),

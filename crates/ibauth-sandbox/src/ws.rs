@@ -16,6 +16,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::authn;
 use crate::oauth2::bearer;
 use crate::pacing;
 use crate::reply::Reject;
@@ -97,13 +98,16 @@ struct Owner {
     credential: String,
 }
 
-/// The session behind the token of the handshake, and its current session id.
+/// The session behind the token of the handshake, and its current session id. A bearer token
+/// is only accepted from the address its SSO session was opened for.
 fn token_session(
-    state: &State,
+    state: &mut State,
     query: &HashMap<String, String>,
     headers: &HeaderMap,
+    peer: IpAddr,
 ) -> Result<(Owner, String), Reject> {
     let now = state.now();
+    let bearer_token = !query.contains_key("oauth_token");
     let key = match query.get("oauth_token") {
         Some(token) => {
             let lst = state
@@ -124,8 +128,11 @@ fn token_session(
     if session.expires_at <= now {
         return Err(Reject::unauthenticated());
     }
-    let credential = session.credential.clone();
-    Ok((Owner { key, credential }, session.session_id.clone()))
+    let (credential, session_id) = (session.credential.clone(), session.session_id.clone());
+    if bearer_token {
+        authn::check_bound_ip(state, &key, peer)?;
+    }
+    Ok((Owner { key, credential }, session_id))
 }
 
 /// The session id in the `api` cookie: `api=<id>`, or `api={"session":"<id>"}` (raw or
@@ -166,10 +173,9 @@ pub(crate) async fn handler(
     peer: IpAddr,
     arrival: Instant,
 ) -> Response {
-    let admitted =
-        {
-            let mut state = lock(&shared);
-            let admitted = token_session(&state, &query, &headers).and_then(|(owner, current)| {
+    let admitted = {
+        let mut state = lock(&shared);
+        let admitted = token_session(&mut state, &query, &headers, peer).and_then(|(owner, current)| {
             let cookie = cookie_session(&headers);
             if cookie.as_ref().is_some_and(|c| *c != current) {
                 return Err(Reject::ibkr(
@@ -180,21 +186,21 @@ pub(crate) async fn handler(
             pacing::check(&mut state, &owner.credential, "GET", "/v1/api/ws", peer, arrival)?;
             Ok((owner, cookie.is_some(), state.ws_heartbeat))
         });
-            match admitted {
-                Ok((owner, with_cookie, heartbeat)) => {
-                    if with_cookie {
-                        state.counters.ws_connections += 1;
-                    }
-                    (owner, with_cookie, heartbeat)
+        match admitted {
+            Ok((owner, with_cookie, heartbeat)) => {
+                if with_cookie {
+                    state.counters.ws_connections += 1;
                 }
-                Err(reject @ Reject::TooManyRequests { .. }) => return reject.into_response(),
-                Err(reject) => {
-                    state.counters.rejections += 1;
-                    tracing::info!(endpoint = "ws", ?reject, "sandbox refused a request");
-                    return reject.into_response();
-                }
+                (owner, with_cookie, heartbeat)
             }
-        };
+            Err(reject @ Reject::TooManyRequests { .. }) => return reject.into_response(),
+            Err(reject) => {
+                state.counters.rejections += 1;
+                tracing::info!(endpoint = "ws", ?reject, "sandbox refused a request");
+                return reject.into_response();
+            }
+        }
+    };
     let (owner, with_cookie, heartbeat) = admitted;
     upgrade
         .max_message_size(MAX_MESSAGE)

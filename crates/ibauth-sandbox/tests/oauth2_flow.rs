@@ -122,6 +122,9 @@ async fn full_flow_connect_status_tickles_logout() {
             orders_placed: 0,
             pacing_violations: 0,
             penalty_rejections: 0,
+            ip_mismatches: 0,
+            brokerage_takeovers: 0,
+            max_concurrent_ticklers: 1,
         }
     );
 
@@ -167,6 +170,9 @@ async fn full_flow_connect_status_tickles_logout() {
             orders_placed: 0,
             pacing_violations: 0,
             penalty_rejections: 0,
+            ip_mismatches: 0,
+            brokerage_takeovers: 0,
+            max_concurrent_ticklers: 1,
         }
     );
 }
@@ -297,6 +303,9 @@ async fn host_switch_at_run_time_sends_every_later_call_to_the_new_host() {
             orders_placed: 0,
             pacing_violations: 0,
             penalty_rejections: 0,
+            ip_mismatches: 0,
+            brokerage_takeovers: 0,
+            max_concurrent_ticklers: 1,
         }
     );
     assert_eq!(

@@ -1,12 +1,13 @@
 //! `POST /v1/api/oauth/live_session_token`: RSA-SHA256 over the prepend and the base string,
-//! then Diffie-Hellman in the consumer's own group.
+//! then Diffie-Hellman in the consumer's own group, in three steps so the exchange runs
+//! without the sandbox's lock: [`verify`], [`agree`], [`record`].
 
 use std::net::IpAddr;
 
 use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ibauth::oauth1a::{DhSecret, base_string, live_session_token, lst_signature};
+use ibauth::oauth1a::{DhGroup, DhSecret, base_string, live_session_token, lst_signature};
 use ibauth::secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
@@ -20,13 +21,36 @@ fn no_secret() -> Reject {
     Reject::ibkr(401, "LST failed, error: No access secret key found")
 }
 
-/// `POST …/oauth/live_session_token`.
-pub(crate) fn live_session_token_endpoint(
+/// A live-session-token request whose signature verified, waiting for its Diffie-Hellman
+/// exchange. The exchange (two 2048-bit modular exponentiations, the costly part of a login)
+/// needs nothing of the sandbox's state, so it runs without the lock: a storm of logins does
+/// not hold up every other request.
+pub(crate) struct Verified {
+    dh: DhGroup,
+    challenge: String,
+    prepend: String,
+    consumer_key: String,
+    token: String,
+    credential: String,
+    paper: bool,
+}
+
+/// The exchange done: what the sandbox records and answers.
+pub(crate) struct Agreed {
+    verified: Verified,
+    key: Vec<u8>,
+    lst: String,
+    lst_sig: String,
+    response: String,
+}
+
+/// `POST …/oauth/live_session_token`, first step (under the lock): the header, the grant, the
+/// RSA-SHA256 signature over the prepend and the base string, and the challenge's range.
+pub(crate) fn verify(
     state: &mut State,
     authorization: Option<&str>,
     url: &str,
-    peer: IpAddr,
-) -> Result<Value, Reject> {
+) -> Result<Verified, Reject> {
     let header = header(authorization, || {
         Reject::ibkr(401, "OAuth authorization header required")
     })?;
@@ -68,23 +92,59 @@ pub(crate) fn live_session_token_endpoint(
     dh.check_peer_value(&challenge)
         .map_err(|why| Reject::ibkr(400, format!("bad diffie_hellman_challenge: {why}")))?;
     let (credential, paper) = (grant.credential.clone(), grant.paper);
-    let params = checked.accept(state);
+    checked.accept(state);
+    Ok(Verified {
+        dh,
+        challenge,
+        prepend,
+        consumer_key,
+        token,
+        credential,
+        paper,
+    })
+}
+
+/// Second step (no lock): the Diffie-Hellman exchange and the live session token.
+pub(crate) fn agree(verified: Verified) -> Result<Agreed, Reject> {
+    let failed = || Reject::ibkr(500, "LST derivation failed");
     let b = DhSecret::random();
-    let k = dh
-        .shared_secret(&challenge, &b)
+    let k = verified
+        .dh
+        .shared_secret(&verified.challenge, &b)
         .map_err(|e| Reject::ibkr(400, format!("bad diffie_hellman_challenge: {e}")))?;
-    let prepend_secret = SecretString::from(prepend);
-    let lst = live_session_token(&k, &prepend_secret)
-        .ok_or_else(|| Reject::ibkr(500, "LST derivation failed"))?;
-    let lst_sig = lst_signature(&lst, &consumer_key)
-        .ok_or_else(|| Reject::ibkr(500, "LST derivation failed"))?;
-    let key = STANDARD
-        .decode(lst.expose_secret())
-        .map_err(|_| Reject::ibkr(500, "LST derivation failed"))?;
+    let prepend_secret = SecretString::from(verified.prepend.clone());
+    let lst = live_session_token(&k, &prepend_secret).ok_or_else(failed)?;
+    let lst_sig = lst_signature(&lst, &verified.consumer_key).ok_or_else(failed)?;
+    let key = STANDARD.decode(lst.expose_secret()).map_err(|_| failed())?;
+    let response = verified.dh.challenge(&b);
+    Ok(Agreed {
+        verified,
+        key,
+        lst: lst.expose_secret().to_owned(),
+        lst_sig,
+        response,
+    })
+}
+
+/// Last step (under the lock): records the live session token and its SSO session.
+pub(crate) fn record(state: &mut State, agreed: Agreed, peer: IpAddr) -> Result<Value, Reject> {
+    let Agreed {
+        verified,
+        key,
+        lst,
+        lst_sig,
+        response,
+    } = agreed;
+    let Verified {
+        consumer_key,
+        token,
+        credential,
+        paper,
+        ..
+    } = verified;
     let now = state.now();
     let expires_at = now.saturating_add(state.lifetimes.sso_session.as_secs());
-    state.issued.push(lst.expose_secret().to_owned());
-    let token = params.get("oauth_token").cloned().unwrap_or_default();
+    state.issued.push(lst);
     state
         .oauth1a
         .lsts
@@ -93,11 +153,12 @@ pub(crate) fn live_session_token_endpoint(
         IpAddr::V4(ip) => ip,
         IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::LOCALHOST),
     };
+    let session = session_key(&token);
     state.sso.insert(
-        session_key(&token),
+        session.clone(),
         SsoSession {
             client_id: consumer_key,
-            credential,
+            credential: credential.clone(),
             ip,
             session_id: random_hex(16),
             created_at: now,
@@ -106,8 +167,10 @@ pub(crate) fn live_session_token_endpoint(
         },
     );
     state.counters.live_session_tokens += 1;
+    state.note_session_opened(&credential, &session);
+    state.activity.user(&credential).logins_oauth1a += 1;
     Ok(json!({
-        "diffie_hellman_response": dh.challenge(&b),
+        "diffie_hellman_response": response,
         "live_session_token_signature": lst_sig,
         "live_session_token_expiration": expires_at.saturating_mul(1000),
     }))

@@ -55,6 +55,8 @@ pub(crate) struct Oauth1aState {
     pub lsts: HashMap<String, LstGrant>,
     /// `consumer:nonce` → timestamp, for as long as the timestamp is acceptable.
     pub nonces: HashMap<String, u64>,
+    /// The clock second `nonces` was last swept at (one sweep per second at most).
+    pub nonces_swept_at: Option<u64>,
     pub request_tokens: HashMap<String, RequestGrant>,
 }
 

@@ -295,9 +295,28 @@ impl Session {
 
     /// Sends `call` with `authorization` (from [`Session::header`], possibly altered).
     pub async fn send_with(&self, call: &Call<'_>, authorization: &str) -> Reply {
+        self.send_through(&http(), call, authorization).await
+    }
+
+    /// Signs and sends `call` from the local address `from` (any of 127.0.0.0/8 on Linux).
+    pub async fn send_from(&self, call: &Call<'_>, from: std::net::IpAddr) -> Reply {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .local_address(from)
+            .build()
+            .expect("http client");
+        self.send_through(&client, call, &self.header(call)).await
+    }
+
+    async fn send_through(
+        &self,
+        client: &reqwest::Client,
+        call: &Call<'_>,
+        authorization: &str,
+    ) -> Reply {
         let url = format!("{}{}{}", self.base_url, call.api, call.path);
         let method = reqwest::Method::from_bytes(call.method.as_bytes()).expect("a method");
-        let mut request = http()
+        let mut request = client
             .request(method, &url)
             .header("authorization", authorization);
         request = match call.form_body {
