@@ -4,9 +4,11 @@
 mod config;
 mod listener;
 mod pool;
+mod queue;
 mod schema;
 mod tls;
 
+pub use queue::MAX_CLAIM;
 pub use schema::SCHEMA_VERSION;
 
 use std::sync::Arc;

@@ -9,7 +9,7 @@ use ibauth::coord::CoordError;
 use tokio_postgres::Client;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock key migrations hold (`ibauth` in ASCII, as a number).
 const MIGRATION_LOCK: i64 = 0x6962_6175_7468;
@@ -51,6 +51,15 @@ const MIGRATIONS: &[&str] = &[
         doc        BYTEA,
         updated_at TIMESTAMPTZ
     );
+    ",
+    // 2: the work queue of a multi-session runner (`WorkQueue`): when each identity is due.
+    // Who works on it is its lease in ibauth_leases.
+    "
+    CREATE TABLE ibauth_work (
+        identity TEXT PRIMARY KEY,
+        due_at   TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX ibauth_work_due ON ibauth_work (due_at);
     ",
 ];
 

@@ -8,12 +8,13 @@ use ibauth_postgres::{PgCoordinator, SCHEMA_VERSION};
 use ibauth_testsupport::postgres::PgServer;
 use std::time::Duration;
 
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 6] = [
     "ibauth_schema",
     "ibauth_leases",
     "ibauth_sessions",
     "ibauth_members",
     "ibauth_pacing",
+    "ibauth_work",
 ];
 
 async fn tables(admin: &tokio_postgres::Client) -> Vec<String> {
