@@ -18,11 +18,33 @@
 
 #![warn(missing_docs)]
 
+pub mod runner;
+
 use std::sync::Arc;
 
 use ibauth::SessionBuilder;
 use ibauth::coord::{CoordError, Coordinator, Keyring, StoreUrl};
 use ibauth::policy::Policy;
+
+/// Opens the store `url` names as a work queue for a [`runner::Runner`]: PostgreSQL only
+/// (Redis keeps no work queue).
+pub async fn connect_queue(
+    url: &StoreUrl,
+) -> Result<Arc<dyn ibauth::coord::WorkQueue>, CoordError> {
+    match url.scheme() {
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(
+            ibauth_postgres::PgCoordinator::builder(url.as_str())
+                .pool_size(8)
+                .connect()
+                .await?,
+        )),
+        other => Err(CoordError::Config(format!(
+            "{}: a multi-session runner needs a PostgreSQL store (`{other}` keeps no work queue)",
+            url.redacted()
+        ))),
+    }
+}
 
 /// Opens the store `url` names.
 pub async fn connect(url: &StoreUrl) -> Result<Arc<dyn Coordinator>, CoordError> {

@@ -84,7 +84,7 @@ async fn three_claimers_never_hold_one_identity_together() {
     for task in tasks {
         claims += task.await.expect("worker");
     }
-    let handled = handled.lock().unwrap();
+    let handled = handled.lock().unwrap().clone();
     assert_eq!(handled.len(), 600, "every identity was handled");
     // Due every 200 ms for 4 s: each ~20 times, none starved.
     let least = handled.values().min().copied().unwrap_or(0);

@@ -200,11 +200,17 @@ impl Oauth1aConfig {
         &self.signature_key
     }
 
-    /// The same consumer with another access token (a third-party grant).
-    pub(crate) fn with_access_token(mut self, token: &str, secret: SecretString) -> Self {
+    /// The same consumer with another access token (a third-party grant): its token and its
+    /// secret as the portal gives it (encrypted to the consumer's encryption key, base64).
+    pub fn with_access_token(mut self, token: &str, secret: SecretString) -> Self {
         self.access_token = token.to_owned();
         self.access_token_secret = secret;
         self
+    }
+
+    /// The timeout of every call.
+    pub fn timeout_in_use(&self) -> Duration {
+        self.timeout
     }
 
     /// The realm in use.
@@ -268,6 +274,28 @@ pub struct HmacAuthorizer {
     realm: String,
     lst: Arc<SecretSlice<u8>>,
     clock: Arc<dyn Clock>,
+}
+
+impl HmacAuthorizer {
+    /// An authorizer for `consumer`'s (its key and realm) `access_token` with a live session
+    /// token kept elsewhere (base64, as [`LiveSessionToken::token`] gives it) — for a runner
+    /// that keeps thousands of sessions as stored documents rather than clients: no key is
+    /// touched, nothing is decrypted. `None` if the token is not base64.
+    pub fn from_token(
+        consumer: &Oauth1aConfig,
+        access_token: &str,
+        lst: &SecretString,
+        clock: Arc<dyn Clock>,
+    ) -> Option<Self> {
+        let key = STANDARD.decode(lst.expose_secret()).ok()?;
+        Some(Self {
+            consumer_key: consumer.consumer_key.clone(),
+            access_token: access_token.to_owned(),
+            realm: consumer.realm.clone(),
+            lst: Arc::new(SecretSlice::from(key)),
+            clock,
+        })
+    }
 }
 
 impl fmt::Debug for HmacAuthorizer {
@@ -804,6 +832,35 @@ pub(crate) fn host_root(rest: &Url) -> Url {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_authorizer_from_a_stored_token_signs_for_the_given_access_token() {
+        let key = SigningKey::generate().expect("key");
+        let decrypt = DecryptionKey::from_pem(&key.to_pkcs8_pem()).expect("key");
+        let group = DhGroup::from_hex(super::super::RFC3526_PRIME_2048, 2).expect("group");
+        let consumer = Oauth1aConfig::new(
+            "CONSUMER1",
+            "",
+            SecretString::from(String::new()),
+            key,
+            decrypt,
+            group,
+        );
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let not_b64 = SecretString::from("not base64!".to_owned());
+        assert!(HmacAuthorizer::from_token(&consumer, "tok", &not_b64, clock.clone()).is_none());
+        let lst = SecretString::from(STANDARD.encode([7u8; 20]));
+        let auth = HmacAuthorizer::from_token(&consumer, "granted-token", &lst, clock)
+            .expect("a base64 token");
+        assert_eq!(format!("{auth:?}"), "HmacAuthorizer([REDACTED])");
+        let url = Url::parse("https://api.ibkr.com/v1/api/tickle").expect("url");
+        let header = auth.authorization(&Method::POST, &url).expect("header");
+        let text = header.to_str().expect("ascii");
+        assert!(text.contains("oauth_token=\"granted-token\""), "{text}");
+        assert!(text.contains("oauth_consumer_key=\"CONSUMER1\""), "{text}");
+        assert!(text.contains("HMAC-SHA256"), "{text}");
+        assert!(header.is_sensitive());
+    }
 
     #[test]
     fn lst_expiry_is_kept_when_plausible_and_clamped_otherwise() {
