@@ -190,6 +190,23 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Many third-party sessions (OAuth 1.0a grants, one per user) kept alive by workers that
+    /// share them through a PostgreSQL store: enroll grants, run workers (on as many hosts as
+    /// you like), read the queue.
+    #[command(
+        after_help = "The consumer (keys, DH parameters, REST URL) is the `oauth1a:` section of the config file, without an access token.\n\nExample:\n  ibauth --config consumer.yaml fleet --store postgres://ibauth@db/ibauth enroll grants.jsonl\n  ibauth --config consumer.yaml fleet --store postgres://ibauth@db/ibauth run --workers 4\n  ibauth fleet --store postgres://ibauth@db/ibauth stats"
+    )]
+    Fleet {
+        /// The shared store (postgres://…) [default: `store` in the config file, or IBAUTH_STORE].
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// The key file that seals session documents [default: `store_key_file`, or
+        /// IBAUTH_STORE_KEY_FILE / IBAUTH_STORE_KEY].
+        #[arg(long, value_name = "FILE")]
+        store_key_file: Option<PathBuf>,
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// Serve a local IBKR auth emulator with a generated credential set, until Ctrl-C.
     #[command(
         after_help = "Example:\n  ibauth sandbox --dir ./sandbox --tls\n  ibauth --config ./sandbox/config.yaml login"
@@ -224,6 +241,57 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_window)]
         tickler_window: std::time::Duration,
     },
+}
+
+/// `ibauth fleet …`.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Store each grant of FILE (sealed) and queue it, due now. FILE has one JSON object per
+    /// line: {"user", "oauth_token", "oauth_token_secret"} (the secret as the portal gives it,
+    /// encrypted); grants already stored are kept as they are.
+    Enroll {
+        /// The grants file (JSON lines).
+        file: PathBuf,
+    },
+    /// Keep the enrolled sessions alive until Ctrl-C/SIGTERM: claim due sessions, log in where
+    /// needed (rate-limited), tickle, hand them back. Run it on several hosts to share the work.
+    Run {
+        /// Worker tasks in this process.
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        workers: usize,
+        /// Sessions a worker claims at once.
+        #[arg(long, value_name = "N", default_value_t = 200)]
+        batch: usize,
+        /// Sessions a worker handles at once.
+        #[arg(long, value_name = "N", default_value_t = 32)]
+        concurrency: usize,
+        /// Time between two tickles of a session.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_window)]
+        tickle_every: std::time::Duration,
+        /// How long a claim lasts: a dead worker's sessions are taken over after it.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_window)]
+        hold: std::time::Duration,
+        /// How long an idle worker waits before claiming again.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_window)]
+        poll: std::time::Duration,
+        /// When a failed tickle or login is tried again.
+        #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_window)]
+        retry_after: std::time::Duration,
+        /// Logins per second (IBKR rate-limits them).
+        #[arg(long, value_name = "RATE", default_value_t = 2.0)]
+        login_rate: f64,
+        /// Logins allowed at once after a quiet spell.
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        login_burst: u32,
+        /// The login rate is per process, not shared by the fleet through the store.
+        #[arg(long)]
+        login_rate_per_process: bool,
+        /// Print this process's counts every DURATION (and always when it stops).
+        #[arg(long, value_name = "DURATION", value_parser = parse_window)]
+        stats_every: Option<std::time::Duration>,
+    },
+    /// How many sessions are queued, due, being worked on, and how late the most overdue is.
+    Stats,
 }
 
 /// A positive duration written `<n>ms`, `<n>s`, `<n>m` or `<n>h` (a bare number is seconds).

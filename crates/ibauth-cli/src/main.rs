@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod demo;
 mod doctor;
+mod fleet_cmd;
 mod flow;
 mod keepalive;
 mod open;
@@ -109,6 +110,51 @@ async fn run(cli: Cli) -> ExitCode {
             return keepalive::run(out, opts).await;
         }
         Command::Ws { count } => return ws_cmd::run(out, flags, count).await,
+        Command::Fleet {
+            store,
+            store_key_file,
+            command,
+        } => {
+            let opts = fleet_cmd::Options {
+                config: flags.config,
+                store,
+                store_key_file,
+                json: cli.json,
+            };
+            let action = match command {
+                cli::FleetCommand::Enroll { file } => fleet_cmd::Action::Enroll { file },
+                cli::FleetCommand::Stats => fleet_cmd::Action::Stats,
+                cli::FleetCommand::Run {
+                    workers,
+                    batch,
+                    concurrency,
+                    tickle_every,
+                    hold,
+                    poll,
+                    retry_after,
+                    login_rate,
+                    login_burst,
+                    login_rate_per_process,
+                    stats_every,
+                } => fleet_cmd::Action::Run {
+                    options: ibauth_fleet::runner::RunnerOptions {
+                        workers,
+                        batch,
+                        concurrency,
+                        tickle_every,
+                        hold,
+                        poll,
+                        retry_after,
+                        login_rate,
+                        login_burst,
+                        login_pacing: fleet_cmd::pacing(!login_rate_per_process),
+                        ..Default::default()
+                    },
+                    stats_every,
+                },
+            };
+            return fleet_cmd::run(opts, action).await;
+        }
         Command::Sandbox {
             dir,
             listen,

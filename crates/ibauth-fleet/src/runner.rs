@@ -788,6 +788,21 @@ impl Runner {
             }
         };
         tokio::time::sleep(wait).await;
+        // A login takes round trips and IBKR's time: the claim is renewed for a whole hold
+        // first, so one that started late in the batch still ends inside it.
+        bump(&c.store_calls);
+        match inner.queue.renew(lease, opts.hold).await {
+            Ok(()) => {}
+            Err(CoordError::Fenced { .. }) => {
+                bump(&c.fenced);
+                return Outcome::Lost;
+            }
+            Err(e) => {
+                tracing::warn!(identity = %id, "renewing the claim before a login failed: {e}");
+                bump(&c.failures);
+                return Outcome::Again(opts.retry_after);
+            }
+        }
         match self.login(&mut doc).await {
             Ok(()) => {
                 bump(&c.logins);
