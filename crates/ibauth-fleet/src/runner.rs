@@ -4,8 +4,9 @@
 //! Per identity the store keeps one sealed document — the grant (access token and its
 //! encrypted secret) and the live session token with its expiry, about 300 bytes before
 //! sealing — and one row with its due time. A worker process holds nothing per identity
-//! between visits: it claims a batch of due identities (a claim is the identity's lease, with
-//! a new fencing generation), and for each loads and opens the document, logs in if the live
+//! between visits: it claims a batch of due identities with their documents, in one statement
+//! on PostgreSQL (a claim is the identity's lease, with a new fencing generation), and for each
+//! opens the document, logs in if the live
 //! session token is missing or near its end (Diffie-Hellman, then `ssodh/init`), tickles,
 //! saves the document if it changed (fenced: refused once the claim is no longer current),
 //! and hands the batch back due again after the tickle interval. A worker that dies leaves
@@ -24,7 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
-use ibauth::coord::{Acquired, Claimed, CoordError, Keyring, KeyringError, Lease, WorkQueue};
+use ibauth::coord::{
+    Acquired, Claimed, CoordError, Keyring, KeyringError, Lease, SealedDoc, WorkQueue,
+};
 use ibauth::oauth1a::{HmacAuthorizer, Oauth1aClient, Oauth1aConfig};
 use ibauth::secrecy::{ExposeSecret, SecretString};
 use ibauth::{BrokerageClient, Clock, HttpClient, SystemClock};
@@ -334,7 +337,8 @@ pub struct RunnerStats {
     /// Identities handed back unworked, due at once, because their batch had used up too
     /// much of the hold (a slow store or IBKR, or a batch too large for the hold).
     pub deferred: u64,
-    /// Calls to the store (claim, load, store, reschedule, each pacing transaction's two).
+    /// Calls to the store (claim with the documents, save, renew, hand-back, each pacing
+    /// transaction's two).
     pub store_calls: u64,
     /// How late (past due) identities were claimed: median, 99th percentile, most (ms; to 10
     /// ms, 60 s at most).
@@ -654,7 +658,11 @@ impl Runner {
         while !*stop.borrow() {
             bump(&inner.counters.store_calls);
             bump(&inner.counters.claims);
-            let claimed = match inner.queue.claim(&me, opts.batch, opts.hold).await {
+            let claimed = match inner
+                .queue
+                .claim_with_docs(&me, opts.batch, opts.hold)
+                .await
+            {
                 Ok(claimed) => claimed,
                 Err(e) if e.is_transient() => {
                     tracing::warn!(worker = %me, "claiming due sessions failed, trying again: {e}");
@@ -674,11 +682,11 @@ impl Runner {
         Ok(())
     }
 
-    async fn work(&self, claimed: Vec<Claimed>) {
+    async fn work(&self, claimed: Vec<(Claimed, Option<SealedDoc>)>) {
         let inner = &self.inner;
         let c = &inner.counters;
         c.claimed.fetch_add(claimed.len() as u64, Ordering::Relaxed);
-        for one in &claimed {
+        for (one, _) in &claimed {
             let ms = one.late.as_millis() as u64;
             let bucket = ((ms / LATE_BUCKET_MS) as usize).min(LATE_BUCKETS - 1);
             bump(&c.late[bucket]);
@@ -688,8 +696,8 @@ impl Runner {
         // quarters), so it ends before the claim runs out; the rest is handed back due now.
         let claimed_at = Instant::now();
         let done: Vec<(Lease, Duration)> = futures_util::stream::iter(claimed)
-            .map(|one| async move {
-                match self.handle(&one.lease, claimed_at).await {
+            .map(|(one, doc)| async move {
+                match self.handle(&one.lease, doc, claimed_at).await {
                     Outcome::Again(wait) => Some((one.lease, wait)),
                     Outcome::Lost => None,
                 }
@@ -713,7 +721,12 @@ impl Runner {
         }
     }
 
-    async fn handle(&self, lease: &Lease, claimed_at: Instant) -> Outcome {
+    async fn handle(
+        &self,
+        lease: &Lease,
+        sealed: Option<SealedDoc>,
+        claimed_at: Instant,
+    ) -> Outcome {
         let inner = &self.inner;
         let c = &inner.counters;
         let opts = &inner.options;
@@ -723,19 +736,10 @@ impl Runner {
             bump(&c.deferred);
             return Outcome::Again(Duration::ZERO);
         }
-        bump(&c.store_calls);
-        let sealed = match inner.queue.load(id).await {
-            Ok(Some(sealed)) => sealed,
-            Ok(None) => {
-                tracing::warn!(identity = %id, "queued without a session document: enroll its grant again");
-                bump(&c.failures);
-                return Outcome::Again(opts.retry_after.max(Duration::from_secs(600)));
-            }
-            Err(e) => {
-                tracing::warn!(identity = %id, "loading the session failed: {e}");
-                bump(&c.failures);
-                return Outcome::Again(opts.retry_after);
-            }
+        let Some(sealed) = sealed else {
+            tracing::warn!(identity = %id, "queued without a session document: enroll its grant again");
+            bump(&c.failures);
+            return Outcome::Again(opts.retry_after.max(Duration::from_secs(600)));
         };
         let doc = inner
             .keyring

@@ -11,7 +11,10 @@
 
 use std::time::Duration;
 
-use ibauth::coord::{Claimed, CoordError, CoordFuture, Lease, QueueStats, WorkQueue, check_name};
+use ibauth::coord::{
+    Claimed, CoordError, CoordFuture, Lease, MAX_DOC_LEN, QueueStats, SealedDoc, WorkQueue,
+    check_name,
+};
 use tokio_postgres::types::Type;
 
 use crate::{PgCoordinator, db_generation, duration_from_micros, micros};
@@ -21,6 +24,34 @@ const ENROLL_CHUNK: usize = 1000;
 
 /// The most identities one claim may ask for.
 pub const MAX_CLAIM: usize = 10_000;
+
+/// Claims (worker $1, limit $2, hold $3 µs) and reads each claimed identity's document
+/// (`CASE`-bounded to $4 bytes, as `load` does) in one statement.
+const CLAIM: &str = "WITH due AS (
+        SELECT w.identity, w.due_at FROM ibauth_work w
+        WHERE w.due_at <= clock_timestamp()
+            AND NOT EXISTS (SELECT 1 FROM ibauth_leases l
+                WHERE l.identity = w.identity AND l.holder IS NOT NULL
+                    AND l.expires_at > clock_timestamp())
+        ORDER BY w.due_at
+        LIMIT $2
+        FOR UPDATE OF w SKIP LOCKED),
+    taken AS (
+        INSERT INTO ibauth_leases AS l (identity, holder, generation, expires_at)
+        SELECT identity, $1, 1, clock_timestamp() + $3::float8 * interval '1 microsecond'
+        FROM due
+        ON CONFLICT (identity) DO UPDATE SET
+            holder = EXCLUDED.holder, generation = l.generation + 1,
+            expires_at = EXCLUDED.expires_at
+        WHERE l.holder IS NULL OR l.expires_at <= clock_timestamp()
+        RETURNING l.identity, l.generation)
+    SELECT t.identity, t.generation,
+        GREATEST(0, (EXTRACT(EPOCH FROM clock_timestamp() - d.due_at) * 1000000)::int8),
+        left(s.key_id, 201), CASE WHEN octet_length(s.sealed) <= $4 THEN s.sealed END,
+        octet_length(s.sealed), s.version, s.generation
+    FROM taken t JOIN due d ON d.identity = t.identity
+    LEFT JOIN ibauth_sessions s ON s.identity = t.identity AND s.sealed IS NOT NULL
+    ORDER BY d.due_at";
 
 impl WorkQueue for PgCoordinator {
     fn enroll<'a>(&'a self, identities: &'a [String], due_in: Duration) -> CoordFuture<'a, u64> {
@@ -77,6 +108,18 @@ impl WorkQueue for PgCoordinator {
         hold: Duration,
     ) -> CoordFuture<'a, Vec<Claimed>> {
         Box::pin(async move {
+            let claimed = self.claim_with_docs(worker, limit, hold).await?;
+            Ok(claimed.into_iter().map(|(c, _)| c).collect())
+        })
+    }
+
+    fn claim_with_docs<'a>(
+        &'a self,
+        worker: &'a str,
+        limit: usize,
+        hold: Duration,
+    ) -> CoordFuture<'a, Vec<(Claimed, Option<SealedDoc>)>> {
+        Box::pin(async move {
             check_name("worker", worker)?;
             let inner = &self.inner;
             let limit = limit.min(MAX_CLAIM) as i64;
@@ -84,36 +127,16 @@ impl WorkQueue for PgCoordinator {
                 return Ok(Vec::new());
             }
             let hold_us = micros(hold);
+            let max = MAX_DOC_LEN as i32;
             let rows = inner
                 .rows(
                     "claiming due work",
-                    "WITH due AS (
-                        SELECT w.identity, w.due_at FROM ibauth_work w
-                        WHERE w.due_at <= clock_timestamp()
-                            AND NOT EXISTS (SELECT 1 FROM ibauth_leases l
-                                WHERE l.identity = w.identity AND l.holder IS NOT NULL
-                                    AND l.expires_at > clock_timestamp())
-                        ORDER BY w.due_at
-                        LIMIT $2
-                        FOR UPDATE OF w SKIP LOCKED),
-                    taken AS (
-                        INSERT INTO ibauth_leases AS l (identity, holder, generation, expires_at)
-                        SELECT identity, $1, 1,
-                            clock_timestamp() + $3::float8 * interval '1 microsecond'
-                        FROM due
-                        ON CONFLICT (identity) DO UPDATE SET
-                            holder = EXCLUDED.holder, generation = l.generation + 1,
-                            expires_at = EXCLUDED.expires_at
-                        WHERE l.holder IS NULL OR l.expires_at <= clock_timestamp()
-                        RETURNING l.identity, l.generation)
-                    SELECT t.identity, t.generation, GREATEST(0,
-                        (EXTRACT(EPOCH FROM clock_timestamp() - d.due_at) * 1000000)::int8)
-                    FROM taken t JOIN due d ON d.identity = t.identity
-                    ORDER BY d.due_at",
+                    CLAIM,
                     &[
                         (&worker, Type::TEXT),
                         (&limit, Type::INT8),
                         (&hold_us, Type::INT8),
+                        (&max, Type::INT4),
                     ],
                 )
                 .await?;
@@ -122,14 +145,34 @@ impl WorkQueue for PgCoordinator {
                     let identity = inner.col::<String>(row, 0, "ibauth_work.identity")?;
                     let generation = inner.col::<i64>(row, 1, "ibauth_leases.generation")?;
                     let late = inner.col::<i64>(row, 2, "ibauth_work.due_at")?;
-                    Ok(Claimed {
+                    let claimed = Claimed {
                         lease: Lease {
                             identity: inner.name(identity, "identity")?,
                             holder: worker.to_owned(),
                             generation: inner.generation(generation, "ibauth_leases.generation")?,
                         },
                         late: duration_from_micros(late),
-                    })
+                    };
+                    let doc = match inner.col::<Option<String>>(row, 3, "ibauth_sessions.key_id")? {
+                        None => None,
+                        Some(key_id) => {
+                            let bytes = inner
+                                .bounded_doc(row, 4, "the session document")?
+                                .ok_or_else(|| {
+                                    inner.corrupt("a session without its document".into())
+                                })?;
+                            let version = inner.col::<i64>(row, 6, "ibauth_sessions.version")?;
+                            let written = inner.col::<i64>(row, 7, "ibauth_sessions.generation")?;
+                            Some(SealedDoc {
+                                key_id: inner.name(key_id, "key id")?,
+                                bytes,
+                                version: inner.generation(version, "ibauth_sessions.version")?,
+                                generation: inner
+                                    .generation(written, "ibauth_sessions.generation")?,
+                            })
+                        }
+                    };
+                    Ok((claimed, doc))
                 })
                 .collect()
         })

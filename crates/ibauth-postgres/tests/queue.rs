@@ -139,7 +139,7 @@ async fn a_claim_and_an_acquire_exclude_each_other() {
 async fn a_version_1_database_gains_the_queue() {
     let pg = PgServer::start();
     let admin = common::admin(&pg).await;
-    // What version 1 made: the other tables, and version 1 recorded.
+    // What version 1 made (its tables as migration 1 creates them), and version 1 recorded.
     admin
         .batch_execute(
             "CREATE TABLE ibauth_schema (singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
@@ -147,7 +147,14 @@ async fn a_version_1_database_gains_the_queue() {
             INSERT INTO ibauth_schema (version) VALUES (1);
             CREATE TABLE ibauth_leases (identity TEXT PRIMARY KEY, holder TEXT,
                 generation BIGINT NOT NULL CHECK (generation >= 1), expires_at TIMESTAMPTZ NOT NULL);
-            INSERT INTO ibauth_leases VALUES ('old', NULL, 7, now());",
+            INSERT INTO ibauth_leases VALUES ('old', NULL, 7, now());
+            CREATE TABLE ibauth_sessions (identity TEXT PRIMARY KEY, key_id TEXT, sealed BYTEA,
+                version BIGINT NOT NULL CHECK (version >= 1), generation BIGINT NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL, CHECK ((key_id IS NULL) = (sealed IS NULL)));
+            CREATE TABLE ibauth_members (identity TEXT NOT NULL, member TEXT NOT NULL,
+                leader BOOLEAN NOT NULL, about TEXT NOT NULL, seen_at TIMESTAMPTZ NOT NULL,
+                expires_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (identity, member));
+            CREATE TABLE ibauth_pacing (account TEXT PRIMARY KEY, doc BYTEA, updated_at TIMESTAMPTZ);",
         )
         .await
         .expect("a version 1 schema");

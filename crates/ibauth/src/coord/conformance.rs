@@ -319,8 +319,53 @@ pub async fn names_and_sizes_are_bounded(coord: &dyn Coordinator) {
 
 /// Runs every check of a [`WorkQueue`].
 pub async fn run_queue(queue: &dyn WorkQueue, sleep: Sleep<'_>) {
+    claims_come_with_their_documents(queue).await;
     workers_share_due_work_without_overlap(queue).await;
     claims_run_out_and_stale_hand_backs_are_ignored(queue, sleep).await;
+}
+
+/// A claim with documents gives each identity's stored document (none where none is stored),
+/// under a lease that can write it.
+pub async fn claims_come_with_their_documents(queue: &dyn WorkQueue) {
+    let with = fresh("with-doc");
+    let without = fresh("without-doc");
+    let lease = granted(queue, &with, "enroller", Duration::from_secs(30)).await;
+    let version = queue.store(&lease, &doc(b"sealed")).await.expect("store");
+    queue.release(&lease).await.expect("release");
+    queue
+        .enroll(&[with.clone(), without.clone()], Duration::ZERO)
+        .await
+        .expect("enroll");
+    let mut got = std::collections::HashMap::new();
+    for _ in 0..20 {
+        for (c, d) in queue
+            .claim_with_docs("doc-worker", 1000, Duration::from_secs(30))
+            .await
+            .expect("claim")
+        {
+            if c.lease.identity == with || c.lease.identity == without {
+                got.insert(c.lease.identity.clone(), (c, d));
+            }
+        }
+        if got.len() == 2 {
+            break;
+        }
+    }
+    let (c, d) = got.remove(&with).expect("claimed");
+    let d = d.expect("its document");
+    assert_eq!(
+        (d.bytes.as_slice(), d.key_id.as_str(), d.version),
+        (&b"sealed"[..], "testkey", version)
+    );
+    assert!(c.lease.generation > lease.generation);
+    queue
+        .store(&c.lease, &doc(b"again"))
+        .await
+        .expect("the claim writes");
+    let (_, d) = got.remove(&without).expect("claimed");
+    assert_eq!(d, None);
+    queue.retire(&with).await.expect("retire");
+    queue.retire(&without).await.expect("retire");
 }
 
 /// Three workers claiming at once get disjoint sets that cover what is due; claimed work is

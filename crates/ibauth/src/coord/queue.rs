@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{CoordFuture, Coordinator, Lease};
+use super::{CoordFuture, Coordinator, Lease, SealedDoc};
 
 /// An identity claimed from the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +50,26 @@ pub trait WorkQueue: Coordinator {
         limit: usize,
         hold: Duration,
     ) -> CoordFuture<'a, Vec<Claimed>>;
+
+    /// Claims as [`claim`](Self::claim) does, each identity with its stored document (as
+    /// [`Coordinator::load`] reads it). The PostgreSQL store reads them in the claiming
+    /// statement; the default loads them one by one.
+    fn claim_with_docs<'a>(
+        &'a self,
+        worker: &'a str,
+        limit: usize,
+        hold: Duration,
+    ) -> CoordFuture<'a, Vec<(Claimed, Option<SealedDoc>)>> {
+        Box::pin(async move {
+            let claimed = self.claim(worker, limit, hold).await?;
+            let mut out = Vec::with_capacity(claimed.len());
+            for c in claimed {
+                let doc = self.load(&c.lease.identity).await?;
+                out.push((c, doc));
+            }
+            Ok(out)
+        })
+    }
 
     /// Hands claimed work back: each identity is due again after its wait and its lease is
     /// released — only where the lease is still current (work whose claim ran out and was
