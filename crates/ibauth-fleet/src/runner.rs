@@ -330,6 +330,9 @@ pub struct RunnerStats {
     pub logins: u64,
     /// Logins put off because the limiter had no slot within half the hold.
     pub logins_deferred: u64,
+    /// Brokerage sessions opened again (`ssodh/init`) with a still-valid live session token,
+    /// after a tickle found them gone (IBKR's nightly reset).
+    pub reinits: u64,
     /// Tickles or logins that failed (tried again after `retry_after`).
     pub failures: u64,
     /// Saves refused because the claim was no longer current (another worker took over).
@@ -356,6 +359,7 @@ struct Counters {
     tickles: AtomicU64,
     logins: AtomicU64,
     logins_deferred: AtomicU64,
+    reinits: AtomicU64,
     failures: AtomicU64,
     fenced: AtomicU64,
     deferred: AtomicU64,
@@ -427,6 +431,14 @@ impl std::fmt::Debug for Runner {
             .field("options", &self.inner.options)
             .finish_non_exhaustive()
     }
+}
+
+enum Tickled {
+    Authenticated,
+    /// Answered, but the brokerage session is gone.
+    NotAuthenticated,
+    /// The token was refused (or there is none).
+    Refused,
 }
 
 enum Outcome {
@@ -598,6 +610,7 @@ impl Runner {
             tickles: get(&c.tickles),
             logins: get(&c.logins),
             logins_deferred: get(&c.logins_deferred),
+            reinits: get(&c.reinits),
             failures: get(&c.failures),
             fenced: get(&c.fenced),
             deferred: get(&c.deferred),
@@ -761,16 +774,31 @@ impl Runner {
             && doc.lst_expires_ms > unix_ms().saturating_add(opts.lst_margin.as_millis() as u64);
         if fresh {
             match self.tickle(&doc).await {
-                Ok(true) => {
+                Ok(Tickled::Authenticated) => {
                     bump(&c.tickles);
                     return Outcome::Again(opts.tickle_every);
                 }
-                // Not authenticated, or the token refused: log in again below.
-                Ok(false) => {}
+                // The brokerage session ended (IBKR's nightly reset, a competing login) but
+                // the token is good: `ssodh/init` again, no new login.
+                Ok(Tickled::NotAuthenticated) => match self.reinit(&doc).await {
+                    Ok(true) => {
+                        bump(&c.reinits);
+                        bump(&c.tickles);
+                        return Outcome::Again(opts.tickle_every);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(identity = %id, user = doc.user.as_deref().unwrap_or(""), "ssodh/init failed: {e}");
+                        bump(&c.failures);
+                        return Outcome::Again(retry_wait(&e, opts.retry_after));
+                    }
+                },
+                // The token was refused: log in again below.
+                Ok(Tickled::Refused) => {}
                 Err(e) => {
                     tracing::warn!(identity = %id, user = doc.user.as_deref().unwrap_or(""), "tickle failed: {e}");
                     bump(&c.failures);
-                    return Outcome::Again(opts.retry_after);
+                    return Outcome::Again(retry_wait(&e, opts.retry_after));
                 }
             }
         }
@@ -815,7 +843,7 @@ impl Runner {
             Err(e) => {
                 tracing::warn!(identity = %id, user = doc.user.as_deref().unwrap_or(""), "login failed: {e}");
                 bump(&c.failures);
-                return Outcome::Again(opts.retry_after);
+                return Outcome::Again(retry_wait(&e, opts.retry_after));
             }
         }
         match self.save(lease, &doc).await {
@@ -833,23 +861,42 @@ impl Runner {
         }
     }
 
-    /// `Ok(true)`: tickled, authenticated. `Ok(false)`: a login is needed.
-    async fn tickle(&self, doc: &SessionDoc) -> Result<bool, ibauth::Error> {
+    fn authorizer(&self, doc: &SessionDoc) -> Option<HmacAuthorizer> {
         let inner = &self.inner;
-        let Some(lst) = &doc.lst else {
-            return Ok(false);
-        };
-        let lst = SecretString::from(lst.clone());
-        let Some(auth) = HmacAuthorizer::from_token(
+        let lst = SecretString::from(doc.lst.clone()?);
+        HmacAuthorizer::from_token(
             &inner.consumer,
             &doc.access_token,
             &lst,
             inner.clock.clone(),
-        ) else {
+        )
+    }
+
+    async fn tickle(&self, doc: &SessionDoc) -> Result<Tickled, ibauth::Error> {
+        let Some(auth) = self.authorizer(doc) else {
+            return Ok(Tickled::Refused);
+        };
+        match self.inner.brokerage.tickle(&auth).await {
+            Ok(t) if t.auth_status().authenticated => Ok(Tickled::Authenticated),
+            Ok(_) => Ok(Tickled::NotAuthenticated),
+            Err(e) if e.status() == Some(401) => Ok(Tickled::Refused),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `ssodh/init` with the stored token: `Ok(false)` when it is refused (a login is needed).
+    async fn reinit(&self, doc: &SessionDoc) -> Result<bool, ibauth::Error> {
+        let inner = &self.inner;
+        let Some(auth) = self.authorizer(doc) else {
             return Ok(false);
         };
-        match inner.brokerage.tickle(&auth).await {
-            Ok(t) => Ok(t.auth_status().authenticated),
+        let compete = inner.consumer.competes();
+        match inner
+            .brokerage
+            .init(&auth, inner.consumer.publishes(), compete)
+            .await
+        {
+            Ok(status) => Ok(status.authenticated),
             Err(e) if e.status() == Some(401) => Ok(false),
             Err(e) => Err(e),
         }
@@ -931,6 +978,13 @@ impl Runner {
             }
         }
     }
+}
+
+/// When to try again after `e`: `retry_after`, or longer if IBKR said so (a 429's
+/// `Retry-After`: its penalty box is per address, so hammering it again helps no one).
+fn retry_wait(e: &ibauth::Error, retry_after: Duration) -> Duration {
+    e.retry_after()
+        .map_or(retry_after, |asked| asked.max(retry_after))
 }
 
 fn consumer_timeout(consumer: &Oauth1aConfig) -> Duration {

@@ -209,6 +209,28 @@ async fn three_runners_keep_300_sessions_and_take_over_from_a_dead_one() {
         "after the takeover: {stats:?}"
     );
 
+    // IBKR's nightly reset: every brokerage session ends, tokens stay valid. The runners open
+    // them again with `ssodh/init` — no new login.
+    sandbox.nightly_reset();
+    let reset_at = Instant::now();
+    loop {
+        let users = sandbox.all_user_stats();
+        if users.values().all(|s| s.brokerage_sessions == 1) {
+            break;
+        }
+        assert!(
+            reset_at.elapsed() < tickle_every * 2 + Duration::from_secs(3),
+            "brokerage sessions not reopened after the reset"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(tickle_every).await;
+    let reinits: u64 = runners[1..].iter().map(|r| r.stats().reinits).sum();
+    assert_eq!(
+        reinits, N as u64,
+        "one ssodh/init per session after the reset"
+    );
+
     for task in &tasks[1..] {
         task.abort();
     }
@@ -223,6 +245,7 @@ async fn three_runners_keep_300_sessions_and_take_over_from_a_dead_one() {
         assert_eq!(s.max_live_sessions, 1, "{user}: {s:?}");
         assert_eq!(s.brokerage_sessions, 1, "{user}: {s:?}");
         assert_eq!(s.takeovers, 0, "{user}: {s:?}");
+        assert_eq!(s.inits, 2, "{user}: the login's and the reset's: {s:?}");
         assert_eq!(s.max_concurrent_ticklers, 1, "{user}: {s:?}");
         // The dead runner's sessions miss about one hold's worth of tickles.
         let missed = (hold.as_secs_f64() / tickle_every.as_secs_f64()).ceil() as u64 + 1;
