@@ -555,3 +555,62 @@ async fn ten_thousand_sessions_over_three_runner_processes() {
     assert!(figures.orphans > 0);
     assert!(figures.takeover <= hold + Duration::from_secs(2));
 }
+
+#[test]
+fn fleet_commands_say_what_is_wrong_without_echoing_secrets() {
+    let dir = common::temp_dir("fleet-errors");
+    let _guard = DirGuard(dir.clone());
+    let grants = dir.join("grants.jsonl");
+    write_private(
+        &grants,
+        "{\"user\":\"u0\",\"oauth_token\":\"tok0\",\"oauth_token_secret\":\"c2VjcmV0LW9uZQ==\"}\n\
+         {\"user\":\"u1\",\"oauth_token\":\"tok1\"}\n",
+    );
+    // A malformed grants file: the line, not its content.
+    let out = ibauth()
+        .args([
+            "fleet",
+            "--store",
+            "postgres://nobody@127.0.0.1:1/x",
+            "enroll",
+        ])
+        .arg(&grants)
+        .output()
+        .expect("run");
+    let text = common::text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("line 2"), "{text}");
+    assert!(!text.contains("c2VjcmV0"), "{text}");
+    // No store anywhere.
+    let out = ibauth().args(["fleet", "stats"]).output().expect("run");
+    let text = common::text(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("--store"), "{text}");
+    // Redis keeps no work queue; the password is never shown.
+    let out = ibauth()
+        .args([
+            "fleet",
+            "--store",
+            "redis://:pw-secret@127.0.0.1:1",
+            "stats",
+        ])
+        .output()
+        .expect("run");
+    let text = common::text(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("PostgreSQL"), "{text}");
+    assert!(!text.contains("pw-secret"), "{text}");
+    // Out-of-range settings are refused by clap or the runner before anything runs.
+    let out = ibauth()
+        .args([
+            "fleet",
+            "--store",
+            "postgres://nobody@127.0.0.1:1/x",
+            "run",
+            "--hold",
+            "soon",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+}
