@@ -241,8 +241,12 @@ struct Figures {
     store_bytes_per_session: u64,
     takeover: Duration,
     orphans: usize,
+    /// Over the whole run, the login wave included.
     late_p99_ms: u64,
     late_max_ms: u64,
+    steady_most_overdue: Duration,
+    tickles_per_session_in_window: (u64, u64),
+    window: Duration,
     top_statements: Vec<(String, i64)>,
 }
 
@@ -343,13 +347,37 @@ async fn run_fleet(p: Params) -> Figures {
     let logins_took = started.elapsed();
     // Let the login wave settle into the tickle schedule, then measure.
     tokio::time::sleep(p.tickle_every + p.poll).await;
+    let per_user = |sandbox: &Sandbox| -> HashMap<String, u64> {
+        sandbox
+            .all_user_stats()
+            .into_iter()
+            .map(|(u, s)| (u, s.tickles))
+            .collect()
+    };
+    let users_t0 = per_user(&sandbox);
     let t0 = (
         Instant::now(),
         sandbox.counters().tickles,
         statements(&admin).await,
         procs.iter().map(|r| cpu_and_rss(r.pid()).0).sum::<f64>(),
     );
-    tokio::time::sleep(p.measure_for).await;
+    // How overdue the most overdue waiting session is, sampled through the window.
+    let mut most_overdue = Duration::ZERO;
+    while t0.0.elapsed() < p.measure_for {
+        let us: i64 = admin
+            .query_one(
+                "SELECT COALESCE(max((EXTRACT(EPOCH FROM clock_timestamp() - w.due_at) * 1000000)::int8), 0)
+                 FROM ibauth_work w LEFT JOIN ibauth_leases l ON l.identity = w.identity
+                 WHERE w.due_at <= clock_timestamp()
+                    AND NOT (l.holder IS NOT NULL AND l.expires_at > clock_timestamp())",
+                &[],
+            )
+            .await
+            .expect("overdue")
+            .get(0);
+        most_overdue = most_overdue.max(Duration::from_micros(us.max(0) as u64));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let t1 = (
         Instant::now(),
         sandbox.counters().tickles,
@@ -358,6 +386,13 @@ async fn run_fleet(p: Params) -> Figures {
     );
     let tickles = (t1.1 - t0.1) as f64;
     assert!(tickles > 0.0);
+    let users_t1 = per_user(&sandbox);
+    let in_window: Vec<u64> = users_t1
+        .iter()
+        .map(|(u, n)| n - users_t0.get(u).copied().unwrap_or(0))
+        .collect();
+    let fewest_in_window = in_window.iter().min().copied().unwrap_or(0);
+    let most_in_window = in_window.iter().max().copied().unwrap_or(0);
     let rss_kb_per_runner: Vec<u64> = procs.iter().map(|r| cpu_and_rss(r.pid()).1).collect();
     let steady = (t1.0 - t0.0).as_secs_f64();
     let tickles_per_s = tickles / steady;
@@ -367,6 +402,18 @@ async fn run_fleet(p: Params) -> Figures {
     assert!(
         tickles_per_s > expected_per_s * 0.95,
         "{tickles_per_s:.0} tickles/s; a tickle per session every {longest_gap:?} is {expected_per_s:.0}"
+    );
+    // Every session tickled in the window as often as its schedule says, none skipped.
+    let window = (t1.0 - t0.0).as_secs_f64();
+    let at_least = (window / longest_gap.as_secs_f64()).floor() as u64;
+    let at_most = (window / p.tickle_every.as_secs_f64()).ceil() as u64 + 1;
+    assert!(
+        fewest_in_window >= at_least && most_in_window <= at_most,
+        "tickles per session in {window:.1} s: {fewest_in_window}..={most_in_window}, expected {at_least}..={at_most}"
+    );
+    assert!(
+        most_overdue <= p.poll + Duration::from_secs(1),
+        "a session waited {most_overdue:?} past its due time in steady state"
     );
     let store_bytes: i64 = admin
         .query_one(
@@ -488,6 +535,9 @@ async fn run_fleet(p: Params) -> Figures {
         orphans: orphans.len(),
         late_p99_ms,
         late_max_ms,
+        steady_most_overdue: most_overdue,
+        tickles_per_session_in_window: (fewest_in_window, most_in_window),
+        window: t1.0 - t0.0,
         top_statements: top_statements(&admin).await,
     }
 }
