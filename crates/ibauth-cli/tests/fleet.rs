@@ -428,15 +428,8 @@ async fn run_fleet(p: Params) -> Figures {
     // Freeze runner 0 while it holds claims (a host that hung), then kill it.
     let dead = &procs[0];
     let holder = format!(":{}:", dead.pid());
-    let mut held: Vec<String> = Vec::new();
-    let freeze_deadline = Instant::now() + Duration::from_secs(10);
-    while held.is_empty() {
-        assert!(
-            Instant::now() < freeze_deadline,
-            "runner 0 never held a claim"
-        );
-        dead.signal(libc::SIGSTOP);
-        held = admin
+    let held_now = || async {
+        admin
             .query(
                 "SELECT identity FROM ibauth_leases
                  WHERE strpos(holder, $1) > 0 AND expires_at > clock_timestamp()",
@@ -445,13 +438,26 @@ async fn run_fleet(p: Params) -> Figures {
             .await
             .expect("leases")
             .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if held.is_empty() {
-            dead.signal(libc::SIGCONT);
-            tokio::time::sleep(Duration::from_millis(3)).await;
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<String>>()
+    };
+    // Watch for runner 0 to hold claims, freeze it, and check it still does.
+    let freeze_deadline = Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        assert!(
+            Instant::now() < freeze_deadline,
+            "runner 0 never held a claim"
+        );
+        if held_now().await.is_empty() {
+            continue;
         }
-    }
+        dead.signal(libc::SIGSTOP);
+        let held = held_now().await;
+        if !held.is_empty() {
+            break held;
+        }
+        dead.signal(libc::SIGCONT);
+    };
     let frozen_at = Instant::now();
     dead.signal(libc::SIGKILL);
     let by_identity: HashMap<&str, &str> = setup
