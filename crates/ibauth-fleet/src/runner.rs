@@ -2,8 +2,8 @@
 //! thousands of users, each one's next tickle due in a shared [`WorkQueue`].
 //!
 //! Per identity the store keeps one sealed document — the grant (access token and its
-//! encrypted secret) and the live session token with its expiry, about 300 bytes before
-//! sealing — and one row with its due time. A worker process holds nothing per identity
+//! encrypted secret) and the live session token with its expiry, about 520 bytes
+//! sealed — and one row with its due time. A worker process holds nothing per identity
 //! between visits: it claims a batch of due identities with their documents, in one statement
 //! on PostgreSQL (a claim is the identity's lease, with a new fencing generation), and for each
 //! opens the document, logs in if the live
