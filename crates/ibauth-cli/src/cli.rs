@@ -290,6 +290,13 @@ pub enum FleetCommand {
         #[arg(long, value_name = "DURATION", value_parser = parse_window)]
         stats_every: Option<std::time::Duration>,
     },
+    /// Take the grants of FILE (same format as enroll) out: no longer kept alive, their
+    /// sessions logged out, their documents removed. Ones a worker holds right now are left:
+    /// run it again after the hold.
+    Retire {
+        /// The grants file (JSON lines).
+        file: PathBuf,
+    },
     /// How many sessions are queued, due, being worked on, and how late the most overdue is.
     Stats,
 }

@@ -20,6 +20,9 @@ pub enum Action {
     Enroll {
         file: PathBuf,
     },
+    Retire {
+        file: PathBuf,
+    },
     Run {
         options: RunnerOptions,
         stats_every: Option<Duration>,
@@ -142,6 +145,32 @@ async fn run_inner(opts: &Options<'_>, action: Action) -> Result<(), ExitCode> {
                     enrolled.kept,
                     enrolled.busy,
                     enrolled.queued
+                );
+            }
+            Ok(())
+        }
+        Action::Retire { file } => {
+            let text = read_bounded(&file)
+                .map_err(|e| fail(&format!("reading {}", file.display()), e, code::CONFIG))?;
+            let grants = read_grants(&text).map_err(|e| {
+                let code = fleet_code(&e);
+                fail(&format!("{}", file.display()), e, code)
+            })?;
+            let queue = open_queue(opts).await?;
+            let runner = runner(opts, queue, RunnerOptions::default())?;
+            let retired = runner.retire(&grants).await.map_err(|e| {
+                let code = fleet_code(&e);
+                fail("retiring", e, code)
+            })?;
+            if opts.json {
+                println!("{}", serde_json::to_string(&retired).unwrap_or_default());
+            } else {
+                println!(
+                    "retired {} of {} grants ({} were not stored); {} busy (held by a worker): run again after the hold",
+                    retired.retired,
+                    grants.len(),
+                    retired.unknown,
+                    retired.busy
                 );
             }
             Ok(())

@@ -123,6 +123,7 @@ async fn run(cli: Cli) -> ExitCode {
             };
             let action = match command {
                 cli::FleetCommand::Enroll { file } => fleet_cmd::Action::Enroll { file },
+                cli::FleetCommand::Retire { file } => fleet_cmd::Action::Retire { file },
                 cli::FleetCommand::Stats => fleet_cmd::Action::Stats,
                 cli::FleetCommand::Run {
                     workers,

@@ -528,6 +528,45 @@ async fn run_fleet(p: Params) -> Figures {
     }
     assert_eq!(sandbox.counters().rejections, 0);
 
+    // Five users leave (the runners are stopped; the killed one's claims have run out).
+    let five = dir.join("leaving.jsonl");
+    write_private(
+        &five,
+        &grants
+            .lines()
+            .take(5)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    );
+    let out = {
+        let mut cmd = ibauth();
+        cmd.args(["--json", "--config"])
+            .arg(&setup.config)
+            .args(["fleet", "--store", &pg.url(), "--store-key-file"])
+            .arg(&setup.key_file)
+            .arg("retire")
+            .arg(&five);
+        tokio::task::spawn_blocking(move || cmd.output().expect("retire"))
+            .await
+            .expect("retire")
+    };
+    assert!(out.status.success(), "{}", common::text(&out));
+    let retired = common::json_lines(&out.stdout);
+    assert_eq!(retired[0]["retired"], 5, "{retired:?}");
+    for (user, _) in setup.users.iter().take(5) {
+        assert_eq!(
+            sandbox.user_stats(user).brokerage_sessions,
+            0,
+            "{user} still logged in"
+        );
+    }
+    let queued: i64 = admin
+        .query_one("SELECT count(*) FROM ibauth_work", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(queued as usize, p.sessions - 5);
+
     Figures {
         sessions: p.sessions,
         runners: p.runners,

@@ -385,6 +385,17 @@ pub struct Enrolled {
     pub queued: u64,
 }
 
+/// What [`Runner::retire`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Retired {
+    /// Sessions logged out (best effort), documents removed, out of the queue.
+    pub retired: u64,
+    /// Grants with no stored document (taken out of the queue all the same).
+    pub unknown: u64,
+    /// Grants a worker holds right now: left as they are; retire them again after the hold.
+    pub busy: u64,
+}
+
 struct Inner {
     queue: Arc<dyn WorkQueue>,
     keyring: Keyring,
@@ -571,6 +582,62 @@ impl Runner {
         // Best effort: an unreleased lease just runs out.
         let _ = inner.queue.release(&lease).await;
         Ok((id, result?))
+    }
+
+    /// Takes each grant out: no longer queued, its session logged out at IBKR (best effort)
+    /// and its document removed. A grant a worker holds right now is left (counted as busy):
+    /// run it again after the hold. Returns how many were retired.
+    pub async fn retire(&self, grants: &[Grant]) -> Result<Retired, FleetError> {
+        let inner = &self.inner;
+        let holder = format!("{}/retire", inner.name);
+        let mut out = Retired::default();
+        for grant in grants {
+            let id = grant_identity(inner.consumer.consumer_key(), &grant.access_token);
+            let lease = match inner
+                .queue
+                .acquire(&id, &holder, Duration::from_secs(30))
+                .await?
+            {
+                Acquired::Granted(lease) => lease,
+                Acquired::Held(_) => {
+                    out.busy += 1;
+                    continue;
+                }
+            };
+            let result = async {
+                // Out of the queue first: no worker claims it again.
+                inner.queue.retire(&id).await?;
+                let Some(sealed) = inner.queue.load(&id).await? else {
+                    return Ok::<bool, FleetError>(false);
+                };
+                if let Some(doc) = inner
+                    .keyring
+                    .open(&id, &sealed.key_id, &sealed.bytes)
+                    .ok()
+                    .and_then(|plain| serde_json::from_slice::<SessionDoc>(&plain).ok())
+                    && let Some(auth) = self.authorizer(&doc)
+                    && let Err(e) = inner.brokerage.logout(&auth).await
+                {
+                    tracing::warn!(identity = %id, "logging the session out failed (it ends by itself): {e}");
+                }
+                inner.queue.remove(&lease).await?;
+                Ok(true)
+            }
+            .await;
+            let _ = inner.queue.release(&lease).await;
+            if result? {
+                out.retired += 1;
+            } else {
+                out.unknown += 1;
+            }
+        }
+        tracing::info!(
+            retired = out.retired,
+            unknown = out.unknown,
+            busy = out.busy,
+            "grants retired"
+        );
+        Ok(out)
     }
 
     async fn save(&self, lease: &Lease, doc: &SessionDoc) -> Result<(), FleetError> {
@@ -1034,6 +1101,66 @@ mod tests {
         let back: SessionDoc = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back.lst.as_deref(), Some("bHN0"));
         assert!(bytes.len() < 200, "{}", bytes.len());
+    }
+
+    fn runner(pacing: LoginPacing) -> Runner {
+        let key = ibauth::SigningKey::generate().expect("key");
+        let decrypt = ibauth::DecryptionKey::from_pem(&key.to_pkcs8_pem()).expect("key");
+        let group = ibauth::oauth1a::DhGroup::from_hex(ibauth::oauth1a::RFC3526_PRIME_2048, 2)
+            .expect("group");
+        let consumer = Oauth1aConfig::new(
+            "CONSUMER1",
+            "",
+            SecretString::from(String::new()),
+            key,
+            decrypt,
+            group,
+        );
+        let keyring =
+            Keyring::new(vec![ibauth::coord::StoreKey::generate().expect("key")]).expect("keyring");
+        let options = RunnerOptions {
+            login_rate: 10.0,
+            login_burst: 3,
+            login_pacing: pacing,
+            ..RunnerOptions::default()
+        };
+        Runner::new(
+            Arc::new(ibauth::coord::MemoryCoordinator::new()),
+            keyring,
+            consumer,
+            options,
+        )
+        .expect("runner")
+    }
+
+    #[tokio::test]
+    async fn the_login_limiter_allows_a_burst_then_spaces_logins() {
+        for pacing in [LoginPacing::PerProcess, LoginPacing::Fleet] {
+            let r = runner(pacing);
+            let long = Duration::from_secs(10);
+            let mut waits = Vec::new();
+            for _ in 0..5 {
+                waits.push(r.login_slot(long).await.expect("slot").expect("granted"));
+            }
+            let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+            // 10/s with a burst of 3: three at once, then one per 100 ms.
+            assert!(ms[..3].iter().all(|&w| w <= 5), "{pacing:?}: {ms:?}");
+            assert!((90..=110).contains(&ms[3]), "{pacing:?}: {ms:?}");
+            assert!((190..=210).contains(&ms[4]), "{pacing:?}: {ms:?}");
+            // A slot later than the caller can wait is refused, and nothing is reserved.
+            assert_eq!(
+                r.login_slot(Duration::from_millis(150))
+                    .await
+                    .expect("slot"),
+                None,
+                "{pacing:?}"
+            );
+            let next = r.login_slot(long).await.expect("slot").expect("granted");
+            assert!(
+                (280..=310).contains(&next.as_millis()),
+                "{pacing:?}: {next:?}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ibauth::coord::{Keyring, StoreKey, WorkQueue};
+use ibauth::coord::{Coordinator, Keyring, StoreKey, WorkQueue};
 use ibauth::oauth1a::{DhGroup, Oauth1aConfig};
 use ibauth::secrecy::SecretString;
 use ibauth_fleet::runner::{Grant, LoginPacing, Runner, RunnerOptions};
@@ -234,14 +234,48 @@ async fn three_runners_keep_300_sessions_and_take_over_from_a_dead_one() {
     for task in &tasks[1..] {
         task.abort();
     }
+    // Ten users leave: out of the queue, logged out, their documents gone.
+    // A session the stopped runners still held is busy until their claims run out.
+    let mut gone = runners[1].retire(&grants[..10]).await.expect("retire");
+    if gone.busy > 0 {
+        tokio::time::sleep(hold + Duration::from_millis(200)).await;
+        let again = runners[1].retire(&grants[..10]).await.expect("retire");
+        assert_eq!(again.busy, 0, "{again:?}");
+        assert_eq!(
+            again.unknown, gone.retired,
+            "retired ones are gone: {again:?}"
+        );
+        gone.retired += again.retired;
+    }
+    assert_eq!(gone.retired, 10, "{gone:?}");
+    let stats = queues[1].queue_stats().await.expect("stats");
+    assert_eq!(stats.queued, (N - 10) as u64);
+    for g in &issued[..10] {
+        let id =
+            ibauth_fleet::runner::grant_identity(ibauth::oauth1a::TEST_CONSUMER, &g.oauth_token);
+        assert_eq!(queues[1].load(&id).await.expect("load"), None);
+        let s = sandbox.user_stats(&g.user);
+        assert_eq!(
+            s.brokerage_sessions, 0,
+            "{} was not logged out: {s:?}",
+            g.user
+        );
+    }
+    let stats = sandbox.user_stats(&issued[10].user);
+    assert_eq!(stats.brokerage_sessions, 1, "the others stay: {stats:?}");
     let ran = started.elapsed();
     let users = sandbox.all_user_stats();
     assert_eq!(users.len(), N);
     let least_expected = ((ran - all_in).as_secs_f64() / tickle_every.as_secs_f64()) as u64;
     // Upper bound: one tickle per interval since the first login, and the login's own.
     let most_expected = (ran.as_secs_f64() / tickle_every.as_secs_f64()).ceil() as u64 + 2;
+    let retired: std::collections::HashSet<&str> =
+        issued[..10].iter().map(|g| g.user.as_str()).collect();
     for (user, s) in &users {
         assert_eq!(s.live_session_tokens, 1, "{user} logged in again: {s:?}");
+        if retired.contains(user.as_str()) {
+            continue;
+        }
         assert_eq!(s.max_live_sessions, 1, "{user}: {s:?}");
         assert_eq!(s.brokerage_sessions, 1, "{user}: {s:?}");
         assert_eq!(s.takeovers, 0, "{user}: {s:?}");
