@@ -689,8 +689,9 @@ impl Runner {
     }
 
     /// Runs the workers until `stop` completes; each then finishes and hands back its batch.
-    /// Store outages are waited out (logged, tried again after `poll`); only a refusal to
-    /// use the store at all (configuration, schema) ends the run with an error.
+    /// Store outages and damaged rows are waited out (logged, tried again after `poll`, at
+    /// least a second); only a refusal to use the store at all (configuration, schema) ends
+    /// the run with an error.
     pub async fn run(&self, stop: impl Future<Output = ()>) -> Result<(), FleetError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let mut workers = tokio::task::JoinSet::new();
@@ -744,12 +745,18 @@ impl Runner {
                 .await
             {
                 Ok(claimed) => claimed,
-                Err(e) if e.is_transient() => {
+                // A store that refuses us (credentials, privileges, a newer schema) ends the
+                // run; anything else — an outage, a damaged row — is waited out.
+                Err(e @ (CoordError::Config(_) | CoordError::Schema { .. })) => {
+                    return Err(e.into());
+                }
+                Err(e) => {
                     tracing::warn!(worker = %me, "claiming due sessions failed, trying again: {e}");
-                    let _ = tokio::time::timeout(opts.poll, stop.changed()).await;
+                    let _ =
+                        tokio::time::timeout(opts.poll.max(Duration::from_secs(1)), stop.changed())
+                            .await;
                     continue;
                 }
-                Err(e) => return Err(e.into()),
             };
             let full = claimed.len() == opts.batch;
             if !claimed.is_empty() {

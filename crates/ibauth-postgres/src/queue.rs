@@ -153,23 +153,13 @@ impl WorkQueue for PgCoordinator {
                         },
                         late: duration_from_micros(late),
                     };
-                    let doc = match inner.col::<Option<String>>(row, 3, "ibauth_sessions.key_id")? {
-                        None => None,
-                        Some(key_id) => {
-                            let bytes = inner
-                                .bounded_doc(row, 4, "the session document")?
-                                .ok_or_else(|| {
-                                    inner.corrupt("a session without its document".into())
-                                })?;
-                            let version = inner.col::<i64>(row, 6, "ibauth_sessions.version")?;
-                            let written = inner.col::<i64>(row, 7, "ibauth_sessions.generation")?;
-                            Some(SealedDoc {
-                                key_id: inner.name(key_id, "key id")?,
-                                bytes,
-                                version: inner.generation(version, "ibauth_sessions.version")?,
-                                generation: inner
-                                    .generation(written, "ibauth_sessions.generation")?,
-                            })
+                    // A damaged document is reported and left out (the identity comes back
+                    // without one), so one bad row cannot stop every claim that includes it.
+                    let doc = match read_doc(inner, row) {
+                        Ok(doc) => doc,
+                        Err(e) => {
+                            tracing::warn!(identity = %claimed.lease.identity, "{e}");
+                            None
                         }
                     };
                     Ok((claimed, doc))
@@ -263,4 +253,25 @@ impl WorkQueue for PgCoordinator {
             })
         })
     }
+}
+
+/// The document columns (3–7) of a claim's row.
+fn read_doc(
+    inner: &crate::Inner,
+    row: &tokio_postgres::Row,
+) -> Result<Option<SealedDoc>, CoordError> {
+    let Some(key_id) = inner.col::<Option<String>>(row, 3, "ibauth_sessions.key_id")? else {
+        return Ok(None);
+    };
+    let bytes = inner
+        .bounded_doc(row, 4, "the session document")?
+        .ok_or_else(|| inner.corrupt("a session without its document".into()))?;
+    let version = inner.col::<i64>(row, 6, "ibauth_sessions.version")?;
+    let written = inner.col::<i64>(row, 7, "ibauth_sessions.generation")?;
+    Ok(Some(SealedDoc {
+        key_id: inner.name(key_id, "key id")?,
+        bytes,
+        version: inner.generation(version, "ibauth_sessions.version")?,
+        generation: inner.generation(written, "ibauth_sessions.generation")?,
+    }))
 }

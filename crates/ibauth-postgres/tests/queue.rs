@@ -178,3 +178,45 @@ async fn a_version_1_database_gains_the_queue() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].lease.generation, 8, "generations kept counting");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_document_does_not_stop_the_claim() {
+    let pg = PgServer::start();
+    let coord = PgCoordinator::connect(&pg.url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
+    let ids = vec!["fine".to_owned(), "damaged".to_owned()];
+    for id in &ids {
+        let lease = common::granted(&coord, id, "enroller", Duration::from_secs(30)).await;
+        coord
+            .store(&lease, &common::doc(b"sealed"))
+            .await
+            .expect("store");
+        coord.release(&lease).await.expect("release");
+    }
+    // A document over the size limit, written behind the coordinator's back.
+    let admin = common::admin(&pg).await;
+    admin
+        .execute(
+            "UPDATE ibauth_sessions SET sealed = $1 WHERE identity = 'damaged'",
+            &[&vec![0u8; ibauth::coord::MAX_DOC_LEN + 1]],
+        )
+        .await
+        .expect("damage");
+    coord.enroll(&ids, Duration::ZERO).await.expect("enroll");
+    let mut got = coord
+        .claim_with_docs("worker", 10, Duration::from_secs(30))
+        .await
+        .expect("the claim goes through");
+    got.sort_by(|a, b| a.0.lease.identity.cmp(&b.0.lease.identity));
+    let seen: Vec<(&str, Option<&[u8]>)> = got
+        .iter()
+        .map(|(c, d)| {
+            (
+                c.lease.identity.as_str(),
+                d.as_ref().map(|d| d.bytes.as_slice()),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("damaged", None), ("fine", Some(&b"sealed"[..]))]);
+}
