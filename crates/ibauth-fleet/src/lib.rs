@@ -6,6 +6,9 @@
 //! the settings (`store`, `store_key_file`, `lease_ttl` — YAML or `IBAUTH_*`). See
 //! `docs/fleet.md` for how leaders, followers, fencing and encryption at rest fit together.
 //!
+//! And the other way round — many logins, one per user, kept alive by a few processes:
+//! [`runner::Runner`] (third-party grants in a PostgreSQL work queue; `ibauth fleet`).
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use ibauth::policy::Policy;
