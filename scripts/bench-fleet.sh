@@ -7,6 +7,7 @@
 # /proc), statements per tickle (pg_stat_statements), runner RSS, store bytes per session; then
 # one runner is frozen while it holds claims and killed, and the time until each of its
 # sessions is tickled again is the takeover time. Prints the figures (docs/benchmarks.md).
+# FLEET_BATCH (200) and FLEET_CONCURRENCY (32) set each worker's batch and requests at once.
 # Usage: scripts/bench-fleet.sh   (FLEET_* variables to change the run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
