@@ -503,6 +503,19 @@ async fn run_fleet(p: Params) -> Figures {
         late_max_ms = late_max_ms.max(stats["late_max_ms"].as_u64().unwrap_or(0));
     }
 
+    // Stopped with SIGTERM, the survivors finished their batches and handed every claim
+    // back; the killed runner's ran out long ago.
+    let live: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM ibauth_leases
+             WHERE holder IS NOT NULL AND expires_at > clock_timestamp()",
+            &[],
+        )
+        .await
+        .expect("leases")
+        .get(0);
+    assert_eq!(live, 0, "claims left behind by a clean stop");
+
     // Each user: logged in once, one brokerage session, never taken over, tickled on schedule.
     let users = sandbox.all_user_stats();
     assert_eq!(users.len(), p.sessions);
