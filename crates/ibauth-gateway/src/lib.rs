@@ -27,6 +27,8 @@
 #![warn(missing_docs)]
 
 mod access;
+pub mod conf;
+pub mod env;
 mod error;
 mod health;
 mod local;
@@ -34,6 +36,7 @@ mod options;
 mod proxy;
 mod router;
 mod server;
+pub mod setup;
 mod state;
 mod tls;
 mod ws;
@@ -43,3 +46,4 @@ pub use error::GatewayError;
 pub use local::LOGIN_SUCCEEDS;
 pub use options::{Cors, DEFAULT_HEALTH_PORT, DEFAULT_PORT, GatewayOptions, LogoutMode, TlsMode};
 pub use server::{Gateway, Running};
+pub use setup::{Overrides, Setup};
