@@ -212,7 +212,7 @@ impl CpConf {
         let scheme_ssl = conf
             .remote_host
             .as_ref()
-            .map_or(true, |u| u.scheme() == "https");
+            .is_none_or(|u| u.scheme() == "https");
         if remote_ssl.is_some_and(|ssl| ssl != scheme_ssl) {
             conf.notes.push(format!(
                 "{}: ignored proxyRemoteSsl, because the scheme of proxyRemoteHost decides ({})",
