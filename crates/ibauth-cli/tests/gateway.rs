@@ -477,3 +477,57 @@ fn configuration_errors_exit_3_naming_the_file_key_or_variable() {
     assert_eq!(code, Some(2));
     assert!(err.contains("nor `off`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_that_gave_up_stays_down_until_activate_tries_again() {
+    let dir = temp_dir("gateway-gave-up");
+    let (sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    // The first login is refused: a credential never seen to work is not tried again.
+    sandbox.fail_next(
+        1,
+        ibauth_sandbox::FailWith::new(401, "invalid_client".to_owned()),
+    );
+    let state = dir.join("state");
+    let gateway = Gateway::start(
+        &config,
+        &[
+            "--plain",
+            "--listen",
+            "127.0.0.1:0",
+            "--health",
+            "127.0.0.1:0",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[("IBEAM_MAX_FAILED_AUTH", "1")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = curl(&[&format!("{}/status", gateway.health())]);
+        if json(&body)["state"] == "failed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}\n{}", gateway.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Up, saying why it does not serve.
+    assert_eq!(curl(&[&format!("{}/livez", gateway.health())]).0, 200);
+    assert_eq!(curl(&[&format!("{}/readyz", gateway.health())]).0, 503);
+    let (status, body) = curl(&[&format!("{}/v1/api/iserver/accounts", gateway.url())]);
+    assert_eq!(status, 503, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gateway.log().contains("the session gave up") {
+        assert!(Instant::now() < deadline, "{}", gateway.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sandbox.counters().access_tokens, 0);
+    // /activate: another try, which works now.
+    let (status, body) = curl(&["-X", "POST", &format!("{}/activate", gateway.health())]);
+    assert_eq!(status, 200, "{body}");
+    gateway.ready();
+    let (status, body) = curl(&[&format!("{}/v1/api/iserver/accounts", gateway.url())]);
+    assert_eq!(status, 200, "{body}");
+    let status = gateway.stop("-TERM");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(sandbox.counters().logouts, 1);
+}
