@@ -531,3 +531,60 @@ async fn a_session_that_gave_up_stays_down_until_activate_tries_again() {
     assert!(status.success(), "{status:?}");
     assert_eq!(sandbox.counters().logouts, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_shared_keeps_the_session_logout_pass_ends_it_until_activate() {
+    let dir = temp_dir("gateway-logout");
+    let (sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    let state = dir.join("state");
+    let args = |mode: &'static str| {
+        [
+            "--plain",
+            "--listen",
+            "127.0.0.1:0",
+            "--health",
+            "127.0.0.1:0",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--logout",
+            mode,
+        ]
+        .map(str::to_owned)
+    };
+    let shared = args("shared");
+    let shared: Vec<&str> = shared.iter().map(String::as_str).collect();
+    let gateway = Gateway::start(&config, &shared, &[]);
+    gateway.ready();
+    let (status, body) = curl(&["-X", "POST", &format!("{}/v1/api/logout", gateway.url())]);
+    assert_eq!(
+        (status, json(&body)["status"].clone()),
+        (200, Value::Bool(true))
+    );
+    assert_eq!(sandbox.counters().logouts, 0, "answered by the gateway");
+    assert_eq!(
+        curl(&[&format!("{}/v1/api/iserver/accounts", gateway.url())]).0,
+        200
+    );
+    assert!(gateway.stop("-TERM").success());
+    assert_eq!(sandbox.counters().logouts, 1);
+
+    let pass = args("pass");
+    let pass: Vec<&str> = pass.iter().map(String::as_str).collect();
+    let gateway = Gateway::start(&config, &pass, &[]);
+    gateway.ready();
+    let (status, body) = curl(&["-X", "POST", &format!("{}/v1/api/logout", gateway.url())]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sandbox.counters().logouts, 2, "passed on");
+    let (status, body) = curl(&[&format!("{}/v1/api/iserver/accounts", gateway.url())]);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(curl(&[&format!("{}/readyz", gateway.health())]).0, 503);
+    let (status, body) = curl(&["-X", "POST", &format!("{}/activate", gateway.health())]);
+    assert_eq!(status, 200, "{body}");
+    gateway.ready();
+    assert_eq!(
+        curl(&[&format!("{}/v1/api/iserver/accounts", gateway.url())]).0,
+        200
+    );
+    assert!(gateway.stop("-TERM").success());
+    assert_eq!(sandbox.counters().logouts, 3);
+}

@@ -42,10 +42,13 @@ impl State {
     /// Starts the keep-alive (logging in) and serves; nothing if already active and running.
     pub async fn activate(&self) -> Result<(), ibauth::Error> {
         let mut keepalive = self.keepalive.lock().await;
-        // A keep-alive that gave up (too many rejected logins: IBEAM_MAX_FAILED_AUTH) has
-        // stopped; `/activate` is how an operator asks for another try, as with IBeam.
-        if matches!(self.session.status().state, SessionState::Failed(_))
-            && let Some(stopped) = keepalive.take()
+        // A keep-alive that gave up (too many rejected logins: IBEAM_MAX_FAILED_AUTH), or whose
+        // session a client logged out (`--logout pass`), has stopped; `/activate` is how an
+        // operator asks for another login, as with IBeam.
+        if matches!(
+            self.session.status().state,
+            SessionState::Failed(_) | SessionState::LoggedOut
+        ) && let Some(stopped) = keepalive.take()
         {
             stopped.shutdown().await;
         }
