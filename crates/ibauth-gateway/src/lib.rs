@@ -14,6 +14,11 @@
 //! is bridged, its subscriptions re-sent after a reconnect. A health server like IBeam's reads
 //! cached state.
 //!
+//! The settings IBKR's and IBeam's users already have are read by [`conf`] (the gateway's
+//! `conf.yaml`, unchanged) and [`env`] (the `IBEAM_*` variables), and put together under the
+//! caller's own by [`Setup`] — command-line flags, then the environment, then `conf.yaml`, then
+//! the defaults — which is all `ibauth gateway` does before starting a [`Gateway`].
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use ibauth_gateway::{Gateway, GatewayOptions};
