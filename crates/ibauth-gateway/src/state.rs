@@ -22,12 +22,16 @@ pub(crate) struct State {
     pub active: AtomicBool,
     pub keepalive: tokio::sync::Mutex<Option<KeepAlive>>,
     pub flights: Flights,
+    /// The session's status, read in place: every request checks it, and
+    /// [`Session::status`] would clone it whole (the last tickle's JSON included).
+    status: tokio::sync::watch::Receiver<ibauth::session::Status>,
 }
 
 impl State {
     pub fn new(session: Session, options: GatewayOptions) -> Self {
         Self {
             active: AtomicBool::new(options.start_active),
+            status: session.watch(),
             session,
             options,
             keepalive: tokio::sync::Mutex::new(None),
@@ -75,14 +79,14 @@ impl State {
                 None,
             ));
         }
-        let status = self.session.status();
-        match status.state {
+        let status = self.status.borrow();
+        match &status.state {
             SessionState::Authenticated => None,
             state => Some(unavailable(
                 &format!(
                     "the session is not authenticated ({}){}",
                     state.name(),
-                    match &state {
+                    match state {
                         SessionState::Failed(reason) => format!(": {}", reason.message),
                         _ => status
                             .detail
