@@ -171,6 +171,57 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         health: Option<SocketAddr>,
     },
+    /// A drop-in replacement for IBKR's Client Portal Gateway and IBeam on this session: serve
+    /// the Web API on localhost:5000 to clients that send no credentials (ibind without OAuth,
+    /// IBeam setups, `curl -k`), with health checks on 5001, until Ctrl-C/SIGTERM (then drain
+    /// and log out once). Settings: these flags, then IBeam's IBEAM_* variables, then the
+    /// gateway's conf.yaml (--conf), then the defaults. Logs at info by default (-q: errors,
+    /// -v: debug), one JSON object per line with --json; the access log's target is
+    /// ibauth_gateway::access. Needs an account with OAuth access: see docs/gateway.md.
+    #[command(
+        after_help = "Example:\n  ibauth gateway\n  ibauth gateway --conf clientportal.gw/root/conf.yaml\n  ibauth gateway --plain --listen 127.0.0.1:5000 --health off\n  ibauth --oauth1a --json gateway --state-dir /var/lib/ibauth\n  curl -k https://localhost:5000/v1/api/iserver/auth/status"
+    )]
+    Gateway {
+        /// Where clients connect (repeatable) [default: the port of IBEAM_GATEWAY_BASE_URL or
+        /// conf.yaml's listenPort, else 5000, on every IPv4 and IPv6 interface: [::]:5000].
+        #[arg(long, value_name = "ADDR")]
+        listen: Vec<SocketAddr>,
+        /// IBKR's gateway configuration (clientportal.gw/root/conf.yaml), read unchanged:
+        /// listenPort, listenSsl, proxyRemoteHost, cors and ips are used, every other key is
+        /// reported once.
+        #[arg(long, value_name = "PATH")]
+        conf: Option<PathBuf>,
+        /// Plain HTTP instead of HTTPS (as `listenSsl: false`).
+        #[arg(long, conflicts_with_all = ["cert", "key"])]
+        plain: bool,
+        /// HTTPS with this certificate chain (PEM) instead of a self-signed certificate.
+        #[arg(long, value_name = "PEM", requires = "key")]
+        cert: Option<PathBuf>,
+        /// The private key (PEM) for --cert.
+        #[arg(long, value_name = "PEM", requires = "cert")]
+        key: Option<PathBuf>,
+        /// Where the self-signed certificate (DIR/tls/) and, unless the config names one, the
+        /// token file (DIR/tokens.json) are kept [default: ibauth's state folder,
+        /// ~/.local/state/ibauth].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// The health server (/livez, /readyz, /status, /activate, /deactivate): an address,
+        /// or `off` [default: [::]:5001, or the port of IBEAM_HEALTH_SERVER_PORT].
+        #[arg(long, value_name = "ADDR|off", value_parser = parse_health)]
+        health: Option<Health>,
+        /// What a client's logout does: `shared` answers it here and the session goes on for
+        /// every other client; `pass` ends the session.
+        #[arg(long, value_enum, value_name = "MODE")]
+        logout: Option<LogoutArg>,
+        /// Longest a request waits for its turn under IBKR's pacing limits before the gateway
+        /// answers 429 with Retry-After itself [default: 10].
+        #[arg(long, value_name = "SECS")]
+        max_wait: Option<f64>,
+        /// Start dormant: logged out, clients answered 503, until POST /activate on the
+        /// health port (as IBEAM_START_ACTIVE=false).
+        #[arg(long)]
+        inactive: bool,
+    },
     /// Check a configuration without logging in, and say how to fix each problem: key files
     /// (present, private, PEM shape, RSA ≥ 2048), the registered public key, DH parameters,
     /// the access-token secret, consumer and realm, DNS, TLS, clock skew, the token file.
@@ -247,4 +298,29 @@ fn parse_window(text: &str) -> Result<std::time::Duration, String> {
         Some(ms) if (1..=86_400_000).contains(&ms) => Ok(std::time::Duration::from_millis(ms)),
         _ => Err(format!("`{text}`: the window must be from 1ms to 24h")),
     }
+}
+
+/// `--health`: an address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    At(SocketAddr),
+    Off,
+}
+
+fn parse_health(text: &str) -> Result<Health, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(Health::Off);
+    }
+    text.parse().map(Health::At).map_err(|_| {
+        format!("`{text}` is not an address such as 127.0.0.1:5001 or [::]:5001, nor `off`")
+    })
+}
+
+/// `--logout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogoutArg {
+    /// Answered by the gateway: the session goes on for every other client.
+    Shared,
+    /// Passed on: the session ends, for every client.
+    Pass,
 }

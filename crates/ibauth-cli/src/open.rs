@@ -71,6 +71,16 @@ pub fn open(out: Out, flags: &Flags<'_>) -> Result<Opened, Error> {
 
 pub fn open_with_policy(out: Out, flags: &Flags<'_>, policy: Policy) -> Result<Opened, Error> {
     let config = AuthConfig::load(flags.config, flags.method())?;
+    open_config(out, flags, config, policy)
+}
+
+/// A session for credentials loaded by the caller (the gateway adds conf.yaml's host).
+pub fn open_config(
+    out: Out,
+    flags: &Flags<'_>,
+    config: AuthConfig,
+    policy: Policy,
+) -> Result<Opened, Error> {
     let mut builder = Session::builder(config).policy(policy);
     builder = builder.observe(Arc::new(move |x: &ibauth::http::Exchange| {
         if !reported(x.step) {
