@@ -47,6 +47,13 @@ pub struct Cli {
     #[arg(long, global = true, default_value_t = 7 * 86_400, value_name = "SECS")]
     pub max_age: u64,
 
+    /// A fleet's shared store instead of the token file: postgres://… or redis://… — every
+    /// process on every host that names it shares one login [default: `store:` in the config,
+    /// or IBAUTH_STORE]. Needs the fleet's key (IBAUTH_STORE_KEY_FILE, IBAUTH_STORE_KEY or
+    /// `store_key_file:`; `ibauth store-key` makes one). See docs/fleet.md.
+    #[arg(long, global = true, value_name = "URL", value_parser = parse_store)]
+    pub store: Option<StoreArg>,
+
     /// Colour: auto (on a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
     pub color: Color,
@@ -233,6 +240,28 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
     },
+    /// Make the key that seals a fleet's tokens in its shared store (AES-256: 32 random bytes,
+    /// base64): printed on stdout, or written to FILE with mode 0600 (never over an existing
+    /// file). --rotate FILE puts a new key first in an existing key file and keeps the old
+    /// ones after it (the first key seals, every key opens). Prints the key's id, never the key,
+    /// when writing a file.
+    #[command(
+        name = "store-key",
+        after_help = "Example:\n  ibauth store-key /etc/ibauth/store.key\n  ibauth store-key > store.key && chmod 600 store.key\n  ibauth store-key --rotate /etc/ibauth/store.key\n  ibauth store-key --retire /etc/ibauth/store.key"
+    )]
+    StoreKey {
+        /// The key file to create (mode 0600; refused if it exists). Without it, the key goes
+        /// to stdout.
+        #[arg(value_name = "FILE", conflicts_with_all = ["rotate", "retire"])]
+        file: Option<PathBuf>,
+        /// Rotate: a new key first in this existing key file, the old keys kept after it.
+        #[arg(long, value_name = "FILE", conflicts_with = "retire")]
+        rotate: Option<PathBuf>,
+        /// After a rotation, once `ibauth status` shows the document sealed with the current
+        /// key: keep only the first (current) key of this key file.
+        #[arg(long, value_name = "FILE")]
+        retire: Option<PathBuf>,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  ibauth completions bash > ~/.local/share/bash-completion/completions/ibauth\n  ibauth completions zsh > ~/.zfunc/_ibauth"
@@ -275,6 +304,24 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_window)]
         tickler_window: std::time::Duration,
     },
+}
+
+/// `--store`: the URL, or why it is not one. Parsed here rather than by clap, whose errors
+/// repeat the value given — and a store URL may hold a password.
+#[derive(Clone)]
+pub struct StoreArg(pub Result<ibauth::coord::StoreUrl, String>);
+
+impl std::fmt::Debug for StoreArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Ok(url) => write!(f, "{url:?}"),
+            Err(e) => write!(f, "invalid ({e})"),
+        }
+    }
+}
+
+fn parse_store(text: &str) -> Result<StoreArg, String> {
+    Ok(StoreArg(ibauth::coord::StoreUrl::parse(text)))
 }
 
 /// A positive duration written `<n>ms`, `<n>s`, `<n>m` or `<n>h` (a bare number is seconds).

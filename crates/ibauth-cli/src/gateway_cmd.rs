@@ -74,7 +74,7 @@ pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
     for note in &setup.notes {
         tracing::info!(target: "ibauth_gateway::config", "{note}");
     }
-    let session = match open_config(out, &opts.flags, config, policy) {
+    let session = match open_config(out, &opts.flags, config, policy).await {
         Ok(opened) => opened.session,
         Err(e) => return fail(out, &e),
     };

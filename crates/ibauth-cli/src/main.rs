@@ -10,6 +10,7 @@ mod keepalive;
 mod open;
 mod render;
 mod sandbox_cmd;
+mod store_key;
 mod ws_cmd;
 
 use std::io::IsTerminal;
@@ -72,10 +73,19 @@ async fn run(cli: Cli) -> ExitCode {
         pretty: stdout_tty && !cli.json,
         answer_only,
     };
+    let store = match cli.store.clone().map(|arg| arg.0).transpose() {
+        Ok(store) => store,
+        Err(e) => {
+            // The reason only: the value may hold the store's password.
+            eprintln!("error: --store: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let flags = open::Flags {
         config: cli.config.as_deref(),
         oauth1a: cli.oauth1a,
         third_party: third_party(&cli),
+        store,
     };
     let action = match cli.command {
         Command::Demo {
@@ -90,6 +100,19 @@ async fn run(cli: Cli) -> ExitCode {
                 public_key: public_key.as_deref(),
             };
             return doctor::run(out, opts).await;
+        }
+        Command::StoreKey {
+            file,
+            rotate,
+            retire,
+        } => {
+            let action = match (file, rotate, retire) {
+                (Some(file), _, _) => store_key::Action::Create(file),
+                (_, Some(file), _) => store_key::Action::Rotate(file),
+                (_, _, Some(file)) => store_key::Action::Retire(file),
+                (None, None, None) => store_key::Action::Print,
+            };
+            return store_key::run(out, action);
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
