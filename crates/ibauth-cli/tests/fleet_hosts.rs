@@ -670,7 +670,14 @@ async fn three_gateways_share_one_login(kind: Store) {
         "the thawed process follows"
     );
 
-    // The store restarted mid-run: the sessions go on.
+    // The store restarted mid-run: the sessions go on, and the stored document is still there.
+    let identity = view.identity.clone().expect("an identity by now");
+    let before = view
+        .coord
+        .load(&identity)
+        .await
+        .unwrap()
+        .expect("a document");
     let server = tokio::task::spawn_blocking(move || {
         server.stop();
         std::thread::sleep(Duration::from_secs(1));
@@ -687,6 +694,13 @@ async fn three_gateways_share_one_login(kind: Store) {
             || all(&gateways),
         )
         .await;
+    let kept = view
+        .coord
+        .load(&identity)
+        .await
+        .unwrap()
+        .expect("the document survived");
+    assert!(kept.version >= before.version, "{kept:?} after {before:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     for c in &calls {
@@ -889,6 +903,35 @@ async fn oauth2_followers_use_the_session_on_the_leaders_address_and_refuse_it_e
     );
     assert_eq!(stats.max_concurrent_ticklers, 1, "{stats:?}");
     assert_eq!(stats.sso_sessions, 1, "still one login: {stats:?}");
+    // Rotation: a member given the rotated key file (the new key first, the old one kept)
+    // still opens the document the leader sealed with the old key, and `status` says which
+    // key that is, so the old one is not retired too early.
+    let rotated = dir.join("rotated.key");
+    std::fs::copy(&key, &rotated).unwrap();
+    let out = ibauth()
+        .args(["store-key", "--rotate"])
+        .arg(&rotated)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::text(&out));
+    let mut env0 = env(&net[0]);
+    env0[0].1 = rotated.display().to_string();
+    let out = in_ns(
+        &net[0],
+        &["--config", &config, "--store", &url, "--json", "status"],
+        &env0,
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", common::text(&out));
+    let lines = common::json_lines(&out.stdout);
+    let fleet = lines.iter().find(|l| l["step"] == "fleet").unwrap();
+    assert_eq!(fleet["document"]["current_key"], false, "{fleet}");
+    assert!(fleet["leader"]["holder"].is_string(), "{fleet}");
+    assert!(
+        lines.iter().any(|l| l["step"] == "tickle"),
+        "the old key opened the document: {lines:?}"
+    );
     assert!(!leader.exited(), "the leader still runs\n{}", leader.log());
     drop(leader);
     drop(pg);
