@@ -98,6 +98,7 @@ async fn run(cli: Cli) -> ExitCode {
                 config: flags.config,
                 method: flags.method(),
                 public_key: public_key.as_deref(),
+                store: flags.store.clone(),
             };
             return doctor::run(out, opts).await;
         }

@@ -156,3 +156,71 @@ fn a_bad_store_url_is_a_usage_error_that_never_repeats_it() {
     assert!(said.contains("postgres://"), "{said}");
     assert!(!said.contains("hunter2"), "{said}");
 }
+
+/// `doctor` with a fleet's store checks the key and reaches the store instead of the token file.
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_checks_the_fleet_key_and_reaches_the_store() {
+    let dir = temp_dir("store-doctor");
+    let (_sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    let redis = tokio::task::spawn_blocking(ibauth_testsupport::redis::RedisServer::start)
+        .await
+        .unwrap();
+    let key = dir.join("store.key");
+    assert!(
+        ibauth()
+            .arg("store-key")
+            .arg(&key)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let doctor = |env: &[(&str, &std::path::Path)], store: &str| {
+        let mut cmd = ibauth();
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["--json", "--store", store, "doctor"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        let checks = report["checks"].as_array().unwrap().clone();
+        let find = |name: &str| {
+            checks
+                .iter()
+                .find(|c| c["check"] == name)
+                .unwrap_or_else(|| panic!("no `{name}` in {checks:#?}"))
+                .clone()
+        };
+        (find("store key"), find("shared store"), checks.clone())
+    };
+    let (key_check, store_check, checks) = doctor(&[("IBAUTH_STORE_KEY_FILE", &key)], &redis.url());
+    assert_eq!(key_check["status"], "ok", "{key_check}");
+    assert_eq!(store_check["status"], "ok", "{store_check}");
+    assert!(
+        !checks.iter().any(|c| c["check"] == "token file"),
+        "a fleet has no token file"
+    );
+
+    let (key_check, _, _) = doctor(&[], &redis.url());
+    assert_eq!(key_check["status"], "fail", "{key_check}");
+    assert!(
+        key_check["fix"]
+            .as_str()
+            .unwrap()
+            .contains("ibauth store-key")
+    );
+
+    let (_, store_check, _) = doctor(
+        &[("IBAUTH_STORE_KEY_FILE", &key)],
+        "redis://:hunter2@127.0.0.1:9/0",
+    );
+    assert_eq!(store_check["status"], "fail", "{store_check}");
+    assert!(store_check["fix"].is_string());
+    assert!(
+        !store_check.to_string().contains("hunter2"),
+        "{store_check}"
+    );
+}
