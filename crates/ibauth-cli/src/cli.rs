@@ -243,8 +243,8 @@ pub enum Command {
     /// Make the key that seals a fleet's tokens in its shared store (AES-256: 32 random bytes,
     /// base64): printed on stdout, or written to FILE with mode 0600 (never over an existing
     /// file). --rotate FILE puts a new key first in an existing key file and keeps the old
-    /// ones after it (the first key seals, every key opens). Prints the key's id, never the key,
-    /// when writing a file.
+    /// ones after it (the first key seals, every key opens); --retire FILE keeps only the first.
+    /// Prints the key's id, never the key, when writing a file.
     #[command(
         name = "store-key",
         after_help = "Example:\n  ibauth store-key /etc/ibauth/store.key\n  ibauth store-key > store.key && chmod 600 store.key\n  ibauth store-key --rotate /etc/ibauth/store.key\n  ibauth store-key --retire /etc/ibauth/store.key"
