@@ -70,7 +70,9 @@ pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
         Ok(policy) => policy,
         Err(e) => return fail(out, &e.into()),
     };
-    let token_file = policy.token_file.clone();
+    // A fleet's store replaces the token file: the announcement says which one is used.
+    let store = opts.flags.store.clone().or_else(|| policy.store.clone());
+    let token_file = policy.token_file.clone().filter(|_| store.is_none());
     for note in &setup.notes {
         tracing::info!(target: "ibauth_gateway::config", "{note}");
     }
@@ -92,7 +94,11 @@ pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
             return ExitCode::from(code::OTHER);
         }
     };
-    announce(out, &setup, &running, token_file.as_deref());
+    let tokens = Tokens {
+        file: token_file.as_deref(),
+        store: store.map(|s| s.redacted()),
+    };
+    announce(out, &setup, &running, &tokens);
     let watcher = tokio::spawn(report_failure(running.session().watch()));
     signal.await;
     tracing::info!("signal: draining in-flight requests, then logging out once");
@@ -104,7 +110,14 @@ pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
 
 /// Where clients connect, on stdout: a line for people, or a JSON object (scripts and tests
 /// read the ports given as 0 from it).
-fn announce(out: Out, setup: &Setup, running: &Running, token_file: Option<&std::path::Path>) {
+/// Where the session's tokens are kept: the token file, or a fleet's shared store.
+struct Tokens<'a> {
+    file: Option<&'a std::path::Path>,
+    /// The store's URL, its password hidden.
+    store: Option<String>,
+}
+
+fn announce(out: Out, setup: &Setup, running: &Running, tokens: &Tokens<'_>) {
     let scheme = match setup.options.tls {
         TlsMode::Plain => "http",
         _ => "https",
@@ -121,7 +134,7 @@ fn announce(out: Out, setup: &Setup, running: &Running, token_file: Option<&std:
     };
     let health = running.health_addr();
     let text = format!(
-        "ibauth gateway on {}{}{}\n  health: {}\n  allowed: {}\nCtrl-C (or SIGTERM) drains in-flight requests, logs out once and stops.",
+        "ibauth gateway on {}{}{}{}\n  health: {}\n  allowed: {}\nCtrl-C (or SIGTERM) drains in-flight requests, logs out once and stops{}.",
         urls.join(", "),
         if running
             .addrs()
@@ -136,11 +149,21 @@ fn announce(out: Out, setup: &Setup, running: &Running, token_file: Option<&std:
             .as_ref()
             .map(|c| format!("\n  certificate: {}", c.display()))
             .unwrap_or_default(),
+        tokens
+            .store
+            .as_ref()
+            .map(|s| format!("\n  fleet store: {s} (one login for every member)"))
+            .unwrap_or_default(),
         health.map_or_else(
             || "off".to_owned(),
             |h| format!("http://{h} (/livez, /readyz, /status, /activate, /deactivate)")
         ),
         setup.options.access.allowed().join(", "),
+        if tokens.store.is_some() {
+            " (the last member of the fleet to stop logs out; the others hand over)"
+        } else {
+            ""
+        },
     );
     out.result(
         &text,
@@ -150,7 +173,8 @@ fn announce(out: Out, setup: &Setup, running: &Running, token_file: Option<&std:
             "health": health.map(|h| h.to_string()),
             "certificate": certificate,
             "state_dir": setup.state_dir,
-            "token_file": token_file,
+            "token_file": tokens.file,
+            "store": tokens.store,
             "allowed": setup.options.access.allowed(),
             "active": setup.options.start_active,
         }),

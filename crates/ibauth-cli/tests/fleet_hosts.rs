@@ -476,6 +476,22 @@ async fn gateway(
                 .any(|l| l.contains("\"gateway\""))
         })
         .await;
+    let announced: Value = member
+        .out
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap();
+    // The fleet's store, not a token file, keeps its tokens.
+    assert!(announced["token_file"].is_null(), "{announced}");
+    let scheme = store.split(':').next().unwrap();
+    assert!(
+        announced["store"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(scheme)),
+        "{announced}"
+    );
     member
 }
 
