@@ -178,9 +178,13 @@ fn keep_lines(from: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String
 
 /// `ibauth ARGS` in `ns`, with the test's environment rules (`common::ibauth`).
 fn in_ns(ns: &Ns, args: &[&str], env: &[(&str, String)]) -> Command {
+    in_named_ns(&ns.name, args, env)
+}
+
+fn in_named_ns(ns: &str, args: &[&str], env: &[(&str, String)]) -> Command {
     let base = ibauth();
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.name])
+    cmd.args(["netns", "exec", ns])
         .arg(env!("CARGO_BIN_EXE_ibauth"))
         .args(args);
     for (k, v) in base.get_envs() {
@@ -495,6 +499,47 @@ async fn gateway(
     member
 }
 
+/// `ibauth ARGS` run again and again from each namespace in turn, on a thread, until stopped.
+struct OneShots {
+    on: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(Vec<u64>, Vec<String>)>,
+}
+
+impl OneShots {
+    fn start(names: Vec<String>, args: Vec<String>, env: Vec<(String, String)>) -> OneShots {
+        let on = Arc::new(AtomicBool::new(true));
+        let running = on.clone();
+        let thread = std::thread::spawn(move || {
+            let mut ok = vec![0; names.len()];
+            let mut failed = Vec::new();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, String)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            while running.load(Ordering::SeqCst) {
+                for (i, name) in names.iter().enumerate() {
+                    let out = in_named_ns(name, &args, &env).output().unwrap();
+                    let answer: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+                    if out.status.success()
+                        && answer.is_some_and(|a| a["selectedAccount"].is_string())
+                    {
+                        ok[i] += 1;
+                    } else {
+                        failed.push(format!("from {name}: {}", common::text(&out)));
+                    }
+                }
+            }
+            (ok, failed)
+        });
+        OneShots { on, thread }
+    }
+
+    /// Successes per namespace, and every failure.
+    fn stop(self) -> (Vec<u64>, Vec<String>) {
+        self.on.store(false, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Store {
     Postgres,
@@ -602,6 +647,24 @@ async fn three_gateways_share_one_login(kind: Store) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // One-shot `ibauth api … --store` calls from every address in turn, while the leader is
+    // killed and frozen: each reads the fleet's tokens from the store (never a login).
+    let oneshots = OneShots::start(
+        net.iter().map(|ns| ns.name.clone()).collect(),
+        vec![
+            "--oauth1a".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--store".into(),
+            url.clone(),
+            "api".into(),
+            "GET".into(),
+            "iserver/accounts".into(),
+        ],
+        env.iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    );
     let user = || sandbox.user_stats(SANDBOX_CREDENTIAL);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -685,6 +748,24 @@ async fn three_gateways_share_one_login(kind: Store) {
         Some((third, generation3)),
         "the thawed process follows"
     );
+
+    // (A one-shot needs the store: they stop before it does.)
+    let (shots, failed) = tokio::task::spawn_blocking(move || oneshots.stop())
+        .await
+        .unwrap();
+    eprintln!("one-shot API calls per namespace: {shots:?}");
+    assert!(
+        failed.is_empty(),
+        "one-shot API calls failed: {failed:#?}\n{}",
+        all(&gateways)
+    );
+    for (ns, n) in net.iter().zip(&shots) {
+        assert!(
+            *n >= 2,
+            "too few one-shot calls from {}: {shots:?}",
+            ns.name
+        );
+    }
 
     // The store restarted mid-run: the sessions go on, and the stored document is still there.
     let identity = view.identity.clone().expect("an identity by now");
