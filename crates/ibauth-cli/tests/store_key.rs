@@ -223,4 +223,31 @@ async fn doctor_checks_the_fleet_key_and_reaches_the_store() {
         !store_check.to_string().contains("hunter2"),
         "{store_check}"
     );
+
+    // From the YAML alone: `store:` and `store_key_file:` (relative to the config's folder).
+    let yaml = dir.join("fleet.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "store: {}\nstore_key_file: store.key\n",
+        redis.url()
+    ));
+    std::fs::write(&yaml, text).unwrap();
+    std::fs::set_permissions(&yaml, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = ibauth()
+        .arg("--config")
+        .arg(&yaml)
+        .args(["--json", "doctor"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", common::text(&out)));
+    for name in ["store key", "shared store"] {
+        let check = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` in {report:#}"));
+        assert_eq!(check["status"], "ok", "{check}");
+    }
 }
