@@ -832,6 +832,15 @@ async fn three_gateways_share_one_login(kind: Store) {
         "one tickler at a time: {stats:?}\n{everything}"
     );
     assert_eq!(stats.takeovers, 0, "{stats:?}");
+    assert_eq!(
+        (
+            stats.live_sessions,
+            stats.max_live_sessions,
+            stats.brokerage_sessions
+        ),
+        (1, 1, 1),
+        "one session at the sandbox all along: {stats:?}"
+    );
     assert_eq!(sandbox.counters().brokerage_takeovers, 0);
     assert!(stats.tickles > 20, "the session was kept alive: {stats:?}");
     assert!(gateways[leader_ns].exited(), "the killed leader stays dead");
