@@ -3,10 +3,10 @@
 # test of the workspace (`cargo test --workspace`, extra arguments passed on).
 #
 # The tests drive real programs, not stand-ins: a headless Chromium through chromedriver (the
-# OAuth 1.0a browser flow) and Python's venv (the interop tests build their own venvs with
-# scripts/python-venv.sh). redis-server, wrk and hyperfine are installed too, so tests and
-# benchmarks can rely on them. A test never skips because one of these is missing — it fails —
-# so this script is what makes a fresh Debian machine pass.
+# OAuth 1.0a browser flow), Python's venv (the interop tests build their own venvs with
+# scripts/python-venv.sh) and curl (the gateway's tests). redis-server, wrk and hyperfine are
+# installed too, so tests and benchmarks can rely on them. A test never skips because one of
+# these is missing — it fails — so this script is what makes a fresh Debian machine pass.
 #
 # Runs with no standard input (CI) and never prompts; when everything is present it installs
 # nothing and costs no more than a few `command -v`. Only bash builtins are used besides the
@@ -23,6 +23,7 @@ needed=(
   "redis-server redis-server"
   "wrk wrk"
   "hyperfine hyperfine"
+  "curl curl"
 )
 
 missing_packages() {

@@ -46,6 +46,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
     ("wrk", "wrk"),
     ("hyperfine", "hyperfine"),
+    ("curl", "curl"),
 ];
 
 impl Machine {

@@ -119,7 +119,9 @@ async fn send(state: &Shared, request: Forward) -> Response {
     )
     .await;
     let streamed = match forwarded {
-        Err(_) => return too_slow(timeout),
+        // Waiting on the session's recovery (a login, itself waiting for its turn), not on
+        // IBKR: say so, as the next request is told at once.
+        Err(_) => return state.unavailable().unwrap_or_else(|| too_slow(timeout)),
         Ok(Err(e)) => return failure(&e),
         Ok(Ok(streamed)) => streamed,
     };

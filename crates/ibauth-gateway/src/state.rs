@@ -20,6 +20,9 @@ pub(crate) struct State {
     pub options: GatewayOptions,
     /// Off: dormant (logged out, every client request answered 503) until `/activate`.
     pub active: AtomicBool,
+    /// The same, for tasks that must stop when the gateway goes dormant (bridged WebSockets:
+    /// an upstream socket reconnecting would log the session in again).
+    pub activity: tokio::sync::watch::Sender<bool>,
     pub keepalive: tokio::sync::Mutex<Option<KeepAlive>>,
     pub flights: Flights,
     /// The session's status, read in place: every request checks it, and
@@ -32,6 +35,7 @@ impl State {
         Self {
             active: AtomicBool::new(options.start_active),
             status: session.watch(),
+            activity: tokio::sync::watch::Sender::new(options.start_active),
             session,
             options,
             keepalive: tokio::sync::Mutex::new(None),
@@ -60,12 +64,15 @@ impl State {
             *keepalive = Some(self.session.keep_alive()?);
         }
         self.active.store(true, Ordering::SeqCst);
+        self.activity.send_replace(true);
         Ok(())
     }
 
-    /// Stops serving, and the keep-alive with one logout.
+    /// Stops serving — bridged WebSockets are closed first, so none reconnects upstream (and
+    /// logs in) behind the logout — and the keep-alive, with one logout.
     pub async fn deactivate(&self) {
         self.active.store(false, Ordering::SeqCst);
+        self.activity.send_replace(false);
         if let Some(running) = self.keepalive.lock().await.take() {
             running.shutdown().await;
         }
@@ -99,6 +106,11 @@ impl State {
             )),
         }
     }
+}
+
+/// Resolves once the gateway is dormant (at once if it is already).
+pub(crate) async fn dormant(activity: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = activity.wait_for(|active| !*active).await;
 }
 
 /// 503 with a JSON reason.

@@ -3,26 +3,37 @@
 //! `{"session":…}`) — and the gateway opens the upstream socket with the session's credentials
 //! and relays messages both ways. When the upstream socket drops or the session is renewed, it
 //! reconnects and sends the client's live subscriptions again: clients see a gap, not a
-//! disconnect.
+//! disconnect — however long IBKR is away (past the socket's own reconnection tries, a new one
+//! is opened every 0.5 s to 5 s), unless the session fails for good or the gateway goes
+//! dormant.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use ibauth::session::SessionState;
 use ibauth::ws::IbkrWebSocket;
 
-use crate::state::Shared;
+use crate::state::{Shared, dormant};
 
 /// How long a client without the cookie has to name its session.
 const NAME_THE_SESSION: Duration = Duration::from_secs(30);
+/// Between tries to open a new upstream socket once the old one's own reconnection gave up
+/// (IBKR away for longer): doubling from the first to the second.
+const REOPEN_MIN: Duration = Duration::from_millis(500);
+const REOPEN_MAX: Duration = Duration::from_secs(5);
 
 /// Policy violation (RFC 6455 §7.4.1): the client did not name the session.
 const POLICY: u16 = 1008;
-/// The upstream socket is gone for good.
+/// The upstream socket is gone for good, or the gateway went dormant.
 const GOING_AWAY: u16 = 1001;
+/// The close reason when the gateway goes dormant.
+const DORMANT: &str = "the gateway is dormant (deactivated)";
 
 pub(crate) async fn bridge(
     State(state): State<Shared>,
@@ -98,6 +109,9 @@ async fn close(client: &mut WebSocket, code: u16, reason: &str) {
 }
 
 async fn relay(state: Shared, mut client: WebSocket, named: Option<String>) {
+    // Dormant: the client is closed and the upstream socket dropped, never reconnected (its
+    // reconnection would log the session in again behind `/deactivate`'s logout).
+    let mut activity = state.activity.subscribe();
     if named.is_none() {
         let waiting = Message::Text(r#"{"message":"waiting for session"}"#.into());
         if client.send(waiting).await.is_err() {
@@ -120,7 +134,15 @@ async fn relay(state: Shared, mut client: WebSocket, named: Option<String>) {
             return;
         }
     }
-    let mut upstream = match state.session.websocket().await {
+    let opened = tokio::select! {
+        biased;
+        () = dormant(&mut activity) => {
+            close(&mut client, GOING_AWAY, DORMANT).await;
+            return;
+        }
+        opened = state.session.websocket() => opened,
+    };
+    let upstream = match opened {
         Ok(upstream) => upstream,
         Err(e) => {
             tracing::warn!(error = %e, "cannot open the upstream WebSocket");
@@ -131,8 +153,20 @@ async fn relay(state: Shared, mut client: WebSocket, named: Option<String>) {
     // Live subscriptions, by key, as the client sent them: re-sent after a reconnect.
     let mut live: BTreeMap<String, String> = BTreeMap::new();
     let mut seen_reconnects = upstream.reconnects();
+    // The upstream socket; `None` while IBKR is out of reach for longer than the socket's own
+    // reconnection tries, when `reopening` opens a new one, again and again, until it opens
+    // (the client keeps its connection and its subscriptions meanwhile).
+    let mut upstream = Some(upstream);
+    let mut reopening: Option<Reopen> = None;
+    let mut backoff = REOPEN_MIN;
     loop {
         tokio::select! {
+            biased;
+            () = dormant(&mut activity) => {
+                tracing::info!("the gateway is dormant: closing a WebSocket client");
+                close(&mut client, GOING_AWAY, DORMANT).await;
+                break;
+            }
             from_client = client.recv() => match from_client {
                 Some(Ok(Message::Text(text))) => {
                     let text = text.to_string();
@@ -145,40 +179,100 @@ async fn relay(state: Shared, mut client: WebSocket, named: Option<String>) {
                         }
                         None => {}
                     }
-                    if let Err(e) = upstream.send_text(&text).await {
+                    if let Some(upstream) = upstream.as_mut()
+                        && let Err(e) = upstream.send_text(&text).await
+                    {
                         tracing::debug!(error = %e, "upstream send failed; the next read reconnects");
                     }
                 }
                 Some(Ok(Message::Binary(bytes))) => {
-                    let text = String::from_utf8_lossy(&bytes).into_owned();
-                    let _ = upstream.send_text(&text).await;
+                    if let Some(upstream) = upstream.as_mut() {
+                        let text = String::from_utf8_lossy(&bytes).into_owned();
+                        let _ = upstream.send_text(&text).await;
+                    }
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
             },
-            from_upstream = upstream.next_text() => match from_upstream {
-                Some(Ok(text)) => {
-                    if upstream.reconnects() != seen_reconnects {
-                        seen_reconnects = upstream.reconnects();
-                        resubscribe(&mut upstream, &live).await;
+            from_upstream = next_upstream(&mut upstream) => match (from_upstream, upstream.as_mut()) {
+                (Some(Ok(text)), Some(socket)) => {
+                    if socket.reconnects() != seen_reconnects {
+                        seen_reconnects = socket.reconnects();
+                        resubscribe(socket, &live).await;
                     }
                     if client.send(Message::Text(text.into())).await.is_err() {
                         break;
                     }
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "the upstream WebSocket is gone");
-                    close(&mut client, GOING_AWAY, "upstream WebSocket gone").await;
-                    break;
-                }
-                None => {
-                    close(&mut client, GOING_AWAY, "upstream WebSocket closed").await;
-                    break;
+                (ended, _) => {
+                    let why = match ended {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "closed".to_owned(),
+                    };
+                    tracing::warn!(error = %why, "the upstream WebSocket is gone; opening a new one");
+                    if let Some(gone) = upstream.take() {
+                        gone.close().await;
+                    }
+                    reopening = Some(reopen(&state, Duration::ZERO));
                 }
             },
+            reopened = next_reopen(&mut reopening) => {
+                reopening = None;
+                match reopened {
+                    Ok(mut socket) => {
+                        tracing::info!("upstream WebSocket open again");
+                        backoff = REOPEN_MIN;
+                        resubscribe(&mut socket, &live).await;
+                        seen_reconnects = socket.reconnects();
+                        upstream = Some(socket);
+                    }
+                    Err(e) => {
+                        if let SessionState::Failed(reason) = state.session.status().state {
+                            tracing::warn!(error = %e, reason = %reason.message, "the session failed: closing a WebSocket client");
+                            close(&mut client, GOING_AWAY, "the session failed").await;
+                            break;
+                        }
+                        tracing::info!(error = %e, retry_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "cannot open the upstream WebSocket yet");
+                        reopening = Some(reopen(&state, backoff));
+                        backoff = (backoff * 2).min(REOPEN_MAX);
+                    }
+                }
+            }
         }
     }
-    upstream.close().await;
+    if let Some(upstream) = upstream {
+        upstream.close().await;
+    }
+}
+
+/// Opening a new upstream socket after `after`.
+type Reopen = Pin<Box<dyn Future<Output = Result<IbkrWebSocket, ibauth::Error>> + Send>>;
+
+fn reopen(state: &Shared, after: Duration) -> Reopen {
+    let session = state.session.clone();
+    Box::pin(async move {
+        tokio::time::sleep(after).await;
+        session.websocket().await
+    })
+}
+
+/// The next message of the upstream socket; never, while there is none.
+async fn next_upstream(
+    upstream: &mut Option<IbkrWebSocket>,
+) -> Option<Result<String, ibauth::Error>> {
+    match upstream {
+        Some(socket) => socket.next_text().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The reopening's outcome; never, while none is under way. The future is kept across the
+/// relay's turns, so a client's messages do not restart it.
+async fn next_reopen(reopening: &mut Option<Reopen>) -> Result<IbkrWebSocket, ibauth::Error> {
+    match reopening {
+        Some(opening) => opening.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// After a reconnect: the client's subscriptions again, so it sees a gap, not a disconnect.

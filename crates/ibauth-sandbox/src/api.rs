@@ -9,7 +9,7 @@ mod marketdata;
 mod orders;
 
 pub(crate) use accounts::{iserver_accounts, portfolio_accounts};
-pub(crate) use marketdata::snapshot;
+pub(crate) use marketdata::{quote, snapshot};
 pub(crate) use orders::{live_orders, place_orders};
 
 use crate::authn::Caller;

@@ -9,7 +9,8 @@
 //! Behind the same checks it serves a few Web API endpoints, so a client's API calls can be
 //! tested for real: `iserver/accounts`, `portfolio/accounts`, `iserver/marketdata/snapshot`,
 //! `iserver/account/{accountId}/orders` (placed orders are recorded, see [`Control::orders`])
-//! and `iserver/account/orders`.
+//! and `iserver/account/orders`; its WebSocket streams market data (`smd+<conid>+…`) at every
+//! heartbeat.
 //!
 //! With [`SandboxBuilder::pacing`] it enforces IBKR's rate limits ([`PacingLimits`]) with a
 //! penalty box, so a test can prove a client never earns a 429.
@@ -89,3 +90,24 @@ pub use server::{Sandbox, SandboxBuilder};
 pub use state::{
     Counters, FailWith, Flags, Lifetimes, PacingLimits, PlacedOrder, RegisteredClient,
 };
+
+/// Entry points for the fuzz targets (`fuzz/`, built by `cargo fuzz` with `--cfg fuzzing`):
+/// thin wrappers that call the sandbox's own parsers of what clients send. Not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod fuzzing {
+    use std::collections::BTreeMap;
+
+    pub use crate::jwt::{Unverified, parse as jwt_parse};
+
+    /// The parameters of an `Authorization: OAuth …` header; the refusal as text.
+    pub fn oauth_header(value: &str) -> Result<BTreeMap<String, String>, String> {
+        crate::oauth1a::header::parse_header(value).map_err(|e| format!("{e:?}"))
+    }
+
+    /// A parsed JWT's claims, without checking the signature (how the sandbox finds the key).
+    pub fn jwt_peek(token: &Unverified<'_>) -> Option<serde_json::Value> {
+        token.peek()
+    }
+}

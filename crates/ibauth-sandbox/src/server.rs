@@ -276,11 +276,13 @@ impl Sandbox {
         self.lock().clients.insert(client.client_id.clone(), client);
     }
 
-    /// Stops the server and waits for it.
+    /// Stops the server and waits for it. Open WebSockets are closed (code 1001), so the port
+    /// can be listened on again at once — a restart, for tests that need one.
     pub async fn shutdown(mut self) {
         if let Some(nightly) = self.nightly.take() {
             nightly.abort();
         }
+        self.lock().stopping.send_replace(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -300,6 +302,7 @@ impl Drop for Sandbox {
         if let Some(nightly) = self.nightly.take() {
             nightly.abort();
         }
+        self.lock().stopping.send_replace(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

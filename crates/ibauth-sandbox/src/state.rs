@@ -175,6 +175,8 @@ pub(crate) struct State {
     pub orders: OrderBook,
     /// Pacing enforcement, when on.
     pub pacing: Option<Pacer>,
+    /// Set when the sandbox stops: open WebSockets close.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl State {
@@ -197,6 +199,7 @@ impl State {
             faults: Default::default(),
             orders: OrderBook::default(),
             pacing: None,
+            stopping: tokio::sync::watch::Sender::new(false),
         }
     }
 

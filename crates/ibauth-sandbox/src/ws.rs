@@ -2,9 +2,12 @@
 //! before the upgrade, then the session: either the `api` cookie on the handshake, or — as
 //! IBKR documents for clients that cannot set a cookie — a first text message
 //! `{"session":"<id from tickle>"}` after the server's `{"message":"waiting for session"}`.
-//! Once authenticated it sends IBKR's `system` and `sts` messages and heartbeats.
+//! Once authenticated it sends IBKR's `system` and `sts` messages and heartbeats, and streams
+//! market data: after `smd+<conid>+{"fields":[…]}` a `smd+<conid>` message with those fields at
+//! once and again with every heartbeat, until `umd+<conid>+{}`. Every socket is closed when the
+//! sandbox stops, as a restarting server's would be.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,68 @@ const MAX_MESSAGE: usize = 64 * 1024;
 
 /// How long a socket opened without the cookie may take to send its session.
 const SESSION_WAIT: Duration = Duration::from_secs(30);
+
+/// Most market-data lines one socket may stream at once (IBKR's default is 100).
+const MAX_MARKET_DATA_LINES: usize = 100;
+/// Most fields one market-data subscription may ask for.
+const MAX_FIELDS: usize = 100;
+/// Streamed when a subscription names no fields: the last price.
+const DEFAULT_FIELDS: &[u32] = &[31];
+
+/// A market-data message from the client: `smd+<conid>+{"fields":["31",…]}` subscribes,
+/// `umd+<conid>+{}` unsubscribes.
+#[derive(Debug, PartialEq, Eq)]
+enum MarketData {
+    Subscribe(u64, Vec<u32>),
+    Unsubscribe(u64),
+}
+
+fn market_data(text: &str) -> Option<MarketData> {
+    let (kind, rest) = if let Some(rest) = text.strip_prefix("smd+") {
+        (true, rest)
+    } else {
+        (false, text.strip_prefix("umd+")?)
+    };
+    let (conid, arguments) = rest.split_once('+').unwrap_or((rest, ""));
+    let conid: u64 = conid.parse().ok().filter(|c| *c != 0)?;
+    if !kind {
+        return Some(MarketData::Unsubscribe(conid));
+    }
+    let asked = serde_json::from_str::<Value>(arguments)
+        .ok()
+        .and_then(|a| a.get("fields").and_then(Value::as_array).cloned())
+        .unwrap_or_default();
+    let mut fields: Vec<u32> = Vec::new();
+    for field in asked.iter().filter_map(|f| match f {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        _ => None,
+    }) {
+        if fields.len() == MAX_FIELDS {
+            break;
+        }
+        if !fields.contains(&field) {
+            fields.push(field);
+        }
+    }
+    if fields.is_empty() {
+        fields = DEFAULT_FIELDS.to_vec();
+    }
+    Some(MarketData::Subscribe(conid, fields))
+}
+
+/// Resolves once the sandbox is stopping (or gone).
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// The `smd+<conid>` message for one market-data line.
+fn market_data_message(shared: &Shared, conid: u64, fields: &[u32]) -> String {
+    let updated = lock(shared).now().saturating_mul(1000);
+    let mut message = crate::api::quote(conid, fields, updated);
+    message.insert("topic".into(), json!(format!("smd+{conid}")));
+    Value::Object(message).to_string()
+}
 
 /// Who a socket belongs to.
 struct Owner {
@@ -219,8 +284,19 @@ async fn serve(mut socket: WebSocket, shared: Shared, owner: Owner, heartbeat: D
     }
     let mut beat = tokio::time::interval(heartbeat);
     beat.reset();
+    let mut stopping = lock(&shared).stopping.subscribe();
+    // Market-data lines streamed on this socket: conid → fields.
+    let mut lines: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
     loop {
         tokio::select! {
+            () = stopped(&mut stopping) => {
+                let close = CloseFrame {
+                    code: close_code::AWAY,
+                    reason: "the sandbox is stopping".into(),
+                };
+                let _ = socket.send(Message::Close(Some(close))).await;
+                return;
+            }
             _ = beat.tick() => {
                 // A socket belongs to one session: when it ends or changes, close, so the
                 // client reconnects with the current session's cookie.
@@ -234,8 +310,40 @@ async fn serve(mut socket: WebSocket, shared: Shared, owner: Owner, heartbeat: D
                 if socket.send(Message::Text(hb.into())).await.is_err() {
                     return;
                 }
+                for (&conid, fields) in &lines {
+                    let update = market_data_message(&shared, conid, fields);
+                    if socket.send(Message::Text(update.into())).await.is_err() {
+                        return;
+                    }
+                }
             }
             incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) if market_data(text.as_str()).is_some() => {
+                    match market_data(text.as_str()) {
+                        Some(MarketData::Subscribe(conid, fields)) => {
+                            if lines.len() >= MAX_MARKET_DATA_LINES && !lines.contains_key(&conid) {
+                                let refusal = json!({
+                                    "topic": format!("smd+{conid}"),
+                                    "error": format!("at most {MAX_MARKET_DATA_LINES} market data lines"),
+                                })
+                                .to_string();
+                                if socket.send(Message::Text(refusal.into())).await.is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                            let first = market_data_message(&shared, conid, &fields);
+                            lines.insert(conid, fields);
+                            if socket.send(Message::Text(first.into())).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(MarketData::Unsubscribe(conid)) => {
+                            lines.remove(&conid);
+                        }
+                        None => {}
+                    }
+                }
                 Some(Ok(Message::Text(text))) if text.as_str() == "tic" => {
                     let alive = json!({"topic": "tic", "alive": true}).to_string();
                     if socket.send(Message::Text(alive.into())).await.is_err() {
@@ -256,7 +364,26 @@ async fn serve(mut socket: WebSocket, shared: Shared, owner: Owner, heartbeat: D
 
 #[cfg(test)]
 mod tests {
-    use super::cookie_session;
+    use super::{MarketData, cookie_session, market_data};
+
+    #[test]
+    fn market_data_subscriptions_as_clients_send_them() {
+        assert_eq!(
+            market_data(r#"smd+265598+{"fields":["31","84","31"]}"#),
+            Some(MarketData::Subscribe(265598, vec![31, 84]))
+        );
+        assert_eq!(
+            market_data("smd+8314+{}"),
+            Some(MarketData::Subscribe(8314, vec![31]))
+        );
+        assert_eq!(
+            market_data("umd+265598+{}"),
+            Some(MarketData::Unsubscribe(265598))
+        );
+        for other in ["tic", "smd+x+{}", "smd+0+{}", "sor+{}", "ech+hb"] {
+            assert_eq!(market_data(other), None, "{other}");
+        }
+    }
     use axum::http::{HeaderMap, HeaderValue, header::COOKIE};
 
     fn with_cookie(value: &str) -> HeaderMap {

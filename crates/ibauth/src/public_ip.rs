@@ -25,16 +25,20 @@ pub(crate) async fn lookup(http: &HttpClient, urls: &[Url]) -> Result<Ipv4Addr, 
                 continue;
             }
         };
-        let text = String::from_utf8_lossy(&answer);
-        match text.trim().parse::<Ipv4Addr>() {
-            Ok(ip) => {
+        match parse_answer(&answer) {
+            Some(ip) => {
                 tracing::debug!(%url, %ip, "public IP found");
                 return Ok(ip);
             }
-            Err(_) => failures.push(format!("{url}: answer is not an IPv4 address")),
+            None => failures.push(format!("{url}: answer is not an IPv4 address")),
         }
     }
     Err(Error::PublicIp {
         detail: failures.join("; "),
     })
+}
+
+/// A lookup service's answer: an IPv4 address, with surrounding whitespace.
+pub(crate) fn parse_answer(body: &[u8]) -> Option<Ipv4Addr> {
+    String::from_utf8_lossy(body).trim().parse().ok()
 }

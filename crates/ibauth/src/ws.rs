@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::header::HeaderValue;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
@@ -149,10 +149,7 @@ pub async fn connect_with_limit(
     ping_interval: Duration,
     max_message: usize,
 ) -> Result<IbkrWebSocket, Error> {
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
-        .max_write_buffer_size(MAX_WRITE_BUFFER);
+    let config = socket_config(max_message);
     let (stream, status) = tokio::time::timeout(target.timeout, handshake(target, config))
         .await
         .map_err(|_| Error::Timeout {
@@ -171,6 +168,14 @@ pub async fn connect_with_limit(
         reconnects: 0,
         max_message,
     })
+}
+
+/// Every frame and message capped at `max_message` bytes, and the outgoing buffer bounded.
+pub(crate) fn socket_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
 }
 
 /// The opening handshake (RFC 6455 §4.1) over TCP or TLS, then the socket handed to
@@ -229,7 +234,20 @@ async fn handshake(target: &WsTarget, config: WebSocketConfig) -> Result<(Stream
         .flush()
         .await
         .map_err(|e| ws_err(format!("sending the WebSocket handshake failed: {e}")))?;
+    read_answer(stream, &key, config).await
+}
 
+/// The server's answer to the upgrade request sent with `key`: a `101` that upgrades with the
+/// matching `Sec-WebSocket-Accept` gives the socket (frames and messages capped by `config`);
+/// anything else is an error, a refusal carrying its (bounded) message and `Retry-After`.
+pub(crate) async fn read_answer<S>(
+    mut stream: S,
+    key: &str,
+    config: WebSocketConfig,
+) -> Result<(WebSocketStream<S>, u16), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (head, tail) = read_head(&mut stream).await?;
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut answer = httparse::Response::new(&mut headers);

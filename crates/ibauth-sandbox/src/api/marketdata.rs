@@ -44,22 +44,26 @@ pub(crate) fn snapshot(
     let updated = state.now().saturating_mul(1000);
     let answer = conids
         .iter()
-        .map(|&conid| {
-            let mut object = Map::new();
-            object.insert("conid".into(), json!(conid));
-            object.insert("conidEx".into(), json!(conid.to_string()));
-            object.insert("server_id".into(), json!("q0"));
-            object.insert("6119".into(), json!("q0"));
-            object.insert("6509".into(), json!("RpB"));
-            for &field in &fields {
-                object.insert(field.to_string(), json!(value(conid, field)));
-            }
-            object.insert("_updated".into(), json!(updated));
-            Value::Object(object)
-        })
+        .map(|&conid| Value::Object(quote(conid, &fields, updated)))
         .collect();
     state.counters.api_calls += 1;
     Ok(Value::Array(answer))
+}
+
+/// One contract's quote with `fields`, as a snapshot row or a streamed `smd` message carries
+/// it; `updated` in epoch milliseconds.
+pub(crate) fn quote(conid: u64, fields: &[u32], updated: u64) -> Map<String, Value> {
+    let mut object = Map::new();
+    object.insert("conid".into(), json!(conid));
+    object.insert("conidEx".into(), json!(conid.to_string()));
+    object.insert("server_id".into(), json!("q0"));
+    object.insert("6119".into(), json!("q0"));
+    object.insert("6509".into(), json!("RpB"));
+    for &field in fields {
+        object.insert(field.to_string(), json!(value(conid, field)));
+    }
+    object.insert("_updated".into(), json!(updated));
+    object
 }
 
 fn bad_request(why: &str) -> Reject {

@@ -4,7 +4,7 @@
 //! a base string is the one the sandbox advertises, never the `Host` header.
 
 mod check;
-mod header;
+pub(crate) mod header;
 mod hmac;
 mod lst;
 

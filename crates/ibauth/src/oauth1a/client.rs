@@ -21,7 +21,7 @@ use crate::client::{AuthMethod, BoxFuture, Client};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{DEFAULT_TIMEOUT, parse_base_url};
 use crate::error::{ConfigError, Error, Step};
-use crate::http::HttpClient;
+use crate::http::{HttpClient, Reply};
 use crate::key::{DecryptionKey, SigningKey};
 use crate::store::{StoredLst, StoredTokens};
 use crate::tokens::{TokenExpiry, TokenKind, lenient_u64, sane_lifetime};
@@ -482,7 +482,6 @@ impl Oauth1aClient {
     /// signature of it.
     pub async fn request_live_session_token(&mut self) -> Result<&LiveSessionToken, Error> {
         let step = Step::LiveSessionToken;
-        let lst_err = |source| Error::Lst { step, source };
         let secret = DhSecret::random();
         let challenge = self.config.dh.challenge(&secret);
         let nonce = Nonce::fresh(self.clock.now_unix());
@@ -526,39 +525,20 @@ impl Oauth1aClient {
             .post(url)
             .header(AUTHORIZATION, header)
             .header(CONTENT_LENGTH, "0");
-        let answer: LstAnswer = self.http.send(step, request).await?.json(step)?;
-        let missing = |field: &str| Error::Protocol {
-            step,
-            status: 200,
-            detail: format!("no {field} in the answer"),
-        };
-        let response = answer
-            .diffie_hellman_response
-            .ok_or_else(|| missing("diffie_hellman_response"))?;
-        let signature = answer
-            .live_session_token_signature
-            .ok_or_else(|| missing("live_session_token_signature"))?;
-        let k = self
-            .config
-            .dh
-            .shared_secret(&response, &secret)
-            .map_err(lst_err)?;
-        let token = live_session_token(&k, &self.prepend).ok_or(lst_err(LstError::Mismatch))?;
-        if !lst_matches(&token, &self.config.consumer_key, &signature) {
-            return Err(lst_err(LstError::Mismatch));
-        }
-        let key = STANDARD
-            .decode(token.expose_secret())
-            .map_err(|_| lst_err(LstError::Mismatch))?;
-        let now = self.clock.now_unix();
-        let expires_at_ms = lst_expiry_ms(answer.live_session_token_expiration.as_ref(), now);
-        tracing::info!(expires_at_ms, "live session token obtained and validated");
-        Ok(self.lst.insert(LiveSessionToken {
-            token,
-            key: Arc::new(SecretSlice::from(key)),
-            obtained_at: now,
-            expires_at_ms,
-        }))
+        let reply = self.http.send(step, request).await?;
+        let lst = live_session_token_from(
+            &reply,
+            &self.config.dh,
+            &secret,
+            &self.prepend,
+            &self.config.consumer_key,
+            self.clock.now_unix(),
+        )?;
+        tracing::info!(
+            expires_at_ms = lst.expires_at_ms,
+            "live session token obtained and validated"
+        );
+        Ok(self.lst.insert(lst))
     }
 
     /// An authorizer for the current live session token.
@@ -733,6 +713,49 @@ impl Client for Oauth1aClient {
     fn publish(&self) -> bool {
         self.config().publishes()
     }
+}
+
+/// The live session token from IBKR's answer to `oauth/live_session_token`: the shared secret
+/// from its `diffie_hellman_response` (refused outside `[2, p − 2]`), the token derived with
+/// `prepend`, checked against its `live_session_token_signature`, and its expiry believed
+/// within bounds ([`lst_expiry_ms`]).
+pub(crate) fn live_session_token_from(
+    reply: &Reply,
+    dh: &DhGroup,
+    secret: &DhSecret,
+    prepend: &SecretString,
+    consumer_key: &str,
+    now: u64,
+) -> Result<LiveSessionToken, Error> {
+    let step = Step::LiveSessionToken;
+    let lst_err = |source| Error::Lst { step, source };
+    let answer: LstAnswer = reply.json(step)?;
+    let missing = |field: &str| Error::Protocol {
+        step,
+        status: 200,
+        detail: format!("no {field} in the answer"),
+    };
+    let response = answer
+        .diffie_hellman_response
+        .ok_or_else(|| missing("diffie_hellman_response"))?;
+    let signature = answer
+        .live_session_token_signature
+        .ok_or_else(|| missing("live_session_token_signature"))?;
+    let k = dh.shared_secret(&response, secret).map_err(lst_err)?;
+    let token = live_session_token(&k, prepend).ok_or(lst_err(LstError::Mismatch))?;
+    if !lst_matches(&token, consumer_key, &signature) {
+        return Err(lst_err(LstError::Mismatch));
+    }
+    let key = STANDARD
+        .decode(token.expose_secret())
+        .map_err(|_| lst_err(LstError::Mismatch))?;
+    let expires_at_ms = lst_expiry_ms(answer.live_session_token_expiration.as_ref(), now);
+    Ok(LiveSessionToken {
+        token,
+        key: Arc::new(SecretSlice::from(key)),
+        obtained_at: now,
+        expires_at_ms,
+    })
 }
 
 /// IBKR's `live_session_token_expiration` (epoch ms) as believed at `now` (epoch s): kept when

@@ -483,7 +483,7 @@ fn dh_param_file(path: &Path, fallback_generator: u32) -> Result<DhGroup, Config
 }
 
 /// `SEQUENCE { INTEGER p, INTEGER g, … }` → (p bytes, g).
-fn parse_dhparam(der: &[u8]) -> Option<(Vec<u8>, u32)> {
+pub(crate) fn parse_dhparam(der: &[u8]) -> Option<(Vec<u8>, u32)> {
     let (tag, body, _) = der_item(der)?;
     if tag != 0x30 {
         return None;

@@ -374,7 +374,7 @@ async fn serve(
 /// request token and the query carries a verifier or a refusal. A redirect of another login, a
 /// request without the token, or one with the token but nothing else is `None`: ignored, so no
 /// one who does not know the token can end (or spoil) the wait.
-fn answer(query: &str, request: &RequestToken) -> Option<Answer> {
+pub(crate) fn answer(query: &str, request: &RequestToken) -> Option<Answer> {
     let token = url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "oauth_token")
         .map(|(_, v)| v.into_owned())?;

@@ -300,16 +300,25 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Hex digits (an odd count has a leading zero implied) as bytes; `None` for anything else.
+/// Digits only: `u8::from_str_radix` alone would also take a sign (`+f`), so `+2` would pass
+/// for the peer value 2 and `+f` pairs for digits of a prime.
 pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
-    let text = if text.len() % 2 == 1 {
-        format!("0{text}")
-    } else {
-        text.to_owned()
+    let nibble = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
     };
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    let digits = text.as_bytes();
+    let (odd, pairs) = digits.split_at(digits.len() % 2);
+    let mut out = Vec::with_capacity(digits.len().div_ceil(2));
+    if let [d] = odd {
+        out.push(nibble(*d)?);
+    }
+    for pair in pairs.chunks_exact(2) {
+        out.push(nibble(pair[0])? << 4 | nibble(pair[1])?);
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -370,6 +379,40 @@ mod tests {
         assert_eq!(group.check_peer_value("xyz"), Err("not hexadecimal"));
         let b = group.challenge(&secret);
         assert!(group.shared_secret(&b, &secret).is_ok());
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `dh_params`): `+` passed for a hex digit, so a
+    /// prime, a peer's value (`+2`) or an LST signature could be written with signs.
+    #[test]
+    fn hex_is_digits_only() {
+        assert_eq!(unhex("0aF"), Some(vec![0x00, 0xaf]));
+        assert_eq!(unhex("f"), Some(vec![0x0f]));
+        assert_eq!(unhex(""), Some(vec![]));
+        for bad in ["+f", "+1+2", "-1", "0x", " 1", "1 ", "é1", "g0"] {
+            assert_eq!(unhex(bad), None, "{bad:?}");
+        }
+        let signed = format!("+{}", &RFC3526_PRIME_2048[1..]);
+        assert!(matches!(
+            DhGroup::from_hex(&signed, 2),
+            Err(LstError::BadPrime("not hexadecimal"))
+        ));
+        let group = DhGroup::from_hex(RFC3526_PRIME_2048, 2).unwrap();
+        assert_eq!(group.check_peer_value("2"), Ok(()));
+        assert_eq!(group.check_peer_value("+2"), Err("not hexadecimal"));
+        // A token whose signature starts with `0`, which `+` stood for.
+        let (lst, signature) = (0..=255u8)
+            .map(|b| SecretString::from(STANDARD.encode([b; 20])))
+            .find_map(|lst| {
+                let signature = lst_signature(&lst, "TESTCONS")?;
+                signature.starts_with('0').then_some((lst, signature))
+            })
+            .unwrap();
+        assert!(lst_matches(&lst, "TESTCONS", &signature));
+        assert!(!lst_matches(
+            &lst,
+            "TESTCONS",
+            &format!("+{}", &signature[1..])
+        ));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! HMAC-SHA256 (first party); and the request token → browser authorisation → access token
 //! exchange in front of it (third party). The byte-exact primitives are here too.
 
-mod client;
+pub(crate) mod client;
 pub mod config;
 mod granted;
 pub mod login;

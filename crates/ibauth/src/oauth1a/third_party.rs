@@ -28,7 +28,7 @@ use super::Oauth1aConfig;
 use super::signing::{Nonce, Signer, authorize, oauth_params};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, Error, Step};
-use crate::http::HttpClient;
+use crate::http::{HttpClient, Reply};
 
 /// IBKR's authorisation page.
 pub const DEFAULT_AUTHORIZE_URL: &str = "https://www.interactivebrokers.com/authorize";
@@ -198,13 +198,13 @@ impl ThirdPartyClient {
         &self.config
     }
 
-    async fn signed_post<T: for<'de> Deserialize<'de>>(
+    async fn signed_post(
         &self,
         step: Step,
         path: &str,
         token: Option<&str>,
         extra: &[(&str, &str)],
-    ) -> Result<T, Error> {
+    ) -> Result<Reply, Error> {
         let url = self
             .config
             .template
@@ -247,7 +247,7 @@ impl ThirdPartyClient {
             .post(url)
             .header(AUTHORIZATION, header)
             .header(CONTENT_LENGTH, "0");
-        self.http.send(step, request).await?.json(step)
+        self.http.send(step, request).await
     }
 
     /// Step 1: `oauth/request_token`, with the registered callback (or `oob`).
@@ -258,7 +258,7 @@ impl ThirdPartyClient {
             .callback
             .as_ref()
             .map_or_else(|| "oob".to_owned(), |u| u.as_str().to_owned());
-        let answer: RequestTokenAnswer = self
+        let reply = self
             .signed_post(
                 step,
                 "oauth/request_token",
@@ -266,13 +266,9 @@ impl ThirdPartyClient {
                 &[("oauth_callback", &callback)],
             )
             .await?;
-        let token = answer.oauth_token.ok_or(Error::Protocol {
-            step,
-            status: 200,
-            detail: "no oauth_token in the answer".into(),
-        })?;
+        let request = request_token_from(&reply, callback)?;
         tracing::info!("request token obtained");
-        Ok(RequestToken { token, callback })
+        Ok(request)
     }
 
     /// Step 2: where the user authorises the request token.
@@ -290,7 +286,7 @@ impl ThirdPartyClient {
         verifier: &SecretString,
     ) -> Result<AccessGrant, Error> {
         let step = Step::OauthAccessToken;
-        let answer: AccessTokenAnswer = self
+        let reply = self
             .signed_post(
                 step,
                 "oauth/access_token",
@@ -298,20 +294,7 @@ impl ThirdPartyClient {
                 &[("oauth_verifier", verifier.expose_secret())],
             )
             .await?;
-        let missing = |field: &str| Error::Protocol {
-            step,
-            status: 200,
-            detail: format!("no {field} in the answer"),
-        };
-        let grant = AccessGrant {
-            access_token: answer.oauth_token.ok_or_else(|| missing("oauth_token"))?,
-            access_token_secret: SecretString::from(
-                answer
-                    .oauth_token_secret
-                    .ok_or_else(|| missing("oauth_token_secret"))?,
-            ),
-            is_paper: answer.is_paper.unwrap_or(false),
-        };
+        let grant = access_grant_from(&reply)?;
         tracing::info!(is_paper = grant.is_paper, "access token granted");
         Ok(grant)
     }
@@ -324,6 +307,38 @@ impl ThirdPartyClient {
             .clone()
             .with_access_token(&grant.access_token, grant.access_token_secret.clone())
     }
+}
+
+/// The request token from IBKR's answer to `oauth/request_token` (asked with `callback`).
+pub(crate) fn request_token_from(reply: &Reply, callback: String) -> Result<RequestToken, Error> {
+    let step = Step::RequestToken;
+    let answer: RequestTokenAnswer = reply.json(step)?;
+    let token = answer.oauth_token.ok_or(Error::Protocol {
+        step,
+        status: 200,
+        detail: "no oauth_token in the answer".into(),
+    })?;
+    Ok(RequestToken { token, callback })
+}
+
+/// The grant from IBKR's answer to `oauth/access_token`.
+pub(crate) fn access_grant_from(reply: &Reply) -> Result<AccessGrant, Error> {
+    let step = Step::OauthAccessToken;
+    let answer: AccessTokenAnswer = reply.json(step)?;
+    let missing = |field: &str| Error::Protocol {
+        step,
+        status: 200,
+        detail: format!("no {field} in the answer"),
+    };
+    Ok(AccessGrant {
+        access_token: answer.oauth_token.ok_or_else(|| missing("oauth_token"))?,
+        access_token_secret: SecretString::from(
+            answer
+                .oauth_token_secret
+                .ok_or_else(|| missing("oauth_token_secret"))?,
+        ),
+        is_paper: answer.is_paper.unwrap_or(false),
+    })
 }
 
 /// The verifier from what the user pasted: the whole redirect URL (checked to belong to

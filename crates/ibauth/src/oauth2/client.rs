@@ -18,7 +18,7 @@ use crate::client::{AuthMethod, BoxFuture, Client};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, parse_base_url};
 use crate::error::{ConfigError, Error, Step};
-use crate::http::HttpClient;
+use crate::http::{HttpClient, Reply};
 use crate::public_ip;
 use crate::store::{StoredBearer, StoredToken, StoredTokens};
 use crate::tokens::{
@@ -277,36 +277,13 @@ impl Oauth2Client {
             .post(self.endpoint(TOKEN_PATH))
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(token_request_body(&assertion).expose_secret().to_owned());
-        let answer: TokenAnswer = self.http.send(step, request).await?.json(step)?;
-        let token = answer
-            .access_token
-            .filter(|t| !t.is_empty())
-            .ok_or(Error::Protocol {
-                step,
-                status: 200,
-                detail: "no access_token in the answer".into(),
-            })?;
-        // Clamped: a lifetime of 0 or 2^64 − 1 s must neither loop the renewals nor overflow.
-        let expires_in = match answer.expires_in.as_ref() {
-            None | Some(serde_json::Value::Null) => None,
-            Some(value) => match lenient_u64(value) {
-                Some(secs) => Some(sane_lifetime(TokenKind::AccessToken, "expires_in", secs)),
-                None => {
-                    tracing::warn!(
-                        "the access token's expires_in is not a usable number; its expiry is unknown"
-                    );
-                    None
-                }
-            },
-        };
-        tracing::info!(expires_in_s = expires_in, "access token obtained");
-        Ok(self.access.insert(AccessToken {
-            token: SecretString::from(token),
-            token_type: answer.token_type.unwrap_or_else(|| "Bearer".into()),
-            scope: answer.scope,
-            obtained_at: now,
-            expires_at: expires_in.map(|s| now.saturating_add(s)),
-        }))
+        let reply = self.http.send(step, request).await?;
+        let token = access_token_from(&reply, now)?;
+        tracing::info!(
+            expires_in_s = token.expires_at.map(|at| at.saturating_sub(now)),
+            "access token obtained"
+        );
+        Ok(self.access.insert(token))
     }
 
     /// The public IP: from the config, or looked up (and a warning if it changed since the
@@ -349,23 +326,10 @@ impl Oauth2Client {
             .header(AUTHORIZATION, access_header)
             .header(CONTENT_TYPE, "application/jwt")
             .body(jwt.expose_secret().to_owned());
-        let answer: SsoSessionAnswer = self.http.send(step, request).await?.json(step)?;
-        let token = answer
-            .access_token
-            .filter(|t| !t.is_empty())
-            .ok_or(Error::Protocol {
-                step,
-                status: 200,
-                detail: "no access_token (bearer) in the answer".into(),
-            })?;
+        let reply = self.http.send(step, request).await?;
+        let bearer = bearer_token_from(&reply, ip, now)?;
         tracing::info!(%ip, "SSO session opened");
-        Ok(self.bearer.insert(BearerToken {
-            token: SecretString::from(token),
-            active: answer.active.unwrap_or(true),
-            ip,
-            obtained_at: now,
-            expires_at: now.saturating_add(super::SSO_SESSION_LIFETIME_SECS),
-        }))
+        Ok(self.bearer.insert(bearer))
     }
 
     /// Step 3: `sso/validate`. Refines the bearer token's expiry from `EXPIRES`.
@@ -593,6 +557,65 @@ impl Client for Oauth2Client {
     fn publish(&self) -> bool {
         self.config().publish()
     }
+}
+
+/// The access token from the token endpoint's answer (step 1), its lifetime clamped: a
+/// lifetime of 0 or 2^64 − 1 s must neither loop the renewals nor overflow.
+pub(crate) fn access_token_from(reply: &Reply, now: u64) -> Result<AccessToken, Error> {
+    let step = Step::AccessToken;
+    let answer: TokenAnswer = reply.json(step)?;
+    let token = answer
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or(Error::Protocol {
+            step,
+            status: 200,
+            detail: "no access_token in the answer".into(),
+        })?;
+    let expires_in = match answer.expires_in.as_ref() {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => match lenient_u64(value) {
+            Some(secs) => Some(sane_lifetime(TokenKind::AccessToken, "expires_in", secs)),
+            None => {
+                tracing::warn!(
+                    "the access token's expires_in is not a usable number; its expiry is unknown"
+                );
+                None
+            }
+        },
+    };
+    Ok(AccessToken {
+        token: SecretString::from(token),
+        token_type: answer.token_type.unwrap_or_else(|| "Bearer".into()),
+        scope: answer.scope,
+        obtained_at: now,
+        expires_at: expires_in.map(|s| now.saturating_add(s)),
+    })
+}
+
+/// The bearer token from the SSO-session endpoint's answer (step 2).
+pub(crate) fn bearer_token_from(
+    reply: &Reply,
+    ip: Ipv4Addr,
+    now: u64,
+) -> Result<BearerToken, Error> {
+    let step = Step::SsoSession;
+    let answer: SsoSessionAnswer = reply.json(step)?;
+    let token = answer
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or(Error::Protocol {
+            step,
+            status: 200,
+            detail: "no access_token (bearer) in the answer".into(),
+        })?;
+    Ok(BearerToken {
+        token: SecretString::from(token),
+        active: answer.active.unwrap_or(true),
+        ip,
+        obtained_at: now,
+        expires_at: now.saturating_add(super::SSO_SESSION_LIFETIME_SECS),
+    })
 }
 
 /// The token request's form body, in the order IBKR's reference client sends it.

@@ -14,7 +14,7 @@
 //! ```
 
 mod assertion;
-mod client;
+pub(crate) mod client;
 
 pub use crate::brokerage::Connected;
 pub use assertion::{

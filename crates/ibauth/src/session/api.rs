@@ -240,7 +240,7 @@ impl ApiResponse {
 
 /// Why IBKR refused a call for authentication (before acting on it), if it did: 401, a
 /// missing brokerage session (`no bridge`), or `authenticated: false`.
-fn refused_for_authentication(reply: &Reply) -> Option<&'static str> {
+pub(crate) fn refused_for_authentication(reply: &Reply) -> Option<&'static str> {
     if reply.status == 401 {
         return Some("401: the session or its token is no longer valid");
     }

@@ -94,12 +94,96 @@ fn pass_on(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// Longest error answer read to look for IBKR's "no bridge" (IBKR's are a few dozen bytes); a
+/// longer one is passed on as it is, its first part read and sent first.
+const REFUSAL_PEEK: usize = 16 * 1024;
+
+/// Whether IBKR refused a forwarded request for authentication — 401, or an error answer
+/// saying `no bridge` (the brokerage session is gone), as [`Session::request`] recovers from
+/// too — and the answer to pass on. An error answer is read (up to [`REFUSAL_PEEK`]) to tell,
+/// and handed back with the same status, headers and body.
+async fn refused_for_authentication(streamed: Streamed) -> (Streamed, Option<&'static str>) {
+    let status = streamed.response.status();
+    if status.as_u16() == 401 {
+        return (streamed, Some("forwarded: 401"));
+    }
+    if status.is_success() || status.is_informational() || status.is_redirection() {
+        return (streamed, None);
+    }
+    let Streamed {
+        mut response,
+        permit,
+    } = streamed;
+    let mut head: Vec<Bytes> = Vec::new();
+    let mut read = 0usize;
+    let mut failed = None;
+    while read <= REFUSAL_PEEK {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                head.push(chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let no_bridge = read <= REFUSAL_PEEK
+        && failed.is_none()
+        && crate::http::ibkr_message(&head.concat())
+            .to_ascii_lowercase()
+            .contains("no bridge");
+    let rebuilt = rebuild(response, head, failed);
+    let why = no_bridge.then_some("forwarded: no bridge (the brokerage session is gone)");
+    (
+        Streamed {
+            response: rebuilt,
+            permit,
+        },
+        why,
+    )
+}
+
+/// `response` with the chunks already read put back in front of the rest of its body (and the
+/// read error, if one ended it, after them): the same status, version, headers and URL.
+fn rebuild(
+    response: reqwest::Response,
+    head: Vec<Bytes>,
+    failed: Option<reqwest::Error>,
+) -> reqwest::Response {
+    use futures_util::StreamExt;
+    use reqwest::ResponseBuilderExt;
+    let (status, version) = (response.status(), response.version());
+    let headers = response.headers().clone();
+    let url = response.url().clone();
+    let read = futures_util::stream::iter(head.into_iter().map(Ok::<_, reqwest::Error>));
+    let body = match failed {
+        // The body already failed: what was read, then the failure.
+        Some(e) => reqwest::Body::wrap_stream(
+            read.chain(futures_util::stream::once(std::future::ready(Err(e)))),
+        ),
+        None => reqwest::Body::wrap_stream(read.chain(response.bytes_stream())),
+    };
+    let mut rebuilt = ::http::Response::new(body);
+    *rebuilt.status_mut() = status;
+    *rebuilt.version_mut() = version;
+    *rebuilt.headers_mut() = headers;
+    // reqwest keeps the URL as an extension only its builder sets.
+    if let Ok(tagged) = ::http::Response::builder().url(url).body(()) {
+        *rebuilt.extensions_mut() = tagged.into_parts().0.extensions;
+    }
+    reqwest::Response::from(rebuilt)
+}
+
 impl Session {
     /// Passes `request` on to the session's API host: authorised by the session, paced (at
     /// most `max_wait` for its turn), the answer returned with its body unread to stream on.
-    /// A 401 is recovered from once — and the request sent again when its body can be (empty
-    /// or held whole); a streamed body is never sent twice, the recovery then serves the
-    /// client's next request.
+    /// A refusal for authentication (401, or an error answer saying `no bridge`) is recovered
+    /// from once — and the request sent again when its body can be (empty or held whole); a
+    /// streamed body is never sent twice, the recovery then serves the client's next request.
+    /// An error answer's body is read (up to 16 KiB) to tell, and returned whole either way.
     pub async fn forward(
         &self,
         request: Forward,
@@ -134,22 +218,26 @@ impl Session {
                 .http
                 .send_streaming(Step::Api, built, max_wait)
                 .await?;
-            if streamed.response.status().as_u16() != 401 || recovered {
+            if recovered {
                 return Ok(streamed);
             }
+            let (streamed, why) = refused_for_authentication(streamed).await;
+            let Some(why) = why else {
+                return Ok(streamed);
+            };
             recovered = true;
             if !replayable {
                 // The body is gone: recover for the next request, in the background.
                 let session = self.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = session.inner.recover_after(epoch, "forwarded: 401").await {
-                        tracing::warn!(error = %e, "recovery after a forwarded 401 failed");
+                    if let Err(e) = session.inner.recover_after(epoch, why).await {
+                        tracing::warn!(error = %e, "recovery after a forwarded request's refusal failed");
                     }
                 });
                 return Ok(streamed);
             }
             drop(streamed);
-            self.inner.recover_after(epoch, "forwarded: 401").await?;
+            self.inner.recover_after(epoch, why).await?;
         }
     }
 

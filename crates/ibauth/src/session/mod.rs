@@ -24,7 +24,7 @@
 //! # Ok(()) }
 //! ```
 
-mod api;
+pub(crate) mod api;
 mod builder;
 mod forward;
 pub(crate) mod keepalive;
