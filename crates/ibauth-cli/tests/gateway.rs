@@ -1,7 +1,8 @@
 //! `ibauth gateway`, the real binary, against the sandbox, driven by the real `curl`: HTTPS with
-//! its self-signed certificate, a stock conf.yaml with `listenSsl: false` and a deny entry,
-//! IBeam's variables (dormant start, `/activate`), exactly one logout on SIGTERM/SIGINT, JSON
-//! log lines, and no secret in any output.
+//! its self-signed certificate or the user's own PEM files, a stock conf.yaml with
+//! `listenSsl: false` and a deny entry, IBeam's variables (dormant start, `/activate`), ibind's
+//! `IBIND_OAUTH1A_*` credentials alone, exactly one logout on SIGTERM/SIGINT, JSON log lines
+//! with the access log's times (IBKR's, the pacing wait), and no secret in any output.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -40,7 +41,13 @@ impl Drop for Gateway {
 impl Gateway {
     fn start(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let mut cmd = ibauth();
-        cmd.arg("--config").arg(config).arg("--json").arg("gateway");
+        cmd.arg("--config").arg(config);
+        Self::spawn(cmd, args, env)
+    }
+
+    /// `cmd` (the binary, its global flags and working folder) running `--json gateway args`.
+    fn spawn(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        cmd.arg("--json").arg("gateway");
         cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
@@ -86,6 +93,20 @@ impl Gateway {
 
     fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits (at most 5 s) for a log line holding `needle`: the stderr reader can be a line
+    /// behind what the gateway has already answered.
+    fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits for `/readyz` to answer 200.
@@ -254,6 +275,9 @@ async fn curl_reaches_the_web_api_over_https_and_sigterm_logs_out_exactly_once()
     assert_eq!(status_line["status"], 200);
     assert_eq!(status_line["level"], "INFO");
     assert!(status_line["ms"].is_u64());
+    assert!(status_line["upstream_ms"].is_u64(), "{status_line}");
+    // Pacing is off here: no wait.
+    assert_eq!(status_line["waited_ms"], 0, "{status_line}");
     assert!(
         access
             .iter()
@@ -337,6 +361,7 @@ async fn a_stock_conf_yaml_with_listen_ssl_false_serves_http_and_its_deny_list_r
         &format!("{base}/v1/api/iserver/accounts"),
     ]);
     assert_eq!(status, 404);
+    gateway.wait_for_log("refused 127.0.1.1");
     let lines = json_log(&gateway);
     let message = |needle: &str| {
         lines
@@ -515,11 +540,7 @@ async fn a_session_that_gave_up_stays_down_until_activate_tries_again() {
     assert_eq!(curl(&[&format!("{}/readyz", gateway.health())]).0, 503);
     let (status, body) = curl(&[&format!("{}/v1/api/iserver/accounts", gateway.url())]);
     assert_eq!(status, 503, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !gateway.log().contains("the session gave up") {
-        assert!(Instant::now() < deadline, "{}", gateway.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    gateway.wait_for_log("the session gave up");
     assert_eq!(sandbox.counters().access_tokens, 0);
     // /activate: another try, which works now.
     let (status, body) = curl(&["-X", "POST", &format!("{}/activate", gateway.health())]);
@@ -587,4 +608,188 @@ async fn logout_shared_keeps_the_session_logout_pass_ends_it_until_activate() {
     );
     assert!(gateway.stop("-TERM").success());
     assert_eq!(sandbox.counters().logouts, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ibind_oauth1a_variables_alone_and_the_users_own_certificate() {
+    let dir = temp_dir("gateway-ibind");
+    let (sandbox, config, set) = sandbox_with_set(&dir, false).await;
+    // An ibind + IBeam setup: no ibauth config file, only ibind's variables.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let value = |key: &str| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{key}:")))
+            .unwrap_or_else(|| panic!("no {key} in {text}"));
+        line.split_once(':')
+            .unwrap()
+            .1
+            .trim()
+            .trim_matches('"')
+            .to_owned()
+    };
+    let (token, secret) = (value("access_token"), value("access_token_secret"));
+    let encryption = dir.join("encryption_key.pem");
+    let signature = dir.join("signature_key.pem");
+    let rest_url = format!("{}/v1/api/", sandbox.base_url().trim_end_matches('/'));
+    // Its own certificate (a CA's, for localhost and 127.0.0.1) instead of a self-signed one.
+    let tls = ibauth_sandbox::tls::generate().unwrap();
+    let (cert, key, ca) = (
+        dir.join("chain.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    );
+    std::fs::write(&cert, &tls.chain_pem).unwrap();
+    std::fs::write(&key, &tls.key_pem).unwrap();
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let state = dir.join("state");
+    let mut cmd = ibauth();
+    cmd.current_dir(&empty);
+    let gateway = Gateway::spawn(
+        cmd,
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--health",
+            "127.0.0.1:0",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[
+            ("IBIND_USE_OAUTH", "True"),
+            (
+                "IBIND_OAUTH1A_CONSUMER_KEY",
+                ibauth_sandbox::SANDBOX_CONSUMER_KEY,
+            ),
+            ("IBIND_OAUTH1A_ACCESS_TOKEN", &token),
+            ("IBIND_OAUTH1A_ACCESS_TOKEN_SECRET", &secret),
+            ("IBIND_OAUTH1A_DH_PRIME", set.dh_prime_hex()),
+            (
+                "IBIND_OAUTH1A_ENCRYPTION_KEY_FP",
+                encryption.to_str().unwrap(),
+            ),
+            (
+                "IBIND_OAUTH1A_SIGNATURE_KEY_FP",
+                signature.to_str().unwrap(),
+            ),
+            ("IBIND_OAUTH1A_REST_URL", &rest_url),
+        ],
+    );
+    gateway.ready();
+    assert!(!empty.join("config.yaml").exists());
+    assert_eq!(gateway.announced["certificate"], cert.to_str().unwrap());
+    assert!(
+        !state.join("tls").exists(),
+        "no self-signed certificate made"
+    );
+    assert_eq!(sandbox.counters().live_session_tokens, 1, "OAuth 1.0a");
+    // Verified against the CA (no -k): the gateway serves the given chain.
+    let base = gateway.url();
+    let output = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert", ca.to_str().unwrap()])
+        .arg(format!("{base}/v1/api/iserver/accounts"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        gateway.log()
+    );
+    let accounts = json(&String::from_utf8_lossy(&output.stdout));
+    assert!(accounts["accounts"].is_array(), "{accounts}");
+    let all = gateway.log();
+    assert!(!all.contains(&secret) && !all.contains(&token), "{all}");
+    let status = gateway.stop("-TERM");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(sandbox.counters().logouts, 1);
+    assert!(!sandbox.has_brokerage_session(SANDBOX_CREDENTIAL));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_gives_ibkrs_time_and_the_wait_for_a_pacing_turn() {
+    let dir = temp_dir("gateway-paced");
+    let (sandbox, config, _set) = sandbox_with_set(&dir, false).await;
+    let state = dir.join("state");
+    let gateway = Gateway::start(
+        &config,
+        &[
+            "--plain",
+            "--listen",
+            "127.0.0.1:0",
+            "--health",
+            "127.0.0.1:0",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        // IBKR's limits: market data snapshots at 10 a second.
+        &[("IBAUTH_PACING", "ibkr")],
+    );
+    gateway.ready();
+    sandbox.delay_responses(Some(Duration::from_millis(30)));
+    // Eleven different snapshots at once (identical ones would share one upstream call): ten
+    // go within the second, one waits for a turn.
+    let clients: Vec<_> = (0..11)
+        .map(|conid| {
+            Command::new("curl")
+                .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!(
+                    "{}/v1/api/iserver/marketdata/snapshot?conids={}&fields=31",
+                    gateway.url(),
+                    265_598 + conid
+                ))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for client in clients {
+        let output = client.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "200");
+    }
+    sandbox.delay_responses(None);
+    let snapshot_lines = || -> Vec<Value> {
+        json_log(&gateway)
+            .into_iter()
+            .filter(|l| {
+                l["target"] == "ibauth_gateway::access"
+                    && l["path"] == "/v1/api/iserver/marketdata/snapshot"
+            })
+            .collect()
+    };
+    // The stderr reader may be a line behind.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while snapshot_lines().len() < 11 {
+        assert!(Instant::now() < deadline, "{}", gateway.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let snapshots = snapshot_lines();
+    assert_eq!(snapshots.len(), 11, "{}", gateway.log());
+    for line in &snapshots {
+        assert!(line["upstream_ms"].as_u64().unwrap() >= 30, "{line}");
+        assert!(line["waited_ms"].is_u64(), "{line}");
+        assert!(
+            line["ms"].as_u64().unwrap()
+                >= line["upstream_ms"].as_u64().unwrap() + line["waited_ms"].as_u64().unwrap(),
+            "{line}"
+        );
+    }
+    let longest = snapshots
+        .iter()
+        .map(|l| l["waited_ms"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(longest > 0, "{}", gateway.log());
+    assert!(
+        !gateway.log().contains("conids"),
+        "the query stays out of the log"
+    );
+    let status = gateway.stop("-TERM");
+    assert!(status.success(), "{status:?}");
 }

@@ -34,8 +34,8 @@ impl State {
     pub fn new(session: Session, options: GatewayOptions) -> Self {
         Self {
             active: AtomicBool::new(options.start_active),
-            activity: tokio::sync::watch::Sender::new(options.start_active),
             status: session.watch(),
+            activity: tokio::sync::watch::Sender::new(options.start_active),
             session,
             options,
             keepalive: tokio::sync::Mutex::new(None),
