@@ -189,8 +189,9 @@ async fn login(out: Out, session: &Session, force: bool) -> Result<Outcome, Erro
 /// Read-only: the stored session as it is, never a login.
 async fn status(out: Out, session: &Session) -> Result<Outcome, Error> {
     let t = Instant::now();
-    if let Some(fleet) = session.fleet_status().await? {
-        report_fleet(out, &fleet, t.elapsed());
+    let fleet = session.fleet_status().await?;
+    if let Some(fleet) = &fleet {
+        report_fleet(out, fleet, t.elapsed());
     }
     let t = Instant::now();
     let Some(stored) = session.restore().await? else {
@@ -204,6 +205,28 @@ async fn status(out: Out, session: &Session) -> Result<Outcome, Error> {
         initialised: None,
     };
     report_tokens(out, session, &connection, t.elapsed());
+    if fleet.is_some() {
+        // The fleet's leader is the one tickler IBKR should see: a tickle from this host would
+        // count as a second one. `auth/status` reads the same flags without keeping anything
+        // alive.
+        let t = Instant::now();
+        let status = match session.auth_status().await {
+            Err(e) if e.status() == Some(401) => {
+                return Ok(Outcome::NotLoggedIn(
+                    "IBKR refused the fleet's stored tokens (401): the leader recovers the session; check `ibauth keepalive` runs somewhere (status never logs in)",
+                ));
+            }
+            other => other?,
+        };
+        out.step(
+            "auth status",
+            t.elapsed(),
+            &format!("POST /v1/api/iserver/auth/status, {}", flags(&status)),
+            flags_json(&status),
+        );
+        summary(out, session);
+        return Ok(Outcome::Flags(status));
+    }
     let tickle = match session.tickle().await {
         Err(e) if e.status() == Some(401) => {
             return Ok(Outcome::NotLoggedIn(

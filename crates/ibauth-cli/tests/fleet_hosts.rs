@@ -845,11 +845,17 @@ async fn three_gateways_share_one_login(kind: Store) {
     assert!(stats.tickles > 20, "the session was kept alive: {stats:?}");
     assert!(gateways[leader_ns].exited(), "the killed leader stays dead");
 
-    // `ibauth status` on a member's address: the leader, its generation and the followers.
+    // `ibauth status` on a follower's address: the leader, its generation and the followers —
+    // and no tickle from there (the sandbox would count a second tickler beside the leader,
+    // which tickles every 0.3 s, well within the window).
     let leader_ns = gateways.iter().position(|g| g.pid() == after).unwrap();
+    let follower_ns = [second_ns, third_ns]
+        .into_iter()
+        .find(|&i| i != leader_ns)
+        .unwrap();
     let config_text = config.display().to_string();
     let out = in_ns(
-        &net[leader_ns],
+        &net[follower_ns],
         &[
             "--oauth1a",
             "--config",
@@ -882,6 +888,22 @@ async fn three_gateways_share_one_login(kind: Store) {
     let followers = fleet["followers"].as_array().unwrap();
     assert_eq!(followers.len(), 1, "the other live gateway: {fleet}");
     assert_eq!(fleet["document"]["current_key"], true, "{fleet}");
+    let checked = lines
+        .iter()
+        .find(|l| l["step"] == "auth status")
+        .unwrap_or_else(|| panic!("no auth status step: {lines:?}"));
+    assert_eq!(checked["authenticated"], true, "{checked}");
+    assert!(
+        lines.iter().all(|l| l["step"] != "tickle"),
+        "a fleet member's status does not tickle: {lines:?}"
+    );
+    tokio::time::sleep(TICKLER_WINDOW).await;
+    assert_eq!(
+        user().max_concurrent_ticklers,
+        1,
+        "status on a follower's host is not a second tickler: {:?}",
+        user()
+    );
     drop(gateways);
     drop(server);
     drop(net);
