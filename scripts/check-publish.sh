@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Checks that the crates can be published: `cargo publish --dry-run --workspace` packages ibauth,
-# ibauth-sandbox and ibauth-cli in dependency order and builds each from its package (unpublished
-# workspace dependencies come from a local overlay, so this works before anything is on
-# crates.io); then the packages' contents, the docs, and that a library user compiles none of
-# the sandbox's or the CLI's dependencies. Needs the crates.io index (network).
+# ibauth-sandbox, ibauth-gateway and ibauth-cli in dependency order and builds each from its
+# package (unpublished workspace dependencies come from a local overlay, so this works before
+# anything is on crates.io); then the packages' contents, the docs, and that a library user
+# compiles none of the sandbox's or the CLI's dependencies. Needs the crates.io index (network).
 # Usage: scripts/check-publish.sh [extra `cargo publish` arguments, e.g. --allow-dirty]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ package_dir=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["target_d
 version=$(python3 -c 'import json, sys; print({p["name"]: p["version"] for p in json.load(sys.stdin)["packages"]}["ibauth"])' <<<"$metadata")
 rm -f "$package_dir"/*.crate
 cargo package --workspace --no-verify --quiet "$@" 2>&1 | { grep -v '^warning: ignoring \(test\|benchmark\) ' || true; }
-for crate in ibauth ibauth-sandbox ibauth-cli; do
+for crate in ibauth ibauth-sandbox ibauth-gateway ibauth-cli; do
   file=$package_dir/$crate-$version.crate
   [[ -f $file ]] || fail "$file is missing after cargo package"
   list=$(tar -tzf "$file")
@@ -44,7 +44,7 @@ if tar -xzOf "$package_dir/ibauth-$version.crate" "ibauth-$version/Cargo.toml" |
 fi
 
 echo "== cargo doc (docs must build warning-free; docs.rs builds with nightly and --cfg docsrs)"
-RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -p ibauth -p ibauth-sandbox
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -p ibauth -p ibauth-sandbox -p ibauth-gateway
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   RUSTDOCFLAGS="--cfg docsrs -D warnings" cargo +nightly doc --locked --no-deps --all-features -p ibauth
 else

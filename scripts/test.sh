@@ -5,9 +5,10 @@
 # The tests drive real programs, not stand-ins: a headless Chromium through chromedriver (the
 # OAuth 1.0a browser flow), Python's venv (the interop tests build their own venvs with
 # scripts/python-venv.sh) and curl (the gateway's tests). redis-server, PostgreSQL's server
-# programs (the coordinator tests start throw-away clusters), wrk and hyperfine are installed
-# too, so tests and benchmarks can rely on them. A test never skips because one of these is
-# missing — it fails — so this script is what makes a fresh Debian machine pass.
+# programs (the coordinator tests start throw-away clusters), iproute2 (`ip netns`: the fleet
+# tests put each process on an address of its own; they need root), wrk and hyperfine are
+# installed too, so tests and benchmarks can rely on them. A test never skips because one of
+# these is missing — it fails — so this script is what makes a fresh Debian machine pass.
 #
 # Runs with no standard input (CI) and never prompts; when everything is present it installs
 # nothing and costs no more than a few `command -v`. Only bash builtins are used besides the
@@ -26,6 +27,7 @@ needed=(
   "wrk wrk"
   "hyperfine hyperfine"
   "curl curl"
+  "iproute2 ip"
 )
 
 # Debian's postgresql package keeps initdb off PATH, in /usr/lib/postgresql/<major>/bin

@@ -47,6 +47,13 @@ pub struct Cli {
     #[arg(long, global = true, default_value_t = 7 * 86_400, value_name = "SECS")]
     pub max_age: u64,
 
+    /// A fleet's shared store instead of the token file: postgres://… or redis://… — every
+    /// process on every host that names it shares one login [default: `store:` in the config,
+    /// or IBAUTH_STORE]. Needs the fleet's key (IBAUTH_STORE_KEY_FILE, IBAUTH_STORE_KEY or
+    /// `store_key_file:`; `ibauth store-key` makes one). See docs/fleet.md.
+    #[arg(long, global = true, value_name = "URL", value_parser = parse_store)]
+    pub store: Option<StoreArg>,
+
     /// Colour: auto (on a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
     pub color: Color,
@@ -171,6 +178,57 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         health: Option<SocketAddr>,
     },
+    /// A drop-in replacement for IBKR's Client Portal Gateway and IBeam on this session: serve
+    /// the Web API on localhost:5000 to clients that send no credentials (ibind without OAuth,
+    /// IBeam setups, `curl -k`), with health checks on 5001, until Ctrl-C/SIGTERM (then drain
+    /// and log out once). Settings: these flags, then IBeam's IBEAM_* variables, then the
+    /// gateway's conf.yaml (--conf), then the defaults. Logs at info by default (-q: errors,
+    /// -v: debug), one JSON object per line with --json; the access log's target is
+    /// ibauth_gateway::access. Needs an account with OAuth access: see docs/gateway.md.
+    #[command(
+        after_help = "Example:\n  ibauth gateway\n  ibauth gateway --conf clientportal.gw/root/conf.yaml\n  ibauth gateway --plain --listen 127.0.0.1:5000 --health off\n  ibauth --oauth1a --json gateway --state-dir /var/lib/ibauth\n  curl -k https://localhost:5000/v1/api/iserver/auth/status"
+    )]
+    Gateway {
+        /// Where clients connect (repeatable) [default: the port of IBEAM_GATEWAY_BASE_URL or
+        /// conf.yaml's listenPort, else 5000, on every IPv4 and IPv6 interface: [::]:5000].
+        #[arg(long, value_name = "ADDR")]
+        listen: Vec<SocketAddr>,
+        /// IBKR's gateway configuration (clientportal.gw/root/conf.yaml), read unchanged:
+        /// listenPort, listenSsl, proxyRemoteHost, cors and ips are used, every other key is
+        /// reported once.
+        #[arg(long, value_name = "PATH")]
+        conf: Option<PathBuf>,
+        /// Plain HTTP instead of HTTPS (as `listenSsl: false`).
+        #[arg(long, conflicts_with_all = ["cert", "key"])]
+        plain: bool,
+        /// HTTPS with this certificate chain (PEM) instead of a self-signed certificate.
+        #[arg(long, value_name = "PEM", requires = "key")]
+        cert: Option<PathBuf>,
+        /// The private key (PEM) for --cert.
+        #[arg(long, value_name = "PEM", requires = "cert")]
+        key: Option<PathBuf>,
+        /// Where the self-signed certificate (DIR/tls/) and, unless the config names one, the
+        /// token file (DIR/tokens.json) are kept [default: ibauth's state folder,
+        /// ~/.local/state/ibauth].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// The health server (/livez, /readyz, /status, /activate, /deactivate): an address,
+        /// or `off` [default: [::]:5001, or the port of IBEAM_HEALTH_SERVER_PORT].
+        #[arg(long, value_name = "ADDR|off", value_parser = parse_health)]
+        health: Option<Health>,
+        /// What a client's logout does: `shared` answers it here and the session goes on for
+        /// every other client; `pass` ends the session.
+        #[arg(long, value_enum, value_name = "MODE")]
+        logout: Option<LogoutArg>,
+        /// Longest a request waits for its turn under IBKR's pacing limits before the gateway
+        /// answers 429 with Retry-After itself [default: 10].
+        #[arg(long, value_name = "SECS")]
+        max_wait: Option<f64>,
+        /// Start dormant: logged out, clients answered 503, until POST /activate on the
+        /// health port (as IBEAM_START_ACTIVE=false).
+        #[arg(long)]
+        inactive: bool,
+    },
     /// Check a configuration without logging in, and say how to fix each problem: key files
     /// (present, private, PEM shape, RSA ≥ 2048), the registered public key, DH parameters,
     /// the access-token secret, consumer and realm, DNS, TLS, clock skew, the token file.
@@ -181,6 +239,28 @@ pub enum Command {
         /// The public key you registered with IBKR, to check it matches private_key_file.
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
+    },
+    /// Make the key that seals a fleet's tokens in its shared store (AES-256: 32 random bytes,
+    /// base64): printed on stdout, or written to FILE with mode 0600 (never over an existing
+    /// file). --rotate FILE puts a new key first in an existing key file and keeps the old
+    /// ones after it (the first key seals, every key opens); --retire FILE keeps only the first.
+    /// Prints the key's id, never the key, when writing a file.
+    #[command(
+        name = "store-key",
+        after_help = "Example:\n  ibauth store-key /etc/ibauth/store.key\n  ibauth store-key > store.key && chmod 600 store.key\n  ibauth store-key --rotate /etc/ibauth/store.key\n  ibauth store-key --retire /etc/ibauth/store.key"
+    )]
+    StoreKey {
+        /// The key file to create (mode 0600; refused if it exists). Without it, the key goes
+        /// to stdout.
+        #[arg(value_name = "FILE", conflicts_with_all = ["rotate", "retire"])]
+        file: Option<PathBuf>,
+        /// Rotate: a new key first in this existing key file, the old keys kept after it.
+        #[arg(long, value_name = "FILE", conflicts_with = "retire")]
+        rotate: Option<PathBuf>,
+        /// After a rotation, once `ibauth status` shows the document sealed with the current
+        /// key: keep only the first (current) key of this key file.
+        #[arg(long, value_name = "FILE")]
+        retire: Option<PathBuf>,
     },
     /// Print a shell completion script.
     #[command(
@@ -197,9 +277,6 @@ pub enum Command {
         after_help = "The consumer (keys, DH parameters, REST URL) is the `oauth1a:` section of the config file, without an access token.\n\nExample:\n  ibauth --config consumer.yaml fleet --store postgres://ibauth@db/ibauth enroll grants.jsonl\n  ibauth --config consumer.yaml fleet --store postgres://ibauth@db/ibauth run --workers 4\n  ibauth fleet --store postgres://ibauth@db/ibauth stats"
     )]
     Fleet {
-        /// The shared store (postgres://…) [default: `store` in the config file, or IBAUTH_STORE].
-        #[arg(long, value_name = "URL")]
-        store: Option<String>,
         /// The key file that seals session documents [default: `store_key_file`, or
         /// IBAUTH_STORE_KEY_FILE / IBAUTH_STORE_KEY].
         #[arg(long, value_name = "FILE")]
@@ -301,6 +378,24 @@ pub enum FleetCommand {
     Stats,
 }
 
+/// `--store`: the URL, or why it is not one. Parsed here rather than by clap, whose errors
+/// repeat the value given — and a store URL may hold a password.
+#[derive(Clone)]
+pub struct StoreArg(pub Result<ibauth::coord::StoreUrl, String>);
+
+impl std::fmt::Debug for StoreArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Ok(url) => write!(f, "{url:?}"),
+            Err(e) => write!(f, "invalid ({e})"),
+        }
+    }
+}
+
+fn parse_store(text: &str) -> Result<StoreArg, String> {
+    Ok(StoreArg(ibauth::coord::StoreUrl::parse(text)))
+}
+
 /// A positive duration written `<n>ms`, `<n>s`, `<n>m` or `<n>h` (a bare number is seconds).
 fn parse_window(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
@@ -322,4 +417,29 @@ fn parse_window(text: &str) -> Result<std::time::Duration, String> {
         Some(ms) if (1..=86_400_000).contains(&ms) => Ok(std::time::Duration::from_millis(ms)),
         _ => Err(format!("`{text}`: the window must be from 1ms to 24h")),
     }
+}
+
+/// `--health`: an address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    At(SocketAddr),
+    Off,
+}
+
+fn parse_health(text: &str) -> Result<Health, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(Health::Off);
+    }
+    text.parse().map(Health::At).map_err(|_| {
+        format!("`{text}` is not an address such as 127.0.0.1:5001 or [::]:5001, nor `off`")
+    })
+}
+
+/// `--logout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogoutArg {
+    /// Answered by the gateway: the session goes on for every other client.
+    Shared,
+    /// Passed on: the session ends, for every client.
+    Pass,
 }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ibauth::session::Connection;
 use ibauth::session::Source;
+use ibauth::session::{Connection, FleetStatus};
 use ibauth::{AuthStatus, Error, Method, Session, Tickle};
 use serde_json::json;
 
@@ -58,7 +58,7 @@ impl Action {
 }
 
 pub async fn run(out: Out, flags: Flags<'_>, action: Action) -> ExitCode {
-    let Opened { session, asked } = match open(out, &flags) {
+    let Opened { session, asked } = match open(out, &flags).await {
         Ok(opened) => opened,
         Err(e) => return fail(out, &e),
     };
@@ -189,6 +189,11 @@ async fn login(out: Out, session: &Session, force: bool) -> Result<Outcome, Erro
 /// Read-only: the stored session as it is, never a login.
 async fn status(out: Out, session: &Session) -> Result<Outcome, Error> {
     let t = Instant::now();
+    let fleet = session.fleet_status().await?;
+    if let Some(fleet) = &fleet {
+        report_fleet(out, fleet, t.elapsed());
+    }
+    let t = Instant::now();
     let Some(stored) = session.restore().await? else {
         return Ok(Outcome::NotLoggedIn(
             "no valid stored session: run `ibauth login` (status never logs in)",
@@ -200,6 +205,28 @@ async fn status(out: Out, session: &Session) -> Result<Outcome, Error> {
         initialised: None,
     };
     report_tokens(out, session, &connection, t.elapsed());
+    if fleet.is_some() {
+        // The fleet's leader is the one tickler IBKR should see: a tickle from this host would
+        // count as a second one. `auth/status` reads the same flags without keeping anything
+        // alive.
+        let t = Instant::now();
+        let status = match session.auth_status().await {
+            Err(e) if e.status() == Some(401) => {
+                return Ok(Outcome::NotLoggedIn(
+                    "IBKR refused the fleet's stored tokens (401): the leader recovers the session; check `ibauth keepalive` runs somewhere (status never logs in)",
+                ));
+            }
+            other => other?,
+        };
+        out.step(
+            "auth status",
+            t.elapsed(),
+            &format!("POST /v1/api/iserver/auth/status, {}", flags(&status)),
+            flags_json(&status),
+        );
+        summary(out, session);
+        return Ok(Outcome::Flags(status));
+    }
     let tickle = match session.tickle().await {
         Err(e) if e.status() == Some(401) => {
             return Ok(Outcome::NotLoggedIn(
@@ -210,6 +237,97 @@ async fn status(out: Out, session: &Session) -> Result<Outcome, Error> {
     };
     summary(out, session);
     Ok(Outcome::Flags(tickle.auth_status().clone()))
+}
+
+/// Who leads the fleet (lease holder and generation), who follows, and the stored document's
+/// key — as the shared store sees them.
+fn report_fleet(out: Out, fleet: &FleetStatus, took: Duration) {
+    let safe = crate::render::terminal_safe;
+    let leader = fleet.lease.as_ref().map(|l| &l.holder);
+    let about = |id: &str| {
+        fleet
+            .members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| format!(" ({})", safe(&m.about)))
+            .unwrap_or_default()
+    };
+    let followers: Vec<_> = fleet
+        .members
+        .iter()
+        .filter(|m| Some(&m.id) != leader)
+        .collect();
+    let lead_text = match &fleet.lease {
+        Some(l) => format!(
+            "leader {}{} — lease generation {}, {} left",
+            safe(&l.holder),
+            about(&l.holder),
+            l.generation,
+            human(l.expires_in.as_secs())
+        ),
+        None => "no leader (no live lease: nobody keeps the session alive)".into(),
+    };
+    let follow_text = if followers.is_empty() {
+        "no followers".to_owned()
+    } else {
+        format!(
+            "followers: {}",
+            followers
+                .iter()
+                .map(|m| format!(
+                    "{} ({}, seen {} ago)",
+                    safe(&m.id),
+                    safe(&m.about),
+                    human(m.seen_ago.as_secs())
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let doc_text = match &fleet.document {
+        Some(d) => format!(
+            "document v{} (generation {}) sealed with key {}{}",
+            d.version,
+            d.generation,
+            safe(&d.key_id),
+            if d.current_key {
+                " (the current key)"
+            } else {
+                " (an older key: the leader seals it again with the current one at its next save)"
+            }
+        ),
+        None => "no stored document".into(),
+    };
+    out.step(
+        "fleet",
+        took,
+        &format!(
+            "{}: {lead_text}; {follow_text}; {doc_text}",
+            safe(&fleet.store)
+        ),
+        json!({
+            "store": fleet.store,
+            "identity": fleet.identity,
+            "leader": fleet.lease.as_ref().map(|l| json!({
+                "holder": l.holder,
+                "generation": l.generation,
+                "expires_in_ms": u64::try_from(l.expires_in.as_millis()).unwrap_or(u64::MAX),
+            })),
+            "followers": followers.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+            "members": fleet.members.iter().map(|m| json!({
+                "id": m.id,
+                "leader": Some(&m.id) == leader,
+                "about": m.about,
+                "seen_ago_ms": u64::try_from(m.seen_ago.as_millis()).unwrap_or(u64::MAX),
+            })).collect::<Vec<_>>(),
+            "document": fleet.document.as_ref().map(|d| json!({
+                "version": d.version,
+                "generation": d.generation,
+                "key_id": d.key_id,
+                "current_key": d.current_key,
+            })),
+        }),
+    );
 }
 
 /// A tickle that logs in when needed and initialises the brokerage session when it is not.

@@ -63,6 +63,8 @@ pub struct Options<'a> {
     /// The method asked for on the command line (`--oauth1a`, `--third-party`).
     pub method: Option<AuthMethod>,
     pub public_key: Option<&'a Path>,
+    /// `--store`: the fleet's shared store, over the config's `store:`.
+    pub store: Option<ibauth::coord::StoreUrl>,
 }
 
 pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
@@ -125,8 +127,61 @@ pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
         out.progress(&format!("reaching {url}"));
         network(&mut report, url, ca.as_deref()).await;
     }
-    token_file(&mut report, file.as_deref(), &env);
+    let policy = Policy::load_with_env(file.as_deref(), &env).unwrap_or_default();
+    match opts.store.or(policy.store.clone()) {
+        Some(url) => {
+            out.progress(&format!("reaching {}", url.redacted()));
+            fleet_store(&mut report, &url, &policy).await;
+        }
+        None => token_file(&mut report, file.as_deref(), &env),
+    }
     render(out, &report)
+}
+
+/// A fleet's shared store (instead of the token file): its key, then the store itself.
+async fn fleet_store(report: &mut Report, url: &ibauth::coord::StoreUrl, policy: &Policy) {
+    match ibauth::coord::Keyring::from_env(policy.store_key_file.as_deref()) {
+        Ok(ring) => {
+            let ids = ring.ids();
+            report.ok(
+                "store key",
+                match ids.as_slice() {
+                    [current] => format!("key {current}"),
+                    [current, older @ ..] => format!(
+                        "key {current} seals; {} open what they sealed (retire them once `ibauth status` shows the document sealed with {current})",
+                        older.join(", ")
+                    ),
+                    [] => String::new(),
+                },
+            );
+        }
+        Err(e) => report.fail(
+            "store key",
+            e.to_string(),
+            Some("`ibauth store-key FILE` makes one; every host of the fleet needs the same file (mode 0600), named by IBAUTH_STORE_KEY_FILE or `store_key_file:`"),
+        ),
+    }
+    let connect = ibauth_fleet::connect(url);
+    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(coord)) => report.ok(
+            "shared store",
+            format!(
+                "{}: reachable and ready (lease ttl {} s)",
+                coord.describe(),
+                policy.lease_ttl.as_secs_f64()
+            ),
+        ),
+        Ok(Err(e)) => report.fail(
+            "shared store",
+            e.to_string(),
+            Some("check the URL (`store:`, IBAUTH_STORE or --store), that the server runs and this host may reach it"),
+        ),
+        Err(_) => report.fail(
+            "shared store",
+            format!("{}: no answer within 10 s", url.redacted()),
+            Some("check that the server runs and that a firewall lets this host reach it"),
+        ),
+    }
 }
 
 /// The key file checks common to every RSA key: exists, private, PEM shape, RSA ≥ 2048.

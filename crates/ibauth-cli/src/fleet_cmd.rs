@@ -32,7 +32,7 @@ pub enum Action {
 
 pub struct Options<'a> {
     pub config: Option<&'a Path>,
-    pub store: Option<String>,
+    pub store: Option<StoreUrl>,
     pub store_key_file: Option<PathBuf>,
     pub json: bool,
 }
@@ -62,8 +62,7 @@ async fn open_queue(opts: &Options<'_>) -> Result<Arc<dyn WorkQueue>, ExitCode> 
     let policy =
         Policy::load(opts.config).map_err(|e| fail("reading the settings", e, code::CONFIG))?;
     let url = match (&opts.store, &policy.store) {
-        (Some(text), _) => StoreUrl::parse(text).map_err(|e| fail("--store", e, code::CONFIG))?,
-        (None, Some(url)) => url.clone(),
+        (Some(url), _) | (None, Some(url)) => url.clone(),
         (None, None) => {
             return Err(fail(
                 "no store",

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use ibauth::policy::Policy;
-use ibauth::session::{SessionState, Status};
+use ibauth::session::{Role, SessionState, Status};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -31,7 +31,7 @@ pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
         policy.tickle_interval = interval;
         policy.jitter = (interval / 10).min(Duration::from_secs(5));
     }
-    let session = match open_with_policy(out, &opts.flags, policy) {
+    let session = match open_with_policy(out, &opts.flags, policy).await {
         Ok(opened) => opened.session,
         Err(e) => return fail(out, &e),
     };
@@ -54,7 +54,7 @@ pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
     };
     let signal = ibauth::signal::shutdown_signal();
     tokio::pin!(signal);
-    let key = |s: &Status| (s.state.clone(), s.tickles, s.detail.clone());
+    let key = |s: &Status| (s.state.clone(), s.tickles, s.detail.clone(), s.role.clone());
     let mut last = key(&rx.borrow());
     loop {
         tokio::select! {
@@ -89,6 +89,8 @@ pub async fn run(out: Out, opts: Options<'_>) -> ExitCode {
 fn status_json(s: &Status) -> serde_json::Value {
     json!({
         "state": s.state.name(),
+        "role": s.role.as_ref().map(role_name),
+        "generation": match s.role { Some(Role::Leader { generation }) => Some(generation), _ => None },
         "reason": match &s.state { SessionState::Failed(r) => Some(r.message.clone()), _ => None },
         "session": s.session.as_deref().map(ibauth::short_id),
         "api_base": s.api_base,
@@ -124,11 +126,24 @@ fn print_status(out: Out, s: &Status) {
             .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))
             .unwrap_or_else(|| "-".into()),
     );
+    let text = match &s.role {
+        Some(Role::Leader { generation }) => format!("{text}  leader (generation {generation})"),
+        Some(Role::Follower) => format!("{text}  follower"),
+        None => text,
+    };
     let text = match &s.detail {
         Some(detail) => format!("{text}\n  {detail}"),
         None => text,
     };
     out.result(&text, status_json(s));
+}
+
+/// A fleet member's part: `leader` or `follower`.
+fn role_name(role: &Role) -> &'static str {
+    match role {
+        Role::Leader { .. } => "leader",
+        Role::Follower => "follower",
+    }
 }
 
 /// `/livez` (the process answers), `/readyz` (200 only when authenticated) and `/status`, all

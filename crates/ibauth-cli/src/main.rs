@@ -6,10 +6,12 @@ mod demo;
 mod doctor;
 mod fleet_cmd;
 mod flow;
+mod gateway_cmd;
 mod keepalive;
 mod open;
 mod render;
 mod sandbox_cmd;
+mod store_key;
 mod ws_cmd;
 
 use std::io::IsTerminal;
@@ -58,7 +60,10 @@ async fn run(cli: Cli) -> ExitCode {
     // These commands own stdout (an answer, a message stream, status lines): no step lines.
     let answer_only = matches!(
         cli.command,
-        Command::Api { .. } | Command::Ws { .. } | Command::Keepalive { .. }
+        Command::Api { .. }
+            | Command::Ws { .. }
+            | Command::Keepalive { .. }
+            | Command::Gateway { .. }
     );
     let out = Out {
         json: cli.json,
@@ -69,10 +74,19 @@ async fn run(cli: Cli) -> ExitCode {
         pretty: stdout_tty && !cli.json,
         answer_only,
     };
+    let store = match cli.store.clone().map(|arg| arg.0).transpose() {
+        Ok(store) => store,
+        Err(e) => {
+            // The reason only: the value may hold the store's password.
+            eprintln!("error: --store: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let flags = open::Flags {
         config: cli.config.as_deref(),
         oauth1a: cli.oauth1a,
         third_party: third_party(&cli),
+        store,
     };
     let action = match cli.command {
         Command::Demo {
@@ -85,8 +99,22 @@ async fn run(cli: Cli) -> ExitCode {
                 config: flags.config,
                 method: flags.method(),
                 public_key: public_key.as_deref(),
+                store: flags.store.clone(),
             };
             return doctor::run(out, opts).await;
+        }
+        Command::StoreKey {
+            file,
+            rotate,
+            retire,
+        } => {
+            let action = match (file, rotate, retire) {
+                (Some(file), _, _) => store_key::Action::Create(file),
+                (_, Some(file), _) => store_key::Action::Rotate(file),
+                (_, _, Some(file)) => store_key::Action::Retire(file),
+                (None, None, None) => store_key::Action::Print,
+            };
+            return store_key::run(out, action);
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -111,13 +139,12 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Ws { count } => return ws_cmd::run(out, flags, count).await,
         Command::Fleet {
-            store,
             store_key_file,
             command,
         } => {
             let opts = fleet_cmd::Options {
                 config: flags.config,
-                store,
+                store: flags.store.clone(),
                 store_key_file,
                 json: cli.json,
             };
@@ -155,6 +182,57 @@ async fn run(cli: Cli) -> ExitCode {
                 },
             };
             return fleet_cmd::run(opts, action).await;
+        }
+        Command::Gateway {
+            listen,
+            conf,
+            plain,
+            cert,
+            key,
+            state_dir,
+            health,
+            logout,
+            max_wait,
+            inactive,
+        } => {
+            let max_wait = match max_wait.map(std::time::Duration::try_from_secs_f64) {
+                None => None,
+                Some(Ok(d)) if !d.is_zero() && d <= std::time::Duration::from_secs(3600) => Some(d),
+                Some(_) => {
+                    eprintln!(
+                        "error: --max-wait must be a positive number of seconds, at most 3600"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            let tls = match (plain, cert, key) {
+                (true, _, _) => Some(ibauth_gateway::TlsMode::Plain),
+                (false, Some(cert), Some(key)) => {
+                    Some(ibauth_gateway::TlsMode::Files { cert, key })
+                }
+                _ => None,
+            };
+            let overrides = ibauth_gateway::Overrides {
+                listen,
+                tls,
+                state_dir,
+                health: health.map(|h| match h {
+                    cli::Health::At(addr) => Some(addr),
+                    cli::Health::Off => None,
+                }),
+                logout: logout.map(|l| match l {
+                    cli::LogoutArg::Shared => ibauth_gateway::LogoutMode::Shared,
+                    cli::LogoutArg::Pass => ibauth_gateway::LogoutMode::Pass,
+                }),
+                max_wait,
+                start_active: inactive.then_some(false),
+            };
+            let opts = gateway_cmd::Options {
+                flags,
+                conf,
+                overrides,
+            };
+            return gateway_cmd::run(out, opts).await;
         }
         Command::Sandbox {
             dir,
@@ -212,12 +290,21 @@ fn init_logging(cli: &Cli) {
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{Layer as _, filter::FilterExt as _};
 
-    let level = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        (false, _) => "trace",
+    // The gateway is a service: its access log and its notes are the point, so it logs at info
+    // by default (or IBEAM_LOG_LEVEL, for a compose file moved over from IBeam).
+    let gateway = matches!(cli.command, Command::Gateway { .. });
+    let level = match (cli.quiet, cli.verbose, gateway) {
+        (true, _, _) => "error",
+        (false, 0, false) => "warn",
+        (false, 1, false) => "info",
+        (false, 2, false) => "debug",
+        (false, _, false) => "trace",
+        (false, 0, true) => std::env::var(ibauth_gateway::env::LOG_LEVEL)
+            .ok()
+            .and_then(|v| ibauth_gateway::env::log_level(&v))
+            .map_or("info", level_name),
+        (false, 1, true) => "debug",
+        (false, _, true) => "trace",
     };
     let asked = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     // tungstenite logs every WebSocket frame's payload at TRACE: IBKR's messages name the user
@@ -230,10 +317,35 @@ fn init_logging(cli: &Cli) {
         .with_default(LevelFilter::TRACE)
         .with_target("tungstenite", LevelFilter::DEBUG)
         .with_target("tokio_tungstenite", LevelFilter::DEBUG);
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(color_wanted(cli.color, std::io::stderr().is_terminal()))
-        .with_target(cli.verbose >= 2)
-        .with_filter(asked.and(cap));
+    // `ibauth --json gateway`: one JSON object per log line (the access log's fields as keys),
+    // for log collectors. Other commands keep text logs: their --json is about stdout.
+    let layer = if gateway && cli.json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_filter(asked.and(cap))
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(color_wanted(cli.color, std::io::stderr().is_terminal()))
+            // The gateway's lines say whose they are (ibauth_gateway::access, ::config).
+            .with_target(gateway || cli.verbose >= 2)
+            .with_filter(asked.and(cap))
+            .boxed()
+    };
     tracing_subscriber::registry().with(layer).init();
+}
+
+fn level_name(level: tracing::Level) -> &'static str {
+    match level {
+        tracing::Level::TRACE => "trace",
+        tracing::Level::DEBUG => "debug",
+        tracing::Level::INFO => "info",
+        tracing::Level::WARN => "warn",
+        tracing::Level::ERROR => "error",
+    }
 }

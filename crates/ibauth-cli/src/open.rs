@@ -27,6 +27,8 @@ pub struct Flags<'a> {
     pub config: Option<&'a Path>,
     pub oauth1a: bool,
     pub third_party: Option<ThirdParty>,
+    /// `--store`: the fleet's shared store, over the config's `store:` and IBAUTH_STORE.
+    pub store: Option<ibauth::coord::StoreUrl>,
 }
 
 impl Flags<'_> {
@@ -64,14 +66,35 @@ fn reported(step: Step) -> bool {
     )
 }
 
-pub fn open(out: Out, flags: &Flags<'_>) -> Result<Opened, Error> {
+pub async fn open(out: Out, flags: &Flags<'_>) -> Result<Opened, Error> {
     let policy = Policy::load(flags.config)?;
-    open_with_policy(out, flags, policy)
+    open_with_policy(out, flags, policy).await
 }
 
-pub fn open_with_policy(out: Out, flags: &Flags<'_>, policy: Policy) -> Result<Opened, Error> {
+pub async fn open_with_policy(
+    out: Out,
+    flags: &Flags<'_>,
+    policy: Policy,
+) -> Result<Opened, Error> {
     let config = AuthConfig::load(flags.config, flags.method())?;
+    open_config(out, flags, config, policy).await
+}
+
+/// A session for credentials loaded by the caller (the gateway adds conf.yaml's host): a
+/// member of the fleet `--store` (or the config's `store:`) names, when one does.
+pub async fn open_config(
+    out: Out,
+    flags: &Flags<'_>,
+    config: AuthConfig,
+    mut policy: Policy,
+) -> Result<Opened, Error> {
+    if let Some(store) = &flags.store {
+        policy.store = Some(store.clone());
+    }
+    let fleet = policy.clone();
     let mut builder = Session::builder(config).policy(policy);
+    // The store opened and the key read before anything is asked of the user or of IBKR.
+    builder = ibauth_fleet::join(builder, &fleet).await?;
     builder = builder.observe(Arc::new(move |x: &ibauth::http::Exchange| {
         if !reported(x.step) {
             return;

@@ -213,6 +213,15 @@ pub fn fail(out: Out, err: &Error) -> ExitCode {
     let code = match err {
         // A token file that is exposed or from a newer ibauth needs the user's hand, like a config.
         Error::Config(_) | Error::Store(_) => code::CONFIG,
+        // A fleet without its key, a store URL or schema this build cannot use, an OAuth 2.0
+        // session bound to another host's address: the deployment needs fixing.
+        Error::IpBound { .. }
+        | Error::Fleet(
+            ibauth::coord::CoordError::Key(_)
+            | ibauth::coord::CoordError::Config(_)
+            | ibauth::coord::CoordError::Schema { .. },
+        ) => code::CONFIG,
+        Error::Fleet(ibauth::coord::CoordError::Unavailable { .. }) => code::NETWORK,
         Error::Rejected { .. } => code::REJECTED,
         // A turn too far away under the pacing limits is a wait that did not fit, like a timeout.
         Error::Timeout { .. }

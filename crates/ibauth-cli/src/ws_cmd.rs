@@ -12,7 +12,7 @@ use crate::open::{Flags, open};
 use crate::render::{Out, fail};
 
 pub async fn run(out: Out, flags: Flags<'_>, count: Option<u64>) -> ExitCode {
-    let session = match open(out, &flags) {
+    let session = match open(out, &flags).await {
         Ok(opened) => opened.session,
         Err(e) => return fail(out, &e),
     };

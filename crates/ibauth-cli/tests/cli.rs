@@ -849,6 +849,7 @@ fn every_command_has_help_with_examples_and_completions_are_generated() {
         "token",
         "logout",
         "keepalive",
+        "gateway",
         "ws",
         "doctor",
         "sandbox",

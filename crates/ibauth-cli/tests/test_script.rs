@@ -50,6 +50,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("wrk", "wrk"),
     ("hyperfine", "hyperfine"),
     ("curl", "curl"),
+    ("ip", "iproute2"),
 ];
 
 impl Machine {

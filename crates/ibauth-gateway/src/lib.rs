@@ -14,6 +14,11 @@
 //! is bridged, its subscriptions re-sent after a reconnect. A health server like IBeam's reads
 //! cached state.
 //!
+//! The settings IBKR's and IBeam's users already have are read by [`conf`] (the gateway's
+//! `conf.yaml`, unchanged) and [`env`] (the `IBEAM_*` variables), and put together under the
+//! caller's own by [`Setup`] — command-line flags, then the environment, then `conf.yaml`, then
+//! the defaults — which is all `ibauth gateway` does before starting a [`Gateway`].
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use ibauth_gateway::{Gateway, GatewayOptions};
@@ -27,6 +32,8 @@
 #![warn(missing_docs)]
 
 mod access;
+pub mod conf;
+pub mod env;
 mod error;
 mod health;
 mod local;
@@ -34,6 +41,7 @@ mod options;
 mod proxy;
 mod router;
 mod server;
+pub mod setup;
 mod state;
 mod tls;
 mod ws;
@@ -43,3 +51,4 @@ pub use error::GatewayError;
 pub use local::LOGIN_SUCCEEDS;
 pub use options::{Cors, DEFAULT_HEALTH_PORT, DEFAULT_PORT, GatewayOptions, LogoutMode, TlsMode};
 pub use server::{Gateway, Running};
+pub use setup::{Overrides, Setup};

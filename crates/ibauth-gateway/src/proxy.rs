@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -19,9 +19,14 @@ use serde_json::json;
 
 use crate::state::Shared;
 
-/// How long the client's request waited for its turn; the access log reads it.
+/// A passed-on request's times, for the access log: its wait for a turn under the pacing
+/// limits (`None`: the session has no pacer) and IBKR's time to answer (to the answer's headers; the turn,
+/// signing and sending included, the wait not).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Waited(pub Duration);
+pub(crate) struct Timing {
+    pub waited: Option<Duration>,
+    pub upstream: Duration,
+}
 
 /// Whether a path is one the Client Portal Gateway passes on:
 /// `/(v1|qa|ci|alpha|local)/(portal|am|api|tws)/…`.
@@ -107,6 +112,7 @@ pub(crate) async fn forward(State(state): State<Shared>, request: Request) -> Re
 /// Sends `request` and streams the answer back.
 async fn send(state: &Shared, request: Forward) -> Response {
     let timeout = state.options.request_timeout;
+    let started = Instant::now();
     let forwarded = tokio::time::timeout(
         timeout,
         state.session.forward(request, Some(state.options.max_wait)),
@@ -120,6 +126,10 @@ async fn send(state: &Shared, request: Forward) -> Response {
         Ok(Ok(streamed)) => streamed,
     };
     let waited = streamed.permit.as_ref().map(|p| p.waited);
+    let timing = Timing {
+        waited,
+        upstream: started.elapsed().saturating_sub(waited.unwrap_or_default()),
+    };
     let permit = streamed.permit;
     let upstream = streamed.response;
     let mut response = Response::builder().status(upstream.status());
@@ -137,9 +147,7 @@ async fn send(state: &Shared, request: Forward) -> Response {
             "IBKR's answer could not be passed on",
         )
     });
-    if let Some(waited) = waited {
-        response.extensions_mut().insert(Waited(waited));
-    }
+    response.extensions_mut().insert(timing);
     response
 }
 
@@ -149,12 +157,17 @@ pub(crate) struct Buffered {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
+    /// The one upstream call's times (each client's access-log line shows them).
+    timing: Option<Timing>,
 }
 
 impl Buffered {
     fn response(&self) -> Response {
         let mut response = (self.status, self.body.clone()).into_response();
         *response.headers_mut() = self.headers.clone();
+        if let Some(timing) = self.timing {
+            response.extensions_mut().insert(timing);
+        }
         response
     }
 }
@@ -162,12 +175,14 @@ impl Buffered {
 async fn buffered(state: &Shared, request: Forward) -> Buffered {
     let response = send(state, request).await;
     let (parts, body) = response.into_parts();
+    let timing = parts.extensions.get::<Timing>().copied();
     // Bounded: the same cap as every answer the session reads.
     match axum::body::to_bytes(body, ibauth::http::DEFAULT_MAX_BODY).await {
         Ok(body) => Buffered {
             status: parts.status,
             headers: parts.headers,
             body,
+            timing,
         },
         Err(_) => {
             let mut headers = HeaderMap::new();
@@ -183,6 +198,7 @@ async fn buffered(state: &Shared, request: Forward) -> Buffered {
                 status: StatusCode::BAD_GATEWAY,
                 headers,
                 body: Bytes::from(body.to_string()),
+                timing,
             }
         }
     }

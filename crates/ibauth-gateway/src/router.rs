@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
 use crate::local;
-use crate::proxy::{self, Waited};
+use crate::proxy::{self, Timing};
 use crate::state::Shared;
 
 pub(crate) fn router(state: Shared) -> Router {
@@ -80,23 +80,24 @@ fn suggestion(ip: std::net::IpAddr) -> String {
 }
 
 /// One structured line per request: method, path without the query (it can hold account ids),
-/// status, time, and the wait for a turn under the pacing limits.
+/// status, time in the gateway (`ms`, to the answer's headers), and for a request passed on,
+/// IBKR's time to answer (`upstream_ms`) and the wait for a turn under the pacing limits
+/// (`waited_ms`; 0 with `IBAUTH_PACING=off`).
 async fn access_log(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
-    let waited_ms = response
-        .extensions()
-        .get::<Waited>()
-        .map(|w| u64::try_from(w.0.as_millis()).unwrap_or(u64::MAX));
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let timing = response.extensions().get::<Timing>().copied();
     tracing::info!(
         target: "ibauth_gateway::access",
         %method,
         path,
         status = response.status().as_u16(),
-        ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        waited_ms,
+        ms = ms(started.elapsed()),
+        upstream_ms = timing.map(|t| ms(t.upstream)),
+        waited_ms = timing.and_then(|t| t.waited).map(ms),
         "request"
     );
     response

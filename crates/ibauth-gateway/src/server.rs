@@ -40,22 +40,35 @@ impl std::fmt::Debug for Running {
     }
 }
 
-/// Binds `addr`; `[::]` is tried as one dual-stack socket and, where IPv6 is off, falls back
-/// to `0.0.0.0` on the same port.
+/// Binds `addr`. `[::]` is one dual-stack socket with `IPV6_V6ONLY` off whatever the system's
+/// default (`net.ipv6.bindv6only`), so IPv4 clients reach it too, as they reach IBKR's gateway
+/// on `0.0.0.0`; where IPv6 is off (some containers) it falls back to `0.0.0.0`, same port.
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, GatewayError> {
-    let bound = std::net::TcpListener::bind(addr).or_else(|e| {
-        if addr.ip().is_unspecified() && addr.is_ipv6() {
+    let bound = if addr.is_ipv6() && addr.ip().is_unspecified() {
+        dual_stack(addr).or_else(|e| {
             tracing::info!(error = %e, "no IPv6 here: listening on IPv4 only");
             std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port())))
-        } else {
-            Err(e)
-        }
-    });
+        })
+    } else {
+        std::net::TcpListener::bind(addr)
+    };
     let listener = bound.map_err(|source| GatewayError::Bind { addr, source })?;
     listener
         .set_nonblocking(true)
         .map_err(|source| GatewayError::Bind { addr, source })?;
     Ok(listener)
+}
+
+fn dual_stack(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    // As std's TcpListener::bind does on Unix: a restarted gateway gets its port back at once.
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 impl Gateway {
@@ -198,5 +211,28 @@ impl Running {
         ibauth::signal::shutdown_signal().await;
         tracing::info!("signal: draining, then logging out once");
         self.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv6Addr, TcpStream};
+
+    #[test]
+    fn the_unspecified_ipv6_address_serves_ipv4_clients_too() {
+        let listener = bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let v4 = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        assert!(v4.peer_addr().unwrap().is_ipv4());
+        // IPv6 where the machine has it (a container may not).
+        if listener.local_addr().unwrap().is_ipv6() {
+            TcpStream::connect((Ipv6Addr::LOCALHOST, port)).unwrap();
+        }
+        listener.set_nonblocking(false).unwrap();
+        let (_, peer) = listener.accept().unwrap();
+        // Seen through the IPv6 socket as ::ffff:127.0.0.1, which the access list reads as
+        // 127.0.0.1.
+        assert_eq!(peer.ip().to_canonical(), Ipv4Addr::LOCALHOST);
     }
 }

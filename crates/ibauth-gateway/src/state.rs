@@ -25,12 +25,16 @@ pub(crate) struct State {
     pub activity: tokio::sync::watch::Sender<bool>,
     pub keepalive: tokio::sync::Mutex<Option<KeepAlive>>,
     pub flights: Flights,
+    /// The session's status, read in place: every request checks it, and
+    /// [`Session::status`] would clone it whole (the last tickle's JSON included).
+    status: tokio::sync::watch::Receiver<ibauth::session::Status>,
 }
 
 impl State {
     pub fn new(session: Session, options: GatewayOptions) -> Self {
         Self {
             active: AtomicBool::new(options.start_active),
+            status: session.watch(),
             activity: tokio::sync::watch::Sender::new(options.start_active),
             session,
             options,
@@ -46,6 +50,16 @@ impl State {
     /// Starts the keep-alive (logging in) and serves; nothing if already active and running.
     pub async fn activate(&self) -> Result<(), ibauth::Error> {
         let mut keepalive = self.keepalive.lock().await;
+        // A keep-alive that gave up (too many rejected logins: IBEAM_MAX_FAILED_AUTH), or whose
+        // session a client logged out (`--logout pass`), has stopped; `/activate` is how an
+        // operator asks for another login, as with IBeam.
+        if matches!(
+            self.session.status().state,
+            SessionState::Failed(_) | SessionState::LoggedOut
+        ) && let Some(stopped) = keepalive.take()
+        {
+            stopped.shutdown().await;
+        }
         if keepalive.is_none() {
             *keepalive = Some(self.session.keep_alive()?);
         }
@@ -72,14 +86,14 @@ impl State {
                 None,
             ));
         }
-        let status = self.session.status();
-        match status.state {
+        let status = self.status.borrow();
+        match &status.state {
             SessionState::Authenticated => None,
             state => Some(unavailable(
                 &format!(
                     "the session is not authenticated ({}){}",
                     state.name(),
-                    match &state {
+                    match state {
                         SessionState::Failed(reason) => format!(": {}", reason.message),
                         _ => status
                             .detail

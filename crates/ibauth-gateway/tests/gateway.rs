@@ -278,3 +278,39 @@ async fn logout_pass_ends_the_session() {
     assert_eq!(sandbox.counters().logouts, 1);
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_lets_a_request_in_flight_finish_then_logs_out_once() {
+    let sandbox = sandbox().await;
+    let running = Gateway::new(session(&sandbox), options())
+        .start()
+        .await
+        .expect("gateway");
+    ready(&running).await;
+    let base = base(&running);
+    sandbox.delay_responses(Some(Duration::from_millis(1000)));
+    let logouts = sandbox.counters().logouts;
+    let url = format!("{base}/v1/api/iserver/accounts");
+    let in_flight = tokio::spawn(async move {
+        let reply = reqwest::get(url).await?;
+        let status = reply.status();
+        Ok::<_, reqwest::Error>((status, reply.text().await?))
+    });
+    // On its way (the sandbox holds it 1 s) when the shutdown begins.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!in_flight.is_finished());
+    running.shutdown().await;
+    // Drained: answered in full, not cut off by the shutdown.
+    let (status, body) = in_flight.await.unwrap().expect("answered");
+    assert_eq!(status, 200, "{body}");
+    let accounts: Value = serde_json::from_str(&body).unwrap();
+    assert!(accounts["accounts"].is_array(), "{accounts}");
+    assert_eq!(
+        sandbox.counters().logouts,
+        logouts + 1,
+        "one logout, after the drain"
+    );
+    // No longer listening.
+    let refused = reqwest::get(format!("{base}/v1/api/iserver/accounts")).await;
+    assert!(refused.is_err(), "{refused:?}");
+}

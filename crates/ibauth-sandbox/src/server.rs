@@ -34,6 +34,7 @@ pub struct SandboxBuilder {
     nightly_reset: Option<NightlyReset>,
     bind_sso_ip: bool,
     tickler_window: Duration,
+    host: Option<String>,
 }
 
 impl SandboxBuilder {
@@ -46,6 +47,16 @@ impl SandboxBuilder {
     /// Serve HTTPS with a generated CA ([`Sandbox::ca_pem`]).
     pub fn tls(mut self, tls: bool) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// The host name or IP address clients reach the sandbox at, when not the listening
+    /// address (default: that address, `127.0.0.1` when it listens on every IPv4 address) —
+    /// for clients in network namespaces or containers. It is the host of
+    /// [`Sandbox::base_url`] (the URL OAuth 1.0a signatures are checked against) and, with
+    /// [`tls`](Self::tls), the certificate is also for it.
+    pub fn host(mut self, host: &str) -> Self {
+        self.host = Some(host.to_owned());
         self
     }
 
@@ -172,7 +183,8 @@ impl SandboxBuilder {
         let (stop, stopped) = oneshot::channel::<()>();
         let mut ca_pem = None;
         let task = if self.tls {
-            let material = tls::generate().map_err(|e| SandboxError::Tls(e.to_string()))?;
+            let material = tls::generate_for(self.host.as_slice())
+                .map_err(|e| SandboxError::Tls(e.to_string()))?;
             let config = axum_server::tls_rustls::RustlsConfig::from_pem(
                 material.chain_pem.into_bytes(),
                 material.key_pem.into_bytes(),
@@ -216,6 +228,10 @@ impl SandboxBuilder {
             })
         };
         let host = match addr.ip() {
+            _ if self.host.is_some() => match self.host.as_deref().unwrap_or_default() {
+                v6 if v6.contains(':') && !v6.starts_with('[') => format!("[{v6}]"),
+                name => name.to_owned(),
+            },
             ip if ip.is_unspecified() && addr.is_ipv4() => "127.0.0.1".to_owned(),
             ip if ip.is_unspecified() => "[::1]".to_owned(),
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
@@ -273,6 +289,7 @@ impl Sandbox {
             nightly_reset: None,
             bind_sso_ip: true,
             tickler_window: crate::state::DEFAULT_TICKLER_WINDOW,
+            host: None,
         }
     }
 

@@ -15,6 +15,12 @@ pub struct TlsMaterial {
 
 /// Generates a CA and a server certificate for the loopback names.
 pub fn generate() -> Result<TlsMaterial, rcgen::Error> {
+    generate_for(&[])
+}
+
+/// Generates a CA and a server certificate for the loopback names and `more` (host names or
+/// IP addresses).
+pub fn generate_for(more: &[String]) -> Result<TlsMaterial, rcgen::Error> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
@@ -26,11 +32,13 @@ pub fn generate() -> Result<TlsMaterial, rcgen::Error> {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![
+    let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
-    ])?;
+    ];
+    names.extend(more.iter().cloned());
+    let mut params = CertificateParams::new(names)?;
     params
         .distinguished_name
         .push(DnType::CommonName, "ibauth sandbox");

@@ -456,3 +456,73 @@ async fn members_share_one_pacing_budget() {
     assert!(matches!(err, Error::Paced { .. }), "{err:?}");
     assert_eq!(sandbox.counters().pacing_violations, 0);
 }
+
+/// `Session::fleet_status` (what `ibauth status` shows): the leader and its generation, every
+/// member, and the document's key — the current one, or an older one after a rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fleet_status_names_the_leader_the_members_and_the_documents_key() {
+    let sandbox = api_common::sandbox().await;
+    let coord = MemoryCoordinator::new();
+    // One access token, so one identity, for every session here.
+    let config = config(Auth::Oauth1a, &sandbox, common::LOCALHOST);
+    let fleet: Vec<Session> = (0..2)
+        .map(|_| member(config.clone(), &coord, keyring()))
+        .collect();
+    accounts_ok(&fleet[0]).await;
+    let keeps: Vec<KeepAlive> = fleet
+        .iter()
+        .map(|s| s.keep_alive().expect("keep-alive"))
+        .collect();
+    let refs: Vec<&KeepAlive> = keeps.iter().collect();
+    eventually("one leader", Duration::from_secs(3), || {
+        leaders(&refs).len() == 1
+    })
+    .await;
+    let leader = leaders(&refs)[0];
+    let Some(Role::Leader { generation }) = keeps[leader].session().role() else {
+        panic!("leader");
+    };
+    tokio::time::sleep(TTL / 2).await;
+    let status = fleet[1 - leader]
+        .fleet_status()
+        .await
+        .expect("status")
+        .expect("a fleet");
+    let lease = status.lease.as_ref().expect("a live lease");
+    assert_eq!(lease.generation, generation);
+    assert_eq!(status.members.len(), 2, "{status:?}");
+    let leading: Vec<_> = status.members.iter().filter(|m| m.leader).collect();
+    assert_eq!(leading.len(), 1, "{status:?}");
+    assert_eq!(leading[0].id, lease.holder);
+    let doc = status.document.as_ref().expect("a stored document");
+    assert!(doc.current_key, "{doc:?}");
+    assert_eq!(doc.key_id, keyring().current().id());
+    assert!(
+        !format!("{status:?}").contains("secret"),
+        "no content shown"
+    );
+
+    // Rotated: a member with a new key first still reads the fleet, and sees the document
+    // sealed with the older key.
+    let newer = StoreKey::generate().expect("key");
+    let rotated = Keyring::new(vec![newer, keyring().current().clone()]).expect("ring");
+    let outsider = member(config.clone(), &coord, rotated);
+    let status = outsider
+        .fleet_status()
+        .await
+        .expect("status")
+        .expect("a fleet");
+    let doc = status.document.expect("a stored document");
+    assert!(!doc.current_key, "{doc:?}");
+    assert_eq!(doc.key_id, keyring().current().id());
+
+    // Outside a fleet there is nothing to show.
+    let alone = Session::builder(config)
+        .no_store()
+        .build()
+        .expect("session");
+    assert!(alone.fleet_status().await.expect("status").is_none());
+    for k in keeps {
+        let _ = k.shutdown().await;
+    }
+}

@@ -35,7 +35,7 @@ pub const KEY_LEN: usize = 32;
 const AAD_PREFIX: &[u8] = b"ibauth/sealed-doc/v1\0";
 
 /// How to make a key, for every message that asks for one.
-const MAKE_ONE: &str = "make one with `ibauth store-key > store.key && chmod 600 store.key` (or `head -c 32 /dev/urandom | base64`), give every host of the fleet the same file, and point IBAUTH_STORE_KEY_FILE (or `store_key_file:` in the YAML) at it";
+const MAKE_ONE: &str = "make one with `ibauth store-key store.key` (a new file, mode 0600; or `head -c 32 /dev/urandom | base64 > store.key && chmod 600 store.key`), give every host of the fleet the same file, and point IBAUTH_STORE_KEY_FILE (or `store_key_file:` in the YAML) at it";
 
 /// A key problem: none given, unreadable, malformed, or a document that does not open.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +91,81 @@ pub enum KeyringError {
     /// The system's random generator failed.
     #[error("cannot draw random bytes for a nonce or key")]
     Random,
+    /// A new key file would replace an existing one.
+    #[error(
+        "store key file {} exists already: a new key there would lock the fleet out of every document sealed with the old one. Choose another path, or rotate with `ibauth store-key --rotate {}`", .path.display(), .path.display()
+    )]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file cannot be written.
+    #[error("store key file {}: cannot write it: {source}", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The first line of a key file ibauth writes (comments are skipped when it is read).
+const KEY_FILE_HEADER: &str =
+    "# ibauth store keys, one per line: the first seals, every one opens (docs/fleet.md)\n";
+
+/// Creates `path` with mode 0600 (never over an existing file, never through a symbolic link)
+/// holding `text`, flushed to disk.
+fn write_new_private(path: &Path, text: &str) -> Result<(), KeyringError> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    let mut file = options.open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            KeyringError::Exists {
+                path: path.to_owned(),
+            }
+        } else {
+            KeyringError::Write {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    })?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| KeyringError::Write {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Replaces the key file `path` with `text`: written to a new private file beside it, then
+/// renamed over it, so a crash leaves the old file or the new one, never half of either.
+fn replace_private(path: &Path, text: &str) -> Result<(), KeyringError> {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".new-{}", std::process::id()));
+    let temp = path.with_file_name(name);
+    let _ = std::fs::remove_file(&temp);
+    write_new_private(&temp, text)?;
+    std::fs::rename(&temp, path).map_err(|source| {
+        let _ = std::fs::remove_file(&temp);
+        KeyringError::Write {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+/// Whether a key file's line holds a key (not blank, not a comment).
+fn is_key_line(line: &str) -> bool {
+    let line = line.trim();
+    !line.is_empty() && !line.starts_with('#')
 }
 
 /// One 256-bit key.
@@ -251,6 +326,73 @@ impl Keyring {
         Self::new(keys)
     }
 
+    /// Writes a new key file at `path` holding one new random key, with mode 0600; an
+    /// existing file is never replaced ([`KeyringError::Exists`]). Returns the keyring it
+    /// holds.
+    pub fn create_file(path: &Path) -> Result<Self, KeyringError> {
+        let key = StoreKey::generate()?;
+        let text = Zeroizing::new(format!("{KEY_FILE_HEADER}{}\n", *key.to_base64()));
+        write_new_private(path, &text)?;
+        Self::new(vec![key])
+    }
+
+    /// Rotates the key file at `path`: a new random key goes first (it seals from now on),
+    /// the keys it held stay after it (they still open what they sealed), comments are kept.
+    /// The file is checked as [`from_file`](Self::from_file) checks it, and replaced at once
+    /// (a new file renamed over it, mode 0600). Returns the keyring it holds now.
+    pub fn rotate_file(path: &Path) -> Result<Self, KeyringError> {
+        let old = Self::from_file(path)?;
+        let text = Self::read_checked(path)?;
+        let key = StoreKey::generate()?;
+        let mut out = Zeroizing::new(String::with_capacity(text.len() + 64));
+        let mut placed = false;
+        for line in text.lines() {
+            if !placed && is_key_line(line) {
+                out.push_str(&key.to_base64());
+                out.push('\n');
+                placed = true;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        replace_private(path, &out)?;
+        let mut keys = vec![key];
+        keys.extend(old.keys);
+        Self::new(keys)
+    }
+
+    /// Retires the older keys of the key file at `path`: only its first (current) key is
+    /// kept, with the comments. Run it once no stored document is sealed with an older key
+    /// (`ibauth status` shows the document's key). Returns the keyring it holds now.
+    pub fn retire_file(path: &Path) -> Result<Self, KeyringError> {
+        let old = Self::from_file(path)?;
+        let text = Self::read_checked(path)?;
+        let mut out = Zeroizing::new(String::with_capacity(text.len()));
+        let mut kept = false;
+        for line in text.lines() {
+            if is_key_line(line) {
+                if kept {
+                    continue;
+                }
+                kept = true;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        replace_private(path, &out)?;
+        Self::new(vec![old.current().clone()])
+    }
+
+    /// The text of a key file [`from_file`](Self::from_file) accepted.
+    fn read_checked(path: &Path) -> Result<Zeroizing<String>, KeyringError> {
+        std::fs::read_to_string(path)
+            .map(Zeroizing::new)
+            .map_err(|source| KeyringError::Read {
+                path: path.to_owned(),
+                source,
+            })
+    }
+
     fn parse(text: &str, which: &str) -> Result<Self, KeyringError> {
         let keys = text
             .split([',', ' ', '\n', '\t'])
@@ -390,6 +532,67 @@ mod tests {
             .open("id", &sealed.key_id, &sealed.bytes)
             .unwrap_err();
         assert!(err.to_string().contains(old.id()), "{err}");
+    }
+
+    #[test]
+    fn key_files_are_created_private_never_overwritten_rotated_and_retired() {
+        let dir =
+            std::env::temp_dir().join(format!("ibauth-keyfile-rotation-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.key");
+        let first = Keyring::create_file(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert_eq!(Keyring::from_file(&path).unwrap().ids(), first.ids());
+        let before = std::fs::read(&path).unwrap();
+        let err = Keyring::create_file(&path).unwrap_err();
+        assert!(matches!(err, KeyringError::Exists { .. }), "{err}");
+        assert!(err.to_string().contains("--rotate"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "left as it was");
+
+        let sealed = first.seal("id", b"doc").unwrap();
+        let rotated = Keyring::rotate_file(&path).unwrap();
+        let read = Keyring::from_file(&path).unwrap();
+        assert_eq!(read.ids(), rotated.ids());
+        assert_eq!(read.ids().len(), 2);
+        assert_eq!(
+            read.ids()[1],
+            first.current().id(),
+            "the old key kept second"
+        );
+        assert_eq!(
+            &*read.open("id", &sealed.key_id, &sealed.bytes).unwrap(),
+            b"doc"
+        );
+        assert!(read.is_stale(&sealed.key_id));
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .starts_with("# ibauth store keys")
+        );
+
+        let retired = Keyring::retire_file(&path).unwrap();
+        let read = Keyring::from_file(&path).unwrap();
+        assert_eq!(read.ids(), vec![rotated.current().id()]);
+        assert_eq!(retired.ids(), read.ids());
+        assert!(read.open("id", &sealed.key_id, &sealed.bytes).is_err());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "still private after replacing");
+        }
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -42,7 +42,7 @@ struct Held {
 /// How a session takes part in a fleet.
 pub(crate) struct Fleet {
     pub(crate) coord: Arc<dyn Coordinator>,
-    keyring: Keyring,
+    pub(crate) keyring: Keyring,
     /// This session's name as a lease holder and member.
     pub(crate) member: String,
     pub(crate) ttl: Duration,

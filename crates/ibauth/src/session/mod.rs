@@ -119,6 +119,22 @@ pub struct FleetStatus {
     pub lease: Option<crate::coord::LeaseInfo>,
     /// The members heard from lately, leader included.
     pub members: Vec<crate::coord::Member>,
+    /// The stored session document, as far as can be told without opening it.
+    pub document: Option<FleetDocument>,
+}
+
+/// The stored session document of a fleet, as [`FleetStatus`] shows it (never its content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetDocument {
+    /// Counts its writes.
+    pub version: u64,
+    /// The lease generation it was written under.
+    pub generation: u64,
+    /// The id of the key that sealed it.
+    pub key_id: String,
+    /// Whether that key is this process's current key (otherwise the leader seals it again
+    /// with the current one at its next save; until then the older key must stay).
+    pub current_key: bool,
 }
 
 /// How [`Session::connect`] got its tokens, and what it did with the brokerage session.
@@ -200,12 +216,23 @@ impl Session {
         };
         let lease = fleet.coord.lease_info(&self.inner.identity).await?;
         let members = fleet.coord.members(&self.inner.identity).await?;
+        let document = fleet
+            .coord
+            .load(&self.inner.identity)
+            .await?
+            .map(|doc| FleetDocument {
+                version: doc.version,
+                generation: doc.generation,
+                current_key: !fleet.keyring.is_stale(&doc.key_id),
+                key_id: doc.key_id,
+            });
         Ok(Some(FleetStatus {
             store: fleet.coord.describe(),
             identity: self.inner.identity.clone(),
             member: fleet.member.clone(),
             lease: lease.filter(|l| !l.expires_in.is_zero()),
             members,
+            document,
         }))
     }
 
