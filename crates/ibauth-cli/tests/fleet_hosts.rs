@@ -1057,7 +1057,7 @@ async fn oauth2_followers_use_the_session_on_the_leaders_address_and_refuse_it_e
     assert_eq!(fleet["document"]["current_key"], false, "{fleet}");
     assert!(fleet["leader"]["holder"].is_string(), "{fleet}");
     assert!(
-        lines.iter().any(|l| l["step"] == "tickle"),
+        lines.iter().any(|l| l["step"] == "auth status"),
         "the old key opened the document: {lines:?}"
     );
     assert!(!leader.exited(), "the leader still runs\n{}", leader.log());
