@@ -89,15 +89,16 @@ pub(crate) async fn forward(State(state): State<Shared>, request: Request) -> Re
             .rule_for(&parts.method, parts.uri.path())
             .is_some()
     });
+    // Everyone asking the same thing now gets the one answer (the key copied only then).
+    let shared_key =
+        (parts.method == Method::GET && no_body && paced_endpoint).then(|| path_and_query.clone());
     let request = Forward {
-        method: parts.method.clone(),
-        path_and_query: path_and_query.clone(),
+        method: parts.method,
+        path_and_query,
         headers: parts.headers,
         body,
     };
-    if parts.method == Method::GET && no_body && paced_endpoint {
-        // Everyone asking the same thing now gets the one answer.
-        let key = path_and_query;
+    if let Some(key) = shared_key {
         let state2 = state.clone();
         let shared = state
             .flights

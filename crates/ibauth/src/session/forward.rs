@@ -210,26 +210,33 @@ impl Session {
                 ),
             });
         }
-        let headers = pass_on(&request.headers);
         let mut body = request.body;
         let mut recovered = false;
         loop {
             let (epoch, auth, rest_base) = self.inner.ready().await?;
             let url = endpoint_url(&rest_base, &request.path_and_query, &[])?;
-            let uri = http::Uri::try_from(url.as_str()).map_err(|e| Error::Protocol {
-                step: Step::Api,
-                status: 0,
-                detail: format!("`{url}` is not a URI: {e}"),
-            })?;
+            let authorization = auth.authorization(&request.method, &url)?;
+            // The URL's text becomes the URI's without a copy.
+            let uri =
+                http::Uri::from_maybe_shared(Bytes::from(String::from(url))).map_err(|e| {
+                    Error::Protocol {
+                        step: Step::Api,
+                        status: 0,
+                        detail: format!(
+                            "`{}` is not a URI: {e}",
+                            request.path_and_query.escape_debug()
+                        ),
+                    }
+                })?;
             let (payload, replayable) = body.take();
             let mut built = http::Request::new(payload);
             *built.method_mut() = request.method.clone();
             *built.uri_mut() = uri;
-            *built.headers_mut() = headers.clone();
-            built.headers_mut().insert(
-                header::AUTHORIZATION,
-                auth.authorization(&request.method, &url)?,
-            );
+            // Filtered afresh for a second sending: no copy kept for the (rare) recovery.
+            *built.headers_mut() = pass_on(&request.headers);
+            built
+                .headers_mut()
+                .insert(header::AUTHORIZATION, authorization);
             let streamed = self
                 .inner
                 .http
