@@ -8,7 +8,6 @@
 //! as an unbuffered logger would. [`Guard`]'s drop (the end of `main`) and [`flush`] (before
 //! an error line written straight to stderr) write what is pending at once.
 
-use std::io::Write as _;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -26,8 +25,9 @@ struct Pending {
 
 /// The pending lines and the writer thread's wake-up.
 pub struct Shared {
-    /// Held while writing to stderr, taken before `pending`: batches go out in order.
-    out: Mutex<()>,
+    /// Where lines go (stderr), held while writing, taken before `pending`: batches go out
+    /// in order.
+    out: Mutex<Box<dyn std::io::Write + Send>>,
     pending: Mutex<Pending>,
     wake: Condvar,
 }
@@ -40,11 +40,10 @@ impl Shared {
     /// Writes what is pending (and `extra` after it) to stderr now. Write errors are ignored,
     /// as the unbuffered logger ignores them.
     fn flush_with(&self, extra: &[u8]) {
-        let _out = lock(&self.out);
+        let mut out = lock(&self.out);
         let batch = std::mem::take(&mut lock(&self.pending).bytes);
-        let mut stderr = std::io::stderr().lock();
-        let _ = stderr.write_all(&batch);
-        let _ = stderr.write_all(extra);
+        let _ = out.write_all(&batch);
+        let _ = out.write_all(extra);
     }
 
     fn append(&self, line: &[u8]) {
@@ -79,9 +78,9 @@ impl Shared {
             }
             drop(pending);
             std::thread::sleep(FLUSH_AFTER);
-            let _out = lock(&self.out);
+            let mut out = lock(&self.out);
             std::mem::swap(&mut batch, &mut lock(&self.pending).bytes);
-            let _ = std::io::stderr().lock().write_all(&batch);
+            let _ = out.write_all(&batch);
             batch.clear();
             // A burst's buffer is kept for the next one, but not a huge one.
             if batch.capacity() > 64 * 1024 {
@@ -96,26 +95,9 @@ static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
 /// Starts the writer thread; `None` if it cannot be started (then log lines go straight to
 /// stderr).
 pub fn start() -> Option<Guard> {
-    let shared = Arc::new(Shared {
-        out: Mutex::new(()),
-        pending: Mutex::new(Pending {
-            bytes: Vec::new(),
-            parked: false,
-            closed: false,
-        }),
-        wake: Condvar::new(),
-    });
-    let worker = Arc::clone(&shared);
-    let thread = std::thread::Builder::new()
-        .name("ibauth-log".into())
-        .stack_size(64 * 1024)
-        .spawn(move || worker.run())
-        .ok()?;
-    SHARED.set(Arc::clone(&shared)).ok()?;
-    Some(Guard {
-        shared,
-        thread: Some(thread),
-    })
+    let guard = Guard::new(Box::new(std::io::stderr()))?;
+    SHARED.set(Arc::clone(&guard.shared)).ok()?;
+    Some(guard)
 }
 
 /// Writes the pending lines now (before writing to stderr directly, so lines stay in order).
@@ -129,6 +111,30 @@ pub fn flush() {
 pub struct Guard {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Guard {
+    fn new(out: Box<dyn std::io::Write + Send>) -> Option<Self> {
+        let shared = Arc::new(Shared {
+            out: Mutex::new(out),
+            pending: Mutex::new(Pending {
+                bytes: Vec::new(),
+                parked: false,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let worker = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("ibauth-log".into())
+            .stack_size(64 * 1024)
+            .spawn(move || worker.run())
+            .ok()?;
+        Some(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
 }
 
 impl Drop for Guard {
@@ -182,5 +188,84 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Sink {
             (Self::Batched, Some(shared)) => SinkWriter::Batched(shared),
             _ => SinkWriter::Stderr(std::io::stderr()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A writer into a shared Vec that counts its `write` calls.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<(Vec<u8>, usize)>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let mut c = lock(&self.0);
+            c.0.extend_from_slice(buf);
+            c.1 += 1;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(n: usize, from: usize) -> Vec<String> {
+        (from..from + n).map(|i| format!("line {i}\n")).collect()
+    }
+
+    #[test]
+    fn lines_arrive_promptly_in_order_in_few_writes() {
+        let capture = Capture::default();
+        let guard = Guard::new(Box::new(capture.clone())).unwrap();
+        let sent = lines(1000, 0);
+        for line in &sent {
+            guard.shared.append(line.as_bytes());
+        }
+        let started = Instant::now();
+        while lock(&capture.0).0.len() < sent.concat().len() {
+            assert!(started.elapsed() < Duration::from_secs(2), "lines late");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (bytes, writes) = lock(&capture.0).clone();
+        assert_eq!(String::from_utf8(bytes).unwrap(), sent.concat());
+        assert!(writes < 100, "{writes} writes for 1000 lines");
+        drop(guard);
+    }
+
+    #[test]
+    fn everything_pending_is_written_at_the_end_and_after_it() {
+        let capture = Capture::default();
+        let guard = Guard::new(Box::new(capture.clone())).unwrap();
+        let shared = Arc::clone(&guard.shared);
+        let sent = lines(10, 0);
+        for line in &sent {
+            shared.append(line.as_bytes());
+        }
+        drop(guard);
+        assert_eq!(lock(&capture.0).0, sent.concat().into_bytes());
+        // After the guard: written straight through.
+        shared.append(b"late\n");
+        assert!(lock(&capture.0).0.ends_with(b"line 9\nlate\n"));
+    }
+
+    #[test]
+    fn past_the_limit_nothing_is_dropped_and_order_holds() {
+        let capture = Capture::default();
+        let guard = Guard::new(Box::new(capture.clone())).unwrap();
+        let line = vec![b'x'; 4095];
+        let mut expected = Vec::new();
+        // 3 MiB in well under FLUSH_AFTER: the caller writes batches itself past 1 MiB.
+        for i in 0..768 {
+            let mut l = format!("{i:06}").into_bytes();
+            l.extend_from_slice(&line[6..]);
+            l.push(b'\n');
+            guard.shared.append(&l);
+            expected.extend_from_slice(&l);
+        }
+        drop(guard);
+        assert_eq!(lock(&capture.0).0, expected);
     }
 }
