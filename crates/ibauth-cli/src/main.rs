@@ -8,6 +8,7 @@ mod fleet_cmd;
 mod flow;
 mod gateway_cmd;
 mod keepalive;
+mod logbuf;
 mod open;
 mod render;
 mod sandbox_cmd;
@@ -26,7 +27,12 @@ use crate::render::Out;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
+    // The gateway logs a line a request: a background thread writes them in batches (a `write`
+    // every few milliseconds instead of one a request); the guard writes the rest on the way out.
+    let log_guard = matches!(cli.command, Command::Gateway { .. })
+        .then(logbuf::start)
+        .flatten();
+    init_logging(&cli, log_guard.is_some());
     // One thread is plenty for a client that waits on the network most of the time, and each
     // extra worker costs resident memory in a long-running keepalive (docs/benchmarks.md).
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -39,7 +45,10 @@ fn main() -> ExitCode {
             return ExitCode::from(render::code::OTHER);
         }
     };
-    runtime.block_on(run(cli))
+    let code = runtime.block_on(run(cli));
+    drop(runtime);
+    drop(log_guard);
+    code
 }
 
 fn third_party(cli: &Cli) -> Option<open::ThirdParty> {
@@ -284,7 +293,7 @@ fn color_wanted(when: cli::Color, tty: bool) -> bool {
     }
 }
 
-fn init_logging(cli: &Cli) {
+fn init_logging(cli: &Cli, batched: bool) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -319,18 +328,23 @@ fn init_logging(cli: &Cli) {
         .with_target("tokio_tungstenite", LevelFilter::DEBUG);
     // `ibauth --json gateway`: one JSON object per log line (the access log's fields as keys),
     // for log collectors. Other commands keep text logs: their --json is about stdout.
+    let sink = if batched {
+        logbuf::Sink::Batched
+    } else {
+        logbuf::Sink::Stderr
+    };
     let layer = if gateway && cli.json {
         tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(sink)
             .with_filter(asked.and(cap))
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(sink)
             .with_ansi(color_wanted(cli.color, std::io::stderr().is_terminal()))
             // The gateway's lines say whose they are (ibauth_gateway::access, ::config).
             .with_target(gateway || cli.verbose >= 2)

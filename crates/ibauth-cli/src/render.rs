@@ -119,6 +119,7 @@ impl Out {
     /// An error line on stderr (text mode), made [`terminal_safe`].
     pub fn error_line(&self, text: &str) {
         self.clear_progress();
+        crate::logbuf::flush();
         eprintln!("{}: {}", self.paint("error", RED), terminal_safe(text));
     }
 }
@@ -263,6 +264,7 @@ pub fn not_authenticated(out: Out, status: &AuthStatus) -> ExitCode {
             json_line(&json!({ "error": message, "exit_code": code::NOT_AUTHENTICATED }))
         );
     } else {
+        crate::logbuf::flush();
         eprintln!("error: {}", terminal_safe(&message));
     }
     ExitCode::from(code::NOT_AUTHENTICATED)

@@ -12,7 +12,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use ibauth::Error;
 use ibauth::session::{Forward, ForwardBody};
 use serde_json::json;
@@ -83,22 +82,23 @@ pub(crate) async fn forward(State(state): State<Shared>, request: Request) -> Re
             Err(_) => return reason(StatusCode::BAD_REQUEST, "the request body was cut short"),
         }
     } else {
-        ForwardBody::Stream(reqwest::Body::wrap_stream(body.into_data_stream()))
+        ForwardBody::from_stream(body.into_data_stream())
     };
     let paced_endpoint = state.session.http().pacer().is_some_and(|p| {
         p.rules()
             .rule_for(&parts.method, parts.uri.path())
             .is_some()
     });
+    // Everyone asking the same thing now gets the one answer (the key copied only then).
+    let shared_key =
+        (parts.method == Method::GET && no_body && paced_endpoint).then(|| path_and_query.clone());
     let request = Forward {
-        method: parts.method.clone(),
-        path_and_query: path_and_query.clone(),
+        method: parts.method,
+        path_and_query,
         headers: parts.headers,
         body,
     };
-    if parts.method == Method::GET && no_body && paced_endpoint {
-        // Everyone asking the same thing now gets the one answer.
-        let key = path_and_query;
+    if let Some(key) = shared_key {
         let state2 = state.clone();
         let shared = state
             .flights
@@ -131,22 +131,17 @@ async fn send(state: &Shared, request: Forward) -> Response {
         upstream: started.elapsed().saturating_sub(waited.unwrap_or_default()),
     };
     let permit = streamed.permit;
-    let upstream = streamed.response;
-    let mut response = Response::builder().status(upstream.status());
-    if let Some(headers) = response.headers_mut() {
-        copy_headers(upstream.headers(), headers);
-    }
+    let (upstream, body) = streamed.response.into_parts();
+    let mut headers = HeaderMap::with_capacity(upstream.headers.len());
+    copy_headers(upstream.headers, &mut headers);
     // The permit lives as long as the body is being passed on (an in-flight cap counts it).
-    let body = upstream.bytes_stream().map(move |chunk| {
+    let body = http_body_util::BodyExt::map_frame(body, move |frame| {
         let _held = &permit;
-        chunk
+        frame
     });
-    let mut response = response.body(Body::from_stream(body)).unwrap_or_else(|_| {
-        reason(
-            StatusCode::BAD_GATEWAY,
-            "IBKR's answer could not be passed on",
-        )
-    });
+    let mut response = Response::new(Body::new(body));
+    *response.status_mut() = upstream.status;
+    *response.headers_mut() = headers;
     response.extensions_mut().insert(timing);
     response
 }
@@ -233,8 +228,14 @@ impl Flights {
 
 /// Upstream headers worth passing back: not the hop-by-hop ones (the connection to the client
 /// is another), and no cookies (the session's are its own business).
-fn copy_headers(from: &reqwest::header::HeaderMap, to: &mut HeaderMap) {
-    for (name, value) in from {
+fn copy_headers(from: HeaderMap, to: &mut HeaderMap) {
+    let mut name = None;
+    for (next, value) in from {
+        // `None`: another value of the header before.
+        if next.is_some() {
+            name = next;
+        }
+        let Some(name) = &name else { continue };
         let hop = matches!(
             name.as_str(),
             "connection"
@@ -247,7 +248,7 @@ fn copy_headers(from: &reqwest::header::HeaderMap, to: &mut HeaderMap) {
                 | "set-cookie"
         );
         if !hop {
-            to.append(name.clone(), value.clone());
+            to.append(name.clone(), value);
         }
     }
 }

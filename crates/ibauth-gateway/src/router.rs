@@ -31,11 +31,24 @@ pub(crate) fn router(state: Shared) -> Router {
             .route(&at("tickle"), post(local::tickle).get(local::tickle))
             .route(&at("ws"), any(crate::ws::bridge));
     }
+    // One middleware for the three (each layer of its own would clone the inner service and
+    // box a future a request).
     app.fallback(proxy::forward)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), cors))
-        .layer(axum::middleware::from_fn(access_log))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), access))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), front))
         .with_state(state)
+}
+
+/// The access list, then the access log around CORS around the routes.
+async fn front(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(refusal) = refusal(&state, peer, &request) {
+        return refusal;
+    }
+    access_log(request, |request| cors(&state, request, next)).await
 }
 
 /// Refuses addresses the access list does not allow, as the Client Portal Gateway does (404
@@ -46,9 +59,17 @@ pub(crate) async fn access(
     request: Request,
     next: Next,
 ) -> Response {
+    match refusal(&state, peer, &request) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    }
+}
+
+/// The answer for an address the access list does not allow (`None`: allowed).
+fn refusal(state: &Shared, peer: SocketAddr, request: &Request) -> Option<Response> {
     let ip = peer.ip().to_canonical();
     if state.options.access.allows(ip) {
-        return next.run(request).await;
+        return None;
     }
     if state.options.access.denies(ip) {
         tracing::warn!(
@@ -65,7 +86,7 @@ pub(crate) async fn access(
             suggestion(ip)
         );
     }
-    (StatusCode::NOT_FOUND, "Access Denied").into_response()
+    Some((StatusCode::NOT_FOUND, "Access Denied").into_response())
 }
 
 /// A pattern that would let `ip` in: its /24 (`172.17.0.*`), or the address itself for IPv6.
@@ -83,17 +104,21 @@ fn suggestion(ip: std::net::IpAddr) -> String {
 /// status, time in the gateway (`ms`, to the answer's headers), and for a request passed on,
 /// IBKR's time to answer (`upstream_ms`) and the wait for a turn under the pacing limits
 /// (`waited_ms`; 0 with `IBAUTH_PACING=off`).
-async fn access_log(request: Request, next: Next) -> Response {
+async fn access_log<F>(request: Request, next: impl FnOnce(Request) -> F) -> Response
+where
+    F: Future<Output = Response>,
+{
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // A clone of the URI shares its bytes: no copy of the path.
+    let uri = request.uri().clone();
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = next(request).await;
     let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let timing = response.extensions().get::<Timing>().copied();
     tracing::info!(
         target: "ibauth_gateway::access",
         %method,
-        path,
+        path = uri.path(),
         status = response.status().as_u16(),
         ms = ms(started.elapsed()),
         upstream_ms = timing.map(|t| ms(t.upstream)),
@@ -105,8 +130,8 @@ async fn access_log(request: Request, next: Next) -> Response {
 
 /// The gateway's `cors:` settings, for browser clients: headers on every answer, and the
 /// preflight answered here.
-async fn cors(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    let Some(origin) = state.options.cors.allowed_origin.clone() else {
+async fn cors(state: &Shared, request: Request, next: Next) -> Response {
+    let Some(origin) = &state.options.cors.allowed_origin else {
         return next.run(request).await;
     };
     let preflight = request.method() == Method::OPTIONS
@@ -119,7 +144,7 @@ async fn cors(State(state): State<Shared>, request: Request, next: Next) -> Resp
         next.run(request).await
     };
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&origin) {
+    if let Ok(value) = HeaderValue::from_str(origin) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
     }
     if state.options.cors.allow_credentials {

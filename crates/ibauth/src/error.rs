@@ -129,9 +129,9 @@ pub enum Error {
         host: String,
         /// The transport's description of the failure.
         detail: String,
-        /// The underlying error.
+        /// The underlying error (reqwest's, or hyper's for a forwarded request).
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// IBKR answered something this client cannot make sense of.

@@ -41,6 +41,8 @@ struct Hooks {
     observer: OnceLock<Observer>,
     max_body: OnceLock<usize>,
     pacer: OnceLock<Pacer>,
+    /// hyper's client for forwarded requests (a gateway's), built on the first one.
+    forward: OnceLock<ForwardClient>,
 }
 
 /// How long the session's own requests (a login's steps, tickles) may wait for their turn at
@@ -53,6 +55,8 @@ pub struct HttpClient {
     inner: reqwest::Client,
     timeout: Duration,
     hooks: Arc<Hooks>,
+    /// Extra trusted roots, for the forwarding client built on first use.
+    extra_ca_pem: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -106,6 +110,7 @@ impl HttpClient {
             inner,
             timeout,
             hooks: Arc::default(),
+            extra_ca_pem: extra_ca_pem.map(Arc::from),
         })
     }
 
@@ -278,28 +283,75 @@ impl HttpClient {
         Ok(Some(permit))
     }
 
-    /// Sends `request` when its turn comes and returns the answer with its body unread (a
-    /// proxy streams it on), with the pacing permit to hold until the body is done (in-flight
-    /// caps count it until then). A 429 pauses the budget as [`send`](Self::send) does.
-    pub(crate) async fn send_streaming(
+    /// The client forwarded requests go over: hyper's, with the same TLS (rustls, the platform
+    /// verifier plus `ca_file`), HTTP/2 where the server offers it, pooled connections (90 s
+    /// idle), `TCP_NODELAY` and the connect timeout — without reqwest's per-request work
+    /// (URL re-parsing, cloning its service stack, a timer of its own).
+    fn forward_client(&self) -> Result<&ForwardClient, Error> {
+        if let Some(client) = self.hooks.forward.get() {
+            return Ok(client);
+        }
+        let tls =
+            rustls_config(self.extra_ca_pem.as_deref()).map_err(|detail| Error::Protocol {
+                step: Step::Api,
+                status: 0,
+                detail: format!("cannot set up TLS: {detail}"),
+            })?;
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(self.timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .build(connector);
+        Ok(self.hooks.forward.get_or_init(|| client))
+    }
+
+    /// Sends a forwarded `request` when its turn comes and returns the answer with its body
+    /// unread (a proxy streams it on), with the pacing permit to hold until the body is done
+    /// (in-flight caps count it until then). The client's timeout bounds the whole exchange,
+    /// body included, as for every other call. A 429 pauses the budget as
+    /// [`send`](Self::send) does.
+    pub(crate) async fn send_forward(
         &self,
         step: Step,
-        request: reqwest::Request,
+        mut request: http::Request<ForwardBodyInner>,
         max_wait: Option<Duration>,
     ) -> Result<Streamed, Error> {
+        let client = self.forward_client()?;
+        let headers = request.headers_mut();
+        if !headers.contains_key(http::header::USER_AGENT) {
+            headers.insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(USER_AGENT),
+            );
+        }
+        if !headers.contains_key(http::header::ACCEPT) {
+            headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("*/*"));
+        }
         let method = request.method().clone();
-        let path = request.url().path().to_owned();
-        let permit = self.admit(step, &method, &path, max_wait).await?;
+        let uri = request.uri().clone();
+        let permit = self.admit(step, &method, uri.path(), max_wait).await?;
         let started = Instant::now();
-        let answer = self
-            .inner
-            .execute(request)
-            .await
-            .map_err(|e| self.transport(step, e));
+        // One timer for the exchange: it bounds the answer's headers here, then its body.
+        let mut deadline = Box::pin(tokio::time::sleep(self.timeout));
+        let answer = tokio::select! {
+            biased;
+            answer = client.request(request) => answer.map_err(|e| self.forward_failure(step, &uri, e)),
+            () = deadline.as_mut() => Err(Error::Timeout { step, timeout: self.timeout }),
+        };
         self.report(|| Exchange {
             step,
             method: method.clone(),
-            path: path.clone(),
+            path: uri.path().to_owned(),
             status: answer.as_ref().ok().map(|r| r.status().as_u16()),
             elapsed: started.elapsed(),
         });
@@ -309,12 +361,45 @@ impl HttpClient {
         {
             let retry_after = response
                 .headers()
-                .get(reqwest::header::RETRY_AFTER)
+                .get(http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-            paused(pacer, step, &method, &path, retry_after);
+            paused(pacer, step, &method, uri.path(), retry_after);
         }
+        let timeout = self.timeout;
+        let response = response.map(|body| {
+            http_body_util::BodyExt::boxed_unsync(Deadline {
+                body,
+                deadline,
+                timeout,
+            })
+        });
         Ok(Streamed { response, permit })
+    }
+
+    /// The error for a forwarded request that got no answer, worded as for every other call.
+    fn forward_failure(
+        &self,
+        step: Step,
+        uri: &http::Uri,
+        e: hyper_util::client::legacy::Error,
+    ) -> Error {
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        let mut detail = error_chain(&e);
+        if crate::error::is_certificate_problem(&detail) {
+            detail.push_str(
+                " (the server's certificate is not trusted; for a sandbox or private CA set `ca_file` to its CA certificate)",
+            );
+        }
+        Error::Network {
+            step,
+            host,
+            detail,
+            source: Box::new(e),
+        }
     }
 
     /// The error for a failed exchange; the host is taken from the error (reqwest keeps the
@@ -345,8 +430,85 @@ impl HttpClient {
             step,
             host,
             detail,
-            source: e,
+            source: Box::new(e),
         }
+    }
+}
+
+/// hyper's client, as forwarded requests use it.
+type ForwardClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    ForwardBodyInner,
+>;
+
+/// Any error a body can end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A forwarded request's or answer's body, as it goes over the wire.
+pub type ForwardBodyInner = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
+/// rustls with the platform verifier plus `extra_ca_pem` (certificate verification on), the
+/// configuration reqwest uses too.
+pub(crate) fn rustls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut extra = Vec::new();
+    if let Some(pem) = extra_ca_pem {
+        use rustls_pki_types::pem::PemObject;
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
+            extra.push(cert.map_err(|e| format!("bad CA certificate: {e}"))?);
+        }
+    }
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(|e| format!("TLS setup failed: {e}"))?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .dangerous()
+        // Not "dangerous": this is the platform verifier, the same one reqwest uses.
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// An answer's body that fails once the exchange's deadline has passed (as reqwest's timeout
+/// does), the timer started with the request.
+struct Deadline {
+    body: hyper::body::Incoming,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+/// The answer's body was not done within the client's timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the answer's body did not arrive within {}s (the timeout)", .0.as_secs_f32())]
+struct BodyTimeout(Duration);
+
+impl http_body::Body for Deadline {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout(this.timeout).into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -354,7 +516,7 @@ impl HttpClient {
 #[derive(Debug)]
 pub struct Streamed {
     /// The answer (status and headers read, body not).
-    pub response: reqwest::Response,
+    pub response: http::Response<ForwardBodyInner>,
     /// Hold it until the body is done: an in-flight cap counts the request until then.
     pub permit: Option<Permit>,
 }
@@ -389,8 +551,25 @@ fn too_large(step: Step, status: u16, limit: usize) -> Error {
 /// The innermost causes, which say what happened ("connection refused", "invalid peer
 /// certificate"), without reqwest's outer line.
 fn source_chain(e: &reqwest::Error) -> String {
+    let parts = causes(std::error::Error::source(e));
+    if parts.is_empty() {
+        return if e.is_connect() {
+            "connection failed".to_owned()
+        } else {
+            "request failed".to_owned()
+        };
+    }
+    parts.join(": ")
+}
+
+/// `e` and its causes, as [`source_chain`] words reqwest's (whose outer error is this one).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    causes(Some(e)).join(": ")
+}
+
+/// Each cause's text once, outermost first.
+fn causes(mut cur: Option<&(dyn std::error::Error + 'static)>) -> Vec<String> {
     let mut parts = Vec::new();
-    let mut cur = std::error::Error::source(e);
     while let Some(inner) = cur {
         let text = inner.to_string();
         if !parts.iter().any(|p: &String| p.contains(&text)) {
@@ -398,14 +577,7 @@ fn source_chain(e: &reqwest::Error) -> String {
         }
         cur = inner.source();
     }
-    if parts.is_empty() {
-        parts.push(if e.is_connect() {
-            "connection failed".to_owned()
-        } else {
-            "request failed".to_owned()
-        });
-    }
-    parts.join(": ")
+    parts
 }
 
 impl Reply {

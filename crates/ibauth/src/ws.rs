@@ -511,23 +511,5 @@ where
 
 /// rustls with the platform verifier plus `extra_ca_pem`, as the REST client uses.
 fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut extra = Vec::new();
-    if let Some(pem) = extra_ca_pem {
-        use rustls_pki_types::pem::PemObject;
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
-            extra.push(cert.map_err(|e| ws_err(format!("bad CA certificate: {e}")))?);
-        }
-    }
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(|e| ws_err(format!("TLS setup failed: {e}")))?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ws_err(format!("TLS setup failed: {e}")))?
-        .dangerous()
-        // Not "dangerous": this is the platform verifier, the same one reqwest uses.
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok(config)
+    crate::http::rustls_config(extra_ca_pem).map_err(ws_err)
 }

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use reqwest::Method;
 use reqwest::header::{self, HeaderMap, HeaderName};
 
 use super::Session;
 use super::api::endpoint_url;
 use crate::error::{Error, Step};
-use crate::http::Streamed;
+use crate::http::{BoxError, ForwardBodyInner, Streamed};
 
 /// A request to pass on: its method, its path and query as the client sent them (absolute,
 /// under `/v1/`: `/v1/api/portfolio/accounts?x=1`, `/v1/portal/…`), the client's headers, and
@@ -35,19 +36,35 @@ pub enum ForwardBody {
     Empty,
     /// Held whole (small): the request can be sent again after a recovery.
     Full(Bytes),
-    /// Streamed as it arrives: sent once, never again.
-    Stream(reqwest::Body),
+    /// Streamed as it arrives (chunked): sent once, never again.
+    Stream(ForwardBodyInner),
 }
 
 impl ForwardBody {
+    /// A body streamed from `stream` as it arrives, sent chunked.
+    pub fn from_stream<S, E>(stream: S) -> Self
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        use futures_util::TryStreamExt;
+        let frames = stream.map_ok(http_body::Frame::data).map_err(Into::into);
+        ForwardBody::Stream(http_body_util::StreamBody::new(frames).boxed_unsync())
+    }
+
     /// The body for one sending; `self` keeps what a second sending would need (nothing, for
     /// a stream).
-    fn take(&mut self) -> (reqwest::Body, bool) {
+    fn take(&mut self) -> (ForwardBodyInner, bool) {
+        let full = |bytes: Bytes| {
+            http_body_util::Full::new(bytes)
+                .map_err(|never| match never {})
+                .boxed_unsync()
+        };
         match std::mem::replace(self, ForwardBody::Empty) {
-            ForwardBody::Empty => (reqwest::Body::from(Bytes::new()), true),
+            ForwardBody::Empty => (full(Bytes::new()), true),
             ForwardBody::Full(bytes) => {
                 *self = ForwardBody::Full(bytes.clone());
-                (reqwest::Body::from(bytes), true)
+                (full(bytes), true)
             }
             ForwardBody::Stream(stream) => (stream, false),
         }
@@ -110,21 +127,22 @@ async fn refused_for_authentication(streamed: Streamed) -> (Streamed, Option<&'s
     if status.is_success() || status.is_informational() || status.is_redirection() {
         return (streamed, None);
     }
-    let Streamed {
-        mut response,
-        permit,
-    } = streamed;
+    let Streamed { response, permit } = streamed;
+    let (parts, mut body) = response.into_parts();
     let mut head: Vec<Bytes> = Vec::new();
     let mut read = 0usize;
     let mut failed = None;
     while read <= REFUSAL_PEEK {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                read += chunk.len();
-                head.push(chunk);
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                // Trailers (none from IBKR) are not passed on, as before.
+                if let Ok(chunk) = frame.into_data() {
+                    read += chunk.len();
+                    head.push(chunk);
+                }
             }
-            Ok(None) => break,
-            Err(e) => {
+            None => break,
+            Some(Err(e)) => {
                 failed = Some(e);
                 break;
             }
@@ -135,7 +153,7 @@ async fn refused_for_authentication(streamed: Streamed) -> (Streamed, Option<&'s
         && crate::http::ibkr_message(&head.concat())
             .to_ascii_lowercase()
             .contains("no bridge");
-    let rebuilt = rebuild(response, head, failed);
+    let rebuilt = http::Response::from_parts(parts, rebuild(body, head, failed));
     let why = no_bridge.then_some("forwarded: no bridge (the brokerage session is gone)");
     (
         Streamed {
@@ -146,35 +164,28 @@ async fn refused_for_authentication(streamed: Streamed) -> (Streamed, Option<&'s
     )
 }
 
-/// `response` with the chunks already read put back in front of the rest of its body (and the
-/// read error, if one ended it, after them): the same status, version, headers and URL.
-fn rebuild(
-    response: reqwest::Response,
-    head: Vec<Bytes>,
-    failed: Option<reqwest::Error>,
-) -> reqwest::Response {
+/// `body` with the chunks already read put back in front of the rest (and the read error, if
+/// one ended it, after them).
+fn rebuild(body: ForwardBodyInner, head: Vec<Bytes>, failed: Option<BoxError>) -> ForwardBodyInner {
     use futures_util::StreamExt;
-    use reqwest::ResponseBuilderExt;
-    let (status, version) = (response.status(), response.version());
-    let headers = response.headers().clone();
-    let url = response.url().clone();
-    let read = futures_util::stream::iter(head.into_iter().map(Ok::<_, reqwest::Error>));
-    let body = match failed {
+    let read = futures_util::stream::iter(
+        head.into_iter()
+            .map(|chunk| Ok::<_, BoxError>(http_body::Frame::data(chunk))),
+    );
+    match failed {
         // The body already failed: what was read, then the failure.
-        Some(e) => reqwest::Body::wrap_stream(
+        Some(e) => http_body_util::StreamBody::new(
             read.chain(futures_util::stream::once(std::future::ready(Err(e)))),
-        ),
-        None => reqwest::Body::wrap_stream(read.chain(response.bytes_stream())),
-    };
-    let mut rebuilt = ::http::Response::new(body);
-    *rebuilt.status_mut() = status;
-    *rebuilt.version_mut() = version;
-    *rebuilt.headers_mut() = headers;
-    // reqwest keeps the URL as an extension only its builder sets.
-    if let Ok(tagged) = ::http::Response::builder().url(url).body(()) {
-        *rebuilt.extensions_mut() = tagged.into_parts().0.extensions;
+        )
+        .boxed_unsync(),
+        None => http_body_util::StreamBody::new(
+            read.chain(
+                body.into_data_stream()
+                    .map(|r| r.map(http_body::Frame::data)),
+            ),
+        )
+        .boxed_unsync(),
     }
-    reqwest::Response::from(rebuilt)
 }
 
 impl Session {
@@ -199,24 +210,37 @@ impl Session {
                 ),
             });
         }
-        let headers = pass_on(&request.headers);
         let mut body = request.body;
         let mut recovered = false;
         loop {
             let (epoch, auth, rest_base) = self.inner.ready().await?;
             let url = endpoint_url(&rest_base, &request.path_and_query, &[])?;
-            let mut built = reqwest::Request::new(request.method.clone(), url.clone());
-            *built.headers_mut() = headers.clone();
-            built.headers_mut().insert(
-                header::AUTHORIZATION,
-                auth.authorization(&request.method, &url)?,
-            );
+            let authorization = auth.authorization(&request.method, &url)?;
+            // The URL's text becomes the URI's without a copy.
+            let uri =
+                http::Uri::from_maybe_shared(Bytes::from(String::from(url))).map_err(|e| {
+                    Error::Protocol {
+                        step: Step::Api,
+                        status: 0,
+                        detail: format!(
+                            "`{}` is not a URI: {e}",
+                            request.path_and_query.escape_debug()
+                        ),
+                    }
+                })?;
             let (payload, replayable) = body.take();
-            *built.body_mut() = Some(payload);
+            let mut built = http::Request::new(payload);
+            *built.method_mut() = request.method.clone();
+            *built.uri_mut() = uri;
+            // Filtered afresh for a second sending: no copy kept for the (rare) recovery.
+            *built.headers_mut() = pass_on(&request.headers);
+            built
+                .headers_mut()
+                .insert(header::AUTHORIZATION, authorization);
             let streamed = self
                 .inner
                 .http
-                .send_streaming(Step::Api, built, max_wait)
+                .send_forward(Step::Api, built, max_wait)
                 .await?;
             if recovered {
                 return Ok(streamed);
