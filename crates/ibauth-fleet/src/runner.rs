@@ -19,6 +19,7 @@
 //! identity is handed back due again when its slot comes, so a storm of logins (a fleet's
 //! first start, IBKR's nightly reset) spreads out instead of running claims out.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,6 +76,9 @@ pub enum FleetError {
 pub struct Grant {
     /// The user it is for, for logs and statistics (not a secret; optional).
     pub user: Option<String>,
+    /// The named consumer it belongs to (see [`Runner::with_consumers`]); `None` for the
+    /// runner's default consumer.
+    pub consumer: Option<String>,
     /// The access token.
     pub access_token: String,
     /// The access token secret (encrypted, base64).
@@ -85,6 +89,7 @@ impl std::fmt::Debug for Grant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Grant")
             .field("user", &self.user)
+            .field("consumer", &self.consumer)
             .field("access_token", &"[REDACTED]")
             .field("access_token_secret", &"[REDACTED]")
             .finish()
@@ -95,6 +100,8 @@ impl std::fmt::Debug for Grant {
 struct GrantLine {
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    consumer: Option<String>,
     #[serde(alias = "access_token")]
     oauth_token: String,
     #[serde(alias = "access_token_secret")]
@@ -103,7 +110,10 @@ struct GrantLine {
 
 /// Reads grants as JSON lines, one `{"user", "oauth_token", "oauth_token_secret"}` per line
 /// (what the sandbox's `POST /__sandbox/bulk-grants` answers; `access_token` and
-/// `access_token_secret` are accepted too). Blank lines and lines starting with `#` are
+/// `access_token_secret` are accepted too), with an optional `"consumer": "NAME"` naming the
+/// consumer it belongs to (the runner's default one without it). The secret is as IBKR's portal
+/// or `oauth/access_token` gives it, encrypted to the consumer's encryption key (base64) —
+/// for first-party consumers too: the `access_token_secret` of their `oauth1a:` section. Blank lines and lines starting with `#` are
 /// skipped. Errors name the line, never its content.
 ///
 /// ```
@@ -149,6 +159,14 @@ pub fn read_grants(text: &str) -> Result<Vec<Grant>, FleetError> {
                 "the user name is over 200 bytes or has control characters".into(),
             ));
         }
+        let consumer = parsed.consumer.filter(|c| !c.is_empty());
+        if let Some(c) = &consumer
+            && !valid_consumer_name(c)
+        {
+            return Err(bad(
+                "the consumer name is over 64 bytes or not letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
         if parsed.oauth_token.is_empty()
             || parsed.oauth_token.len() > 200
             || !parsed.oauth_token.chars().all(|c| c.is_ascii_graphic())
@@ -164,11 +182,22 @@ pub fn read_grants(text: &str) -> Result<Vec<Grant>, FleetError> {
         }
         grants.push(Grant {
             user,
+            consumer,
             access_token: parsed.oauth_token,
             access_token_secret: SecretString::from(parsed.oauth_token_secret),
         });
     }
     Ok(grants)
+}
+
+/// A consumer's name as `--consumer NAME=…` and grants lines give it: 1 to 64 ASCII letters,
+/// digits, `-`, `_` or `.`.
+pub fn valid_consumer_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 trait ClassifyMessage {
@@ -208,6 +237,9 @@ struct SessionDoc {
     v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     user: Option<String>,
+    /// The named consumer; `None` for the default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    consumer: Option<String>,
     access_token: String,
     access_token_secret: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -337,6 +369,9 @@ pub struct RunnerStats {
     pub failures: u64,
     /// Saves refused because the claim was no longer current (another worker took over).
     pub fenced: u64,
+    /// Identities handed back unworked, due again after `poll`, because their consumer is not
+    /// one of this process's (another runner that has it takes them).
+    pub foreign: u64,
     /// Identities handed back unworked, due at once, because their batch had used up too
     /// much of the hold (a slow store or IBKR, or a batch too large for the hold).
     pub deferred: u64,
@@ -362,6 +397,7 @@ struct Counters {
     reinits: AtomicU64,
     failures: AtomicU64,
     fenced: AtomicU64,
+    foreign: AtomicU64,
     deferred: AtomicU64,
     store_calls: AtomicU64,
     late_max_ms: AtomicU64,
@@ -396,12 +432,32 @@ pub struct Retired {
     pub busy: u64,
 }
 
+/// One consumer this process has: its settings and a client on its REST base.
+struct Consumer {
+    config: Oauth1aConfig,
+    http: HttpClient,
+    brokerage: BrokerageClient,
+}
+
+impl Consumer {
+    fn new(config: Oauth1aConfig) -> Result<Self, FleetError> {
+        let http = HttpClient::new(consumer_timeout(&config), config.ca())?;
+        let brokerage = BrokerageClient::new(http.clone(), config.rest_base().clone());
+        Ok(Self {
+            config,
+            http,
+            brokerage,
+        })
+    }
+}
+
 struct Inner {
     queue: Arc<dyn WorkQueue>,
     keyring: Keyring,
-    consumer: Oauth1aConfig,
-    http: HttpClient,
-    brokerage: BrokerageClient,
+    /// By name; `None` is the default consumer.
+    consumers: HashMap<Option<String>, Consumer>,
+    /// Consumer names already logged as missing here (logged once each).
+    missing_logged: Mutex<HashSet<Option<String>>>,
     clock: Arc<dyn Clock>,
     options: RunnerOptions,
     name: String,
@@ -475,10 +531,47 @@ impl Runner {
         consumer: Oauth1aConfig,
         options: RunnerOptions,
     ) -> Result<Self, FleetError> {
+        Self::with_consumers(queue, keyring, consumer, Vec::new(), options)
+    }
+
+    /// A runner with named consumers besides the default one: first-party consumers (each
+    /// user's own consumer key, keys, DH group and realm, as ibind users have) or other
+    /// third-party ones. A grant names its consumer ([`Grant::consumer`]); the keys stay in
+    /// this process, the store only records the name. An identity whose consumer this process
+    /// lacks is handed back (due again after `poll`, counted in [`RunnerStats::foreign`],
+    /// logged once per name) for a runner that has it.
+    pub fn with_consumers(
+        queue: Arc<dyn WorkQueue>,
+        keyring: Keyring,
+        default: Oauth1aConfig,
+        named: Vec<(String, Oauth1aConfig)>,
+        options: RunnerOptions,
+    ) -> Result<Self, FleetError> {
         options.check()?;
-        let timeout = consumer_timeout(&consumer);
-        let http = HttpClient::new(timeout, consumer.ca())?;
-        let brokerage = BrokerageClient::new(http.clone(), consumer.rest_base().clone());
+        let mut consumers = HashMap::new();
+        let mut keys = HashSet::new();
+        keys.insert(default.consumer_key().to_owned());
+        consumers.insert(None, Consumer::new(default)?);
+        for (name, config) in named {
+            if !valid_consumer_name(&name) {
+                return Err(FleetError::Settings(format!(
+                    "consumer name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
+                )));
+            }
+            if !keys.insert(config.consumer_key().to_owned()) {
+                return Err(FleetError::Settings(format!(
+                    "consumer {name}: its consumer key is another consumer's too (one name per consumer key)"
+                )));
+            }
+            if consumers
+                .insert(Some(name.clone()), Consumer::new(config)?)
+                .is_some()
+            {
+                return Err(FleetError::Settings(format!(
+                    "consumer {name} is given twice"
+                )));
+            }
+        }
         let counters = Counters {
             late: (0..LATE_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             ..Counters::default()
@@ -487,9 +580,8 @@ impl Runner {
             inner: Arc::new(Inner {
                 queue,
                 keyring,
-                consumer,
-                http,
-                brokerage,
+                consumers,
+                missing_logged: Mutex::new(HashSet::new()),
                 clock: Arc::new(SystemClock),
                 options,
                 name: ibauth::coord::holder_name(),
@@ -544,7 +636,7 @@ impl Runner {
     /// 0 stored, 1 kept, 2 busy.
     async fn enroll_one(&self, grant: &Grant, holder: &str) -> Result<(String, u8), FleetError> {
         let inner = &self.inner;
-        let id = grant_identity(inner.consumer.consumer_key(), &grant.access_token);
+        let id = self.identity(grant)?;
         let lease = match inner
             .queue
             .acquire(&id, holder, Duration::from_secs(30))
@@ -562,6 +654,7 @@ impl Runner {
                     .and_then(|plain| serde_json::from_slice::<SessionDoc>(&plain).ok())
                     .is_some_and(|doc| {
                         doc.access_token_secret == *grant.access_token_secret.expose_secret()
+                            && doc.consumer == grant.consumer
                     });
                 if same {
                     return Ok(1);
@@ -570,6 +663,7 @@ impl Runner {
             let doc = SessionDoc {
                 v: 1,
                 user: grant.user.clone(),
+                consumer: grant.consumer.clone(),
                 access_token: grant.access_token.clone(),
                 access_token_secret: grant.access_token_secret.expose_secret().to_owned(),
                 lst: None,
@@ -592,7 +686,7 @@ impl Runner {
         let holder = format!("{}/retire", inner.name);
         let mut out = Retired::default();
         for grant in grants {
-            let id = grant_identity(inner.consumer.consumer_key(), &grant.access_token);
+            let id = self.identity(grant)?;
             let lease = match inner
                 .queue
                 .acquire(&id, &holder, Duration::from_secs(30))
@@ -615,8 +709,9 @@ impl Runner {
                     .open(&id, &sealed.key_id, &sealed.bytes)
                     .ok()
                     .and_then(|plain| serde_json::from_slice::<SessionDoc>(&plain).ok())
-                    && let Some(auth) = self.authorizer(&doc)
-                    && let Err(e) = inner.brokerage.logout(&auth).await
+                    && let Some(consumer) = inner.consumers.get(&doc.consumer)
+                    && let Some(auth) = self.authorizer(consumer, &doc)
+                    && let Err(e) = consumer.brokerage.logout(&auth).await
                 {
                     tracing::warn!(identity = %id, "logging the session out failed (it ends by itself): {e}");
                 }
@@ -638,6 +733,21 @@ impl Runner {
             "grants retired"
         );
         Ok(out)
+    }
+
+    /// The identity `grant` is kept under: by its consumer's key, so the same user (or token)
+    /// under two consumers is two identities.
+    fn identity(&self, grant: &Grant) -> Result<String, FleetError> {
+        let Some(consumer) = self.inner.consumers.get(&grant.consumer) else {
+            let name = grant.consumer.as_deref().unwrap_or_default();
+            return Err(FleetError::Settings(format!(
+                "a grant names consumer {name}, which this process does not have: pass --consumer {name}=CONFIG"
+            )));
+        };
+        Ok(grant_identity(
+            consumer.config.consumer_key(),
+            &grant.access_token,
+        ))
     }
 
     async fn save(&self, lease: &Lease, doc: &SessionDoc) -> Result<(), FleetError> {
@@ -680,6 +790,7 @@ impl Runner {
             reinits: get(&c.reinits),
             failures: get(&c.failures),
             fenced: get(&c.fenced),
+            foreign: get(&c.foreign),
             deferred: get(&c.deferred),
             store_calls: get(&c.store_calls),
             late_p50_ms: pct(0.5),
@@ -844,17 +955,32 @@ impl Runner {
                 return Outcome::Again(opts.retry_after.max(Duration::from_secs(600)));
             }
         };
+        let Some(consumer) = inner.consumers.get(&doc.consumer) else {
+            bump(&c.foreign);
+            let first = inner
+                .missing_logged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(doc.consumer.clone());
+            if first {
+                tracing::warn!(
+                    consumer = doc.consumer.as_deref().unwrap_or(""),
+                    "sessions of a consumer this process does not have are handed back for a runner that has it (pass --consumer NAME=CONFIG here to keep them too); logged once"
+                );
+            }
+            return Outcome::Again(opts.poll);
+        };
         let fresh = doc.lst.is_some()
             && doc.lst_expires_ms > unix_ms().saturating_add(opts.lst_margin.as_millis() as u64);
         if fresh {
-            match self.tickle(&doc).await {
+            match self.tickle(consumer, &doc).await {
                 Ok(Tickled::Authenticated) => {
                     bump(&c.tickles);
                     return Outcome::Again(opts.tickle_every);
                 }
                 // The brokerage session ended (IBKR's nightly reset, a competing login) but
                 // the token is good: `ssodh/init` again, no new login.
-                Ok(Tickled::NotAuthenticated) => match self.reinit(&doc).await {
+                Ok(Tickled::NotAuthenticated) => match self.reinit(consumer, &doc).await {
                     Ok(true) => {
                         bump(&c.reinits);
                         bump(&c.tickles);
@@ -909,7 +1035,7 @@ impl Runner {
                 return Outcome::Again(opts.retry_after);
             }
         }
-        match self.login(&mut doc).await {
+        match self.login(consumer, &mut doc).await {
             Ok(()) => {
                 bump(&c.logins);
                 bump(&c.tickles);
@@ -935,22 +1061,26 @@ impl Runner {
         }
     }
 
-    fn authorizer(&self, doc: &SessionDoc) -> Option<HmacAuthorizer> {
+    fn authorizer(&self, consumer: &Consumer, doc: &SessionDoc) -> Option<HmacAuthorizer> {
         let inner = &self.inner;
         let lst = SecretString::from(doc.lst.clone()?);
         HmacAuthorizer::from_token(
-            &inner.consumer,
+            &consumer.config,
             &doc.access_token,
             &lst,
             inner.clock.clone(),
         )
     }
 
-    async fn tickle(&self, doc: &SessionDoc) -> Result<Tickled, ibauth::Error> {
-        let Some(auth) = self.authorizer(doc) else {
+    async fn tickle(
+        &self,
+        consumer: &Consumer,
+        doc: &SessionDoc,
+    ) -> Result<Tickled, ibauth::Error> {
+        let Some(auth) = self.authorizer(consumer, doc) else {
             return Ok(Tickled::Refused);
         };
-        match self.inner.brokerage.tickle(&auth).await {
+        match consumer.brokerage.tickle(&auth).await {
             Ok(t) if t.auth_status().authenticated => Ok(Tickled::Authenticated),
             Ok(_) => Ok(Tickled::NotAuthenticated),
             Err(e) if e.status() == Some(401) => Ok(Tickled::Refused),
@@ -959,15 +1089,14 @@ impl Runner {
     }
 
     /// `ssodh/init` with the stored token: `Ok(false)` when it is refused (a login is needed).
-    async fn reinit(&self, doc: &SessionDoc) -> Result<bool, ibauth::Error> {
-        let inner = &self.inner;
-        let Some(auth) = self.authorizer(doc) else {
+    async fn reinit(&self, consumer: &Consumer, doc: &SessionDoc) -> Result<bool, ibauth::Error> {
+        let Some(auth) = self.authorizer(consumer, doc) else {
             return Ok(false);
         };
-        let compete = inner.consumer.competes();
-        match inner
+        let compete = consumer.config.competes();
+        match consumer
             .brokerage
-            .init(&auth, inner.consumer.publishes(), compete)
+            .init(&auth, consumer.config.publishes(), compete)
             .await
         {
             Ok(status) => Ok(status.authenticated),
@@ -976,13 +1105,16 @@ impl Runner {
         }
     }
 
-    async fn login(&self, doc: &mut SessionDoc) -> Result<(), ibauth::Error> {
+    async fn login(&self, consumer: &Consumer, doc: &mut SessionDoc) -> Result<(), ibauth::Error> {
         let inner = &self.inner;
-        let config = inner.consumer.clone().with_access_token(
+        // The secret is stored as given (encrypted to this consumer's key), first or third
+        // party alike: the client decrypts it.
+        let config = consumer.config.clone().with_access_token(
             &doc.access_token,
             SecretString::from(doc.access_token_secret.clone()),
         );
-        let mut client = Oauth1aClient::with_http(config, inner.clock.clone(), inner.http.clone())?;
+        let mut client =
+            Oauth1aClient::with_http(config, inner.clock.clone(), consumer.http.clone())?;
         let connected = client.connect().await?;
         if !connected.status.authenticated {
             return Err(ibauth::Error::Login(
@@ -1095,10 +1227,27 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_may_name_its_consumer() {
+        let grants = read_grants(
+            "{\"user\":\"u\",\"consumer\":\"alice-1\",\"oauth_token\":\"t\",\"oauth_token_secret\":\"czA=\"}\n\
+             {\"user\":\"u\",\"consumer\":\"\",\"oauth_token\":\"t\",\"oauth_token_secret\":\"czA=\"}",
+        )
+        .expect("grants");
+        assert_eq!(grants[0].consumer.as_deref(), Some("alice-1"));
+        assert_eq!(grants[1].consumer, None, "empty is the default consumer");
+        let err = read_grants(
+            "{\"consumer\":\"a b\",\"oauth_token\":\"t\",\"oauth_token_secret\":\"czA=\"}",
+        )
+        .expect_err("a space in a consumer name");
+        assert!(err.to_string().contains("consumer name"), "{err}");
+    }
+
+    #[test]
     fn a_document_round_trips_and_wipes_on_drop() {
         let doc = SessionDoc {
             v: 1,
             user: Some("u".into()),
+            consumer: Some("b".into()),
             access_token: "t".into(),
             access_token_secret: "s".into(),
             lst: Some("bHN0".into()),

@@ -47,6 +47,7 @@ async fn three_runners_keep_300_sessions_and_take_over_from_a_dead_one() {
         .iter()
         .map(|g| Grant {
             user: Some(g.user.clone()),
+            consumer: None,
             access_token: g.oauth_token.clone(),
             access_token_secret: SecretString::from(g.oauth_token_secret.clone()),
         })
