@@ -274,13 +274,19 @@ pub enum Command {
     /// share them through a PostgreSQL store: enroll grants, run workers (on as many hosts as
     /// you like), read the queue.
     #[command(
-        after_help = "The consumer (keys, DH parameters, REST URL) is the `oauth1a:` section of the config file, without an access token.\n\nExample:\n  ibauth --config consumer.yaml fleet --store postgres://ibauth@db/ibauth enroll grants.jsonl\n  ibauth --config consumer.yaml fleet --store postgres://ibauth@db/ibauth run --workers 4\n  ibauth fleet --store postgres://ibauth@db/ibauth stats"
+        after_help = "The consumer (keys, DH parameters, REST URL) is the `oauth1a:` section of the config file, without an access token; more with --consumer NAME=CONFIG (grants name theirs with \"consumer\": \"NAME\").\n\nExample:\n  ibauth --config consumer.yaml fleet --store postgres://ibauth@db/ibauth enroll grants.jsonl\n  ibauth --config consumer.yaml fleet --store postgres://ibauth@db/ibauth run --workers 4\n  ibauth --config consumer.yaml fleet --consumer alice=alice.yaml --consumer bob=bob.yaml --store postgres://ibauth@db/ibauth run\n  ibauth fleet --store postgres://ibauth@db/ibauth stats"
     )]
     Fleet {
         /// The key file that seals session documents [default: `store_key_file`, or
         /// IBAUTH_STORE_KEY_FILE / IBAUTH_STORE_KEY].
         #[arg(long, value_name = "FILE")]
         store_key_file: Option<PathBuf>,
+        /// A named consumer besides the default one (repeatable): CONFIG is an ibauth config
+        /// whose `oauth1a:` section is that consumer (a first-party user's own consumer key,
+        /// keys, DH parameters and realm; its access token is not used). Grants name it with
+        /// "consumer": "NAME"; a runner without it leaves those sessions to one that has it.
+        #[arg(long = "consumer", value_name = "NAME=CONFIG", value_parser = parse_consumer)]
+        consumers: Vec<(String, PathBuf)>,
         #[command(subcommand)]
         command: FleetCommand,
     },
@@ -324,8 +330,9 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
     /// Store each grant of FILE (sealed) and queue it, due now. FILE has one JSON object per
-    /// line: {"user", "oauth_token", "oauth_token_secret"} (the secret as the portal gives it,
-    /// encrypted); grants already stored are kept as they are.
+    /// line: {"user", "consumer", "oauth_token", "oauth_token_secret"} (`consumer` optional: a
+    /// --consumer NAME; the secret as the portal gives it, encrypted, first party too); grants
+    /// already stored are kept as they are.
     Enroll {
         /// The grants file (JSON lines).
         file: PathBuf,
@@ -397,6 +404,21 @@ fn parse_store(text: &str) -> Result<StoreArg, String> {
 }
 
 /// A positive duration written `<n>ms`, `<n>s`, `<n>m` or `<n>h` (a bare number is seconds).
+fn parse_consumer(text: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = text
+        .split_once('=')
+        .ok_or("expected NAME=CONFIG, e.g. alice=alice.yaml")?;
+    if !ibauth_fleet::runner::valid_consumer_name(name) {
+        return Err(format!(
+            "consumer name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    if path.is_empty() {
+        return Err("expected NAME=CONFIG: the config file is missing".into());
+    }
+    Ok((name.to_owned(), PathBuf::from(path)))
+}
+
 fn parse_window(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
     let split = text

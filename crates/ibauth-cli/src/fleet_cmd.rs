@@ -34,6 +34,8 @@ pub struct Options<'a> {
     pub config: Option<&'a Path>,
     pub store: Option<StoreUrl>,
     pub store_key_file: Option<PathBuf>,
+    /// `--consumer NAME=CONFIG`.
+    pub consumers: Vec<(String, PathBuf)>,
     pub json: bool,
 }
 
@@ -106,10 +108,26 @@ fn runner(
             code::CONFIG,
         )
     })?;
-    Runner::new(queue, keyring, consumer.template().clone(), options).map_err(|e| {
-        let code = fleet_code(&e);
-        fail("starting the runner", e, code)
-    })
+    let mut named = Vec::with_capacity(opts.consumers.len());
+    for (name, path) in &opts.consumers {
+        let config = ibauth::oauth1a::config::load_third_party(Some(path)).map_err(|e| {
+            fail(
+                &format!(
+                    "consumer {name} ({}: its `oauth1a:` section)",
+                    path.display()
+                ),
+                e,
+                code::CONFIG,
+            )
+        })?;
+        named.push((name.clone(), config.template().clone()));
+    }
+    Runner::with_consumers(queue, keyring, consumer.template().clone(), named, options).map_err(
+        |e| {
+            let code = fleet_code(&e);
+            fail("starting the runner", e, code)
+        },
+    )
 }
 
 pub async fn run(opts: Options<'_>, action: Action) -> ExitCode {
@@ -192,7 +210,7 @@ async fn run_inner(opts: &Options<'_>, action: Action) -> Result<(), ExitCode> {
                     println!("{value}");
                 } else {
                     println!(
-                        "{}tickles {}, logins {} ({} put off), failures {}, fenced {}, deferred {}, store calls {}, late p50/p99/max {}/{}/{} ms",
+                        "{}tickles {}, logins {} ({} put off), failures {}, fenced {}, deferred {}, left to others (consumer not here) {}, store calls {}, late p50/p99/max {}/{}/{} ms",
                         if last { "final: " } else { "" },
                         stats.tickles,
                         stats.logins,
@@ -200,6 +218,7 @@ async fn run_inner(opts: &Options<'_>, action: Action) -> Result<(), ExitCode> {
                         stats.failures,
                         stats.fenced,
                         stats.deferred,
+                        stats.foreign,
                         stats.store_calls,
                         stats.late_p50_ms,
                         stats.late_p99_ms,

@@ -149,12 +149,14 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Ws { count } => return ws_cmd::run(out, flags, count).await,
         Command::Fleet {
             store_key_file,
+            consumers,
             command,
         } => {
             let opts = fleet_cmd::Options {
                 config: flags.config,
                 store: flags.store.clone(),
                 store_key_file,
+                consumers,
                 json: cli.json,
             };
             let action = match command {

@@ -725,3 +725,200 @@ fn fleet_commands_say_what_is_wrong_without_echoing_secrets() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
 }
+
+/// A first-party consumer of its own: consumer key, signature and encryption keys.
+struct FirstParty {
+    key: &'static str,
+    signature: ibauth::SigningKey,
+    encryption: ibauth::SigningKey,
+}
+
+impl FirstParty {
+    fn new(key: &'static str) -> Self {
+        Self {
+            key,
+            signature: ibauth::SigningKey::generate().expect("key"),
+            encryption: ibauth::SigningKey::generate().expect("key"),
+        }
+    }
+
+    fn registration(&self, group: &DhGroup) -> ibauth_sandbox::ConsumerRegistration {
+        ibauth_sandbox::ConsumerRegistration::new(self.key, &self.signature, &self.encryption)
+            .dh_group(group.clone())
+    }
+
+    /// Its config in `dir`, as a first-party user has one: with an access token (which the
+    /// runner does not use: each grant brings its own).
+    fn config(&self, dir: &Path, base: &str) -> PathBuf {
+        let key = self.key;
+        let sig_file = dir.join(format!("{key}-signature.pem"));
+        let enc_file = dir.join(format!("{key}-encryption.pem"));
+        write_private(&sig_file, &self.signature.to_pkcs8_pem());
+        write_private(&enc_file, &self.encryption.to_pkcs8_pem());
+        let config = dir.join(format!("{key}.yaml"));
+        write_private(
+            &config,
+            &format!(
+                "oauth1a:\n  consumer_key: {key}\n  realm: limited_poa\n  access_token: \"unused\"\n  \
+                 access_token_secret: \"dW51c2Vk\"\n  signature_key_file: {}\n  encryption_key_file: {}\n  \
+                 dh_prime: {OAKLEY_768}\n  rest_url: {base}/v1/api/\n",
+                sig_file.display(),
+                enc_file.display(),
+            ),
+        );
+        config
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_processes_keep_first_party_users_of_two_consumers_and_third_party_grants() {
+    const N: usize = 20;
+    let dir = common::temp_dir("fleet-consumers");
+    let _guard = DirGuard(dir.clone());
+    let set = CredentialSet::load_or_create(&dir).expect("credential set");
+    let group = DhGroup::from_hex(OAKLEY_768, 2).expect("group");
+    let (a, b) = (FirstParty::new("ALPHACK"), FirstParty::new("BETACK"));
+    let sandbox = Sandbox::builder()
+        .register_consumer(set.third_party_registration().dh_group(group.clone()))
+        .register_consumer(a.registration(&group))
+        .register_consumer(b.registration(&group))
+        .start()
+        .await
+        .expect("sandbox");
+    let base = sandbox.base_url().to_owned();
+    let alpha = a.config(&dir, &base);
+    let beta = b.config(&dir, &base);
+    let mut grants = String::new();
+    let mut users = Vec::new();
+    for (consumer, name, prefix) in [
+        (ibauth::oauth1a::TEST_CONSUMER, None, "tp"),
+        ("ALPHACK", Some("alpha"), "alpha"),
+        ("BETACK", Some("beta"), "beta"),
+    ] {
+        for g in sandbox
+            .issue_access_tokens(consumer, prefix, N)
+            .expect("a known consumer")
+        {
+            let mut line = serde_json::json!({
+                "user": g.user, "oauth_token": g.oauth_token,
+                "oauth_token_secret": g.oauth_token_secret,
+            });
+            if let Some(name) = name {
+                line["consumer"] = name.into();
+            }
+            grants.push_str(&format!("{line}\n"));
+            users.push(g.user);
+        }
+    }
+    let total = users.len();
+    let grants_file = dir.join("grants.jsonl");
+    write_private(&grants_file, &grants);
+    let config = dir.join("consumer.yaml");
+    write_private(
+        &config,
+        &format!(
+            "oauth1a:\n  consumer_key: TESTCONS\n  realm: test_realm\n  signature_key_file: {}\n  \
+             encryption_key_file: {}\n  dh_prime: {OAKLEY_768}\n  rest_url: {base}/v1/api/\n",
+            dir.join("signature_key.pem").display(),
+            dir.join("encryption_key.pem").display(),
+        ),
+    );
+    let key_file = dir.join("store.key");
+    let key = ibauth::coord::StoreKey::generate().expect("store key");
+    write_private(&key_file, &format!("{}\n", key.to_base64().as_str()));
+    let pg = PgServer::start();
+    let fleet = |consumers: &[(&str, &Path)]| {
+        let mut cmd = ibauth();
+        cmd.args(["--json", "--config"])
+            .arg(&config)
+            .args(["fleet", "--store", &pg.url(), "--store-key-file"])
+            .arg(&key_file);
+        for (name, path) in consumers {
+            cmd.arg("--consumer")
+                .arg(format!("{name}={}", path.display()));
+        }
+        cmd
+    };
+
+    // Enrolling needs every consumer the grants name, and stores nothing without one.
+    let out = fleet(&[("alpha", &alpha)])
+        .arg("enroll")
+        .arg(&grants_file)
+        .output()
+        .expect("enroll");
+    let text = common::text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("--consumer beta="), "{text}");
+    let out = fleet(&[("alpha", &alpha), ("beta", &beta)])
+        .arg("enroll")
+        .arg(&grants_file)
+        .output()
+        .expect("enroll");
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert_eq!(common::json_lines(&out.stdout)[0]["stored"], total);
+
+    let spawn = |consumers: &[(&str, &Path)]| {
+        let mut cmd = fleet(consumers);
+        cmd.args([
+            "run",
+            "--tickle-every",
+            "2s",
+            "--hold",
+            "3s",
+            "--poll",
+            "200ms",
+            "--retry-after",
+            "1s",
+            "--login-rate",
+            "300",
+            "--login-burst",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("ibauth fleet run");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        Proc { child, lines }
+    };
+    let mut full = spawn(&[("alpha", &alpha), ("beta", &beta)]);
+    let mut partial = spawn(&[("alpha", &alpha)]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sandbox.counters().live_session_tokens < total as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {total} logged in",
+            sandbox.counters().live_session_tokens
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (f, p) = (full.final_stats(), partial.final_stats());
+    eprintln!("full {f}\npartial {p}");
+    assert!(p["foreign"].as_u64() > Some(0), "{p}");
+    assert_eq!(f["foreign"], 0, "{f}");
+    for s in [&f, &p] {
+        assert_eq!(
+            (&s["failures"], &s["fenced"]),
+            (&0.into(), &0.into()),
+            "{s}"
+        );
+        assert!(s["tickles"].as_u64() > Some(0), "{s}");
+    }
+    for user in &users {
+        let s = sandbox.user_stats(user);
+        assert_eq!(s.live_session_tokens, 1, "{user}: {s:?}");
+        assert_eq!(s.max_concurrent_ticklers, 1, "{user}: {s:?}");
+        assert!(s.tickles >= 3, "{user}: {s:?}");
+    }
+    assert_eq!(sandbox.counters().rejections, 0);
+}

@@ -599,8 +599,14 @@ impl Runner {
     /// Stores each grant's document (sealed) and queues its identity, due now. A grant stored
     /// already with the same access token is kept as it is (with its live session token);
     /// one a worker holds right now is skipped. Returns the counts.
+    /// Every consumer the grants name must be one of this process's (checked before anything
+    /// is stored).
     pub async fn enroll(&self, grants: &[Grant]) -> Result<Enrolled, FleetError> {
         let inner = &self.inner;
+        // Every grant's consumer first: nothing is stored unless all are known here.
+        for grant in grants {
+            self.identity(grant)?;
+        }
         let holder = format!("{}/enroll", inner.name);
         let results: Vec<Result<(String, u8), FleetError>> =
             futures_util::stream::iter(grants.iter())
@@ -683,6 +689,9 @@ impl Runner {
     /// run it again after the hold. Returns how many were retired.
     pub async fn retire(&self, grants: &[Grant]) -> Result<Retired, FleetError> {
         let inner = &self.inner;
+        for grant in grants {
+            self.identity(grant)?;
+        }
         let holder = format!("{}/retire", inner.name);
         let mut out = Retired::default();
         for grant in grants {
