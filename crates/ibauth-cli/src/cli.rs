@@ -270,7 +270,8 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Many third-party sessions (OAuth 1.0a grants, one per user) kept alive by workers that
+    /// Many OAuth 1.0a sessions (third-party grants, one per user, and first-party users with
+    /// their own consumers: --consumer) kept alive by workers that
     /// share them through a PostgreSQL store: enroll grants, run workers (on as many hosts as
     /// you like), read the queue.
     #[command(
@@ -283,7 +284,8 @@ pub enum Command {
         store_key_file: Option<PathBuf>,
         /// A named consumer besides the default one (repeatable): CONFIG is an ibauth config
         /// whose `oauth1a:` section is that consumer (a first-party user's own consumer key,
-        /// keys, DH parameters and realm; its access token is not used). Grants name it with
+        /// keys, DH parameters and realm; its access token is not used; read from the file alone, not
+        /// the environment). Grants name it with
         /// "consumer": "NAME"; a runner without it leaves those sessions to one that has it.
         #[arg(long = "consumer", value_name = "NAME=CONFIG", value_parser = parse_consumer)]
         consumers: Vec<(String, PathBuf)>,

@@ -110,16 +110,19 @@ fn runner(
     })?;
     let mut named = Vec::with_capacity(opts.consumers.len());
     for (name, path) in &opts.consumers {
-        let config = ibauth::oauth1a::config::load_third_party(Some(path)).map_err(|e| {
-            fail(
-                &format!(
-                    "consumer {name} ({}: its `oauth1a:` section)",
-                    path.display()
-                ),
-                e,
-                code::CONFIG,
-            )
-        })?;
+        // The file alone: IBAUTH_OAUTH1A_* / IBIND_* variables are the default consumer's.
+        let no_env: &[(&str, &str)] = &[];
+        let config = ibauth::oauth1a::config::load_third_party_with_env(Some(path), no_env)
+            .map_err(|e| {
+                fail(
+                    &format!(
+                        "consumer {name} ({}: its `oauth1a:` section)",
+                        path.display()
+                    ),
+                    e,
+                    code::CONFIG,
+                )
+            })?;
         named.push((name.clone(), config.template().clone()));
     }
     Runner::with_consumers(queue, keyring, consumer.template().clone(), named, options).map_err(

@@ -1,5 +1,6 @@
 //! Many sessions kept alive by a pool of workers: third-party (OAuth 1.0a) grants for
-//! thousands of users, each one's next tickle due in a shared [`WorkQueue`].
+//! thousands of users, and first-party users each with their own consumer (named consumers,
+//! [`Runner::with_consumers`]), each one's next tickle due in a shared [`WorkQueue`].
 //!
 //! Per identity the store keeps one sealed document — the grant (access token and its
 //! encrypted secret) and the live session token with its expiry, about 520 bytes
@@ -1296,6 +1297,54 @@ mod tests {
             options,
         )
         .expect("runner")
+    }
+
+    #[test]
+    fn one_token_under_two_consumers_is_two_identities_and_names_are_checked() {
+        let base = runner(LoginPacing::PerProcess);
+        let other = |key: &str| {
+            let sk = ibauth::SigningKey::generate().expect("key");
+            let decrypt = ibauth::DecryptionKey::from_pem(&sk.to_pkcs8_pem()).expect("key");
+            let group = ibauth::oauth1a::DhGroup::from_hex(ibauth::oauth1a::RFC3526_PRIME_2048, 2)
+                .expect("group");
+            Oauth1aConfig::new(
+                key,
+                "",
+                SecretString::from(String::new()),
+                sk,
+                decrypt,
+                group,
+            )
+        };
+        let default = base.inner.consumers[&None].config.clone();
+        let make = |named: Vec<(String, Oauth1aConfig)>| {
+            Runner::with_consumers(
+                base.inner.queue.clone(),
+                base.inner.keyring.clone(),
+                default.clone(),
+                named,
+                RunnerOptions::default(),
+            )
+        };
+        let r = make(vec![("alice".into(), other("ALICECK"))]).expect("runner");
+        let grant = |consumer: Option<&str>| Grant {
+            user: Some("same-user".into()),
+            consumer: consumer.map(str::to_owned),
+            access_token: "token".into(),
+            access_token_secret: SecretString::from("czA=".to_owned()),
+        };
+        let a = r.identity(&grant(None)).expect("default");
+        let b = r.identity(&grant(Some("alice"))).expect("alice");
+        assert_ne!(a, b);
+        assert!(r.identity(&grant(Some("bob"))).is_err());
+        assert!(
+            make(vec![("a b".into(), other("X"))]).is_err(),
+            "a bad name"
+        );
+        assert!(
+            make(vec![("x".into(), other("CONSUMER1"))]).is_err(),
+            "the default's consumer key again"
+        );
     }
 
     #[tokio::test]
