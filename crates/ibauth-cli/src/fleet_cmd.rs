@@ -213,7 +213,7 @@ async fn run_inner(opts: &Options<'_>, action: Action) -> Result<(), ExitCode> {
                     println!("{value}");
                 } else {
                     println!(
-                        "{}tickles {}, logins {} ({} put off), failures {}, fenced {}, deferred {}, left to others (consumer not here) {}, store calls {}, late p50/p99/max {}/{}/{} ms",
+                        "{}tickles {}, logins {} ({} put off), failures {}, fenced {}, deferred {}, handed back for another consumer {}, store calls {}, late p50/p99/max {}/{}/{} ms",
                         if last { "final: " } else { "" },
                         stats.tickles,
                         stats.logins,

@@ -20,7 +20,7 @@
 //! identity is handed back due again when its slot comes, so a storm of logins (a fleet's
 //! first start, IBKR's nightly reset) spreads out instead of running claims out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
 use ibauth::coord::{
-    Acquired, Claimed, CoordError, Keyring, KeyringError, Lease, SealedDoc, WorkQueue,
+    Acquired, Claimed, CoordError, DEFAULT_CONSUMER, Keyring, KeyringError, Lease, SealedDoc,
+    WorkQueue,
 };
 use ibauth::oauth1a::{HmacAuthorizer, Oauth1aClient, Oauth1aConfig};
 use ibauth::secrecy::{ExposeSecret, SecretString};
@@ -189,6 +190,15 @@ pub fn read_grants(text: &str) -> Result<Vec<Grant>, FleetError> {
         });
     }
     Ok(grants)
+}
+
+/// A grant enrolled: its identity and 0 stored, 1 kept, 2 busy.
+type EnrolledOne = Result<(String, u8), FleetError>;
+
+/// The name a consumer's identities are queued under: its own, [`DEFAULT_CONSUMER`] for the
+/// default one.
+fn queue_consumer(consumer: &Option<String>) -> &str {
+    consumer.as_deref().unwrap_or(DEFAULT_CONSUMER)
 }
 
 /// A consumer's name as `--consumer NAME=…` and grants lines give it: 1 to 64 ASCII letters,
@@ -370,8 +380,11 @@ pub struct RunnerStats {
     pub failures: u64,
     /// Saves refused because the claim was no longer current (another worker took over).
     pub fenced: u64,
-    /// Identities handed back unworked, due again after `poll`, because their consumer is not
-    /// one of this process's (another runner that has it takes them).
+    /// Identities claimed yet handed back unworked because their document names a consumer
+    /// this process lacks — only rows queued under another consumer name than their
+    /// document's (queued before the queue recorded consumers), since claims take only this
+    /// process's consumers' identities. Each is queued again under its document's consumer,
+    /// for a runner that has it; 0 otherwise.
     pub foreign: u64,
     /// Identities handed back unworked, due at once, because their batch had used up too
     /// much of the hold (a slow store or IBKR, or a batch too large for the hold).
@@ -457,6 +470,9 @@ struct Inner {
     keyring: Keyring,
     /// By name; `None` is the default consumer.
     consumers: HashMap<Option<String>, Consumer>,
+    /// Their names as the queue has them (the default one's is [`DEFAULT_CONSUMER`]): claims
+    /// only take identities of these.
+    consumer_names: Vec<String>,
     /// Consumer names already logged as missing here (logged once each).
     missing_logged: Mutex<HashSet<Option<String>>>,
     clock: Arc<dyn Clock>,
@@ -538,9 +554,9 @@ impl Runner {
     /// A runner with named consumers besides the default one: first-party consumers (each
     /// user's own consumer key, keys, DH group and realm, as ibind users have) or other
     /// third-party ones. A grant names its consumer ([`Grant::consumer`]); the keys stay in
-    /// this process, the store only records the name. An identity whose consumer this process
-    /// lacks is handed back (due again after `poll`, counted in [`RunnerStats::foreign`],
-    /// logged once per name) for a runner that has it.
+    /// this process, the store only records the name, in the document and in the queue: this
+    /// runner claims only identities of its consumers, and leaves the others to runners that
+    /// have them (see [`RunnerStats::foreign`] for rows queued before the queue recorded it).
     pub fn with_consumers(
         queue: Arc<dyn WorkQueue>,
         keyring: Keyring,
@@ -581,6 +597,10 @@ impl Runner {
             inner: Arc::new(Inner {
                 queue,
                 keyring,
+                consumer_names: consumers
+                    .keys()
+                    .map(|c| queue_consumer(c).to_owned())
+                    .collect(),
                 consumers,
                 missing_logged: Mutex::new(HashSet::new()),
                 clock: Arc::new(SystemClock),
@@ -609,27 +629,34 @@ impl Runner {
             self.identity(grant)?;
         }
         let holder = format!("{}/enroll", inner.name);
-        let results: Vec<Result<(String, u8), FleetError>> =
-            futures_util::stream::iter(grants.iter())
-                .map(|grant| {
-                    let holder = holder.clone();
-                    async move { self.enroll_one(grant, &holder).await }
-                })
-                .buffer_unordered(8)
-                .collect()
-                .await;
+        let results: Vec<(&str, EnrolledOne)> = futures_util::stream::iter(grants.iter())
+            .map(|grant| {
+                let holder = holder.clone();
+                async move {
+                    (
+                        queue_consumer(&grant.consumer),
+                        self.enroll_one(grant, &holder).await,
+                    )
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
         let mut out = Enrolled::default();
-        let mut ids = Vec::with_capacity(results.len());
-        for r in results {
+        // Queued under their consumer's name, so only runners that have it claim them.
+        let mut ids: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (consumer, r) in results {
             let (id, what) = r?;
             match what {
                 0 => out.stored += 1,
                 1 => out.kept += 1,
                 _ => out.busy += 1,
             }
-            ids.push(id);
+            ids.entry(consumer).or_default().push(id);
         }
-        out.queued = inner.queue.enroll(&ids, Duration::ZERO).await?;
+        for (consumer, ids) in &ids {
+            out.queued += inner.queue.enroll(ids, consumer, Duration::ZERO).await?;
+        }
         tracing::info!(
             stored = out.stored,
             kept = out.kept,
@@ -641,7 +668,7 @@ impl Runner {
     }
 
     /// 0 stored, 1 kept, 2 busy.
-    async fn enroll_one(&self, grant: &Grant, holder: &str) -> Result<(String, u8), FleetError> {
+    async fn enroll_one(&self, grant: &Grant, holder: &str) -> EnrolledOne {
         let inner = &self.inner;
         let id = self.identity(grant)?;
         let lease = match inner
@@ -862,7 +889,7 @@ impl Runner {
             bump(&inner.counters.claims);
             let claimed = match inner
                 .queue
-                .claim_with_docs(&me, opts.batch, opts.hold)
+                .claim_with_docs(&me, &inner.consumer_names, opts.batch, opts.hold)
                 .await
             {
                 Ok(claimed) => claimed,
@@ -966,7 +993,26 @@ impl Runner {
             }
         };
         let Some(consumer) = inner.consumers.get(&doc.consumer) else {
+            // Claims only take our consumers' identities, so this is a row queued under
+            // another name than its document's (queued before the queue recorded consumers):
+            // it is queued again under its document's and handed back due at once, for a
+            // runner that has that consumer (due after `poll` if that fails).
             bump(&c.foreign);
+            let wait = match inner
+                .queue
+                .enroll(
+                    std::slice::from_ref(id),
+                    queue_consumer(&doc.consumer),
+                    Duration::ZERO,
+                )
+                .await
+            {
+                Ok(_) => Duration::ZERO,
+                Err(e) => {
+                    tracing::warn!(identity = %id, "queueing a session under its consumer failed: {e}");
+                    opts.poll
+                }
+            };
             let first = inner
                 .missing_logged
                 .lock()
@@ -978,7 +1024,7 @@ impl Runner {
                     "sessions of a consumer this process does not have are handed back for a runner that has it (pass --consumer NAME=CONFIG here to keep them too); logged once"
                 );
             }
-            return Outcome::Again(opts.poll);
+            return Outcome::Again(wait);
         };
         let fresh = doc.lst.is_some()
             && doc.lst_expires_ms > unix_ms().saturating_add(opts.lst_margin.as_millis() as u64);

@@ -1,13 +1,13 @@
 //! Several usernames: two first-party consumers (each with its own consumer key, keys and
 //! realm, as ibind users have) × 50 users, plus 50 third-party grants of the default consumer,
-//! kept alive by two runners on one PostgreSQL — one runner lacks consumer `beta` and leaves
-//! its sessions to the other; when that one stops, a third runner that has `beta` takes them
+//! kept alive by two runners on one PostgreSQL — one runner lacks consumer `beta` and never
+//! claims its sessions, which the other logs in at once; when that one stops, a third runner that has `beta` takes them
 //! over without a new login.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ibauth::coord::{Keyring, StoreKey, WorkQueue};
+use ibauth::coord::{DEFAULT_CONSUMER, Keyring, StoreKey, WorkQueue};
 use ibauth::oauth1a::{DhGroup, Oauth1aConfig};
 use ibauth::secrecy::SecretString;
 use ibauth::{DecryptionKey, SigningKey};
@@ -209,6 +209,16 @@ async fn named_consumers_share_a_fleet_and_missing_ones_are_left_to_others() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let all_in = started.elapsed();
+    // Claims only take a runner's own consumers' identities: the partial runner never
+    // claims beta's, so the full one logs them in at once (no starvation behind a runner
+    // that keeps claiming them and handing them back).
+    assert_eq!(partial.stats().foreign, 0, "{:?}", partial.stats());
+    assert!(
+        all_in < Duration::from_secs(10),
+        "all {total} logged in after {all_in:?}: full {:?}, partial {:?}",
+        full.stats(),
+        partial.stats()
+    );
     tokio::time::sleep(tickle_every * 3).await;
     let (fs, ps) = (full.stats(), partial.stats());
     eprintln!("{total} sessions in {all_in:?}; full {fs:?}; partial {ps:?}");
@@ -216,11 +226,15 @@ async fn named_consumers_share_a_fleet_and_missing_ones_are_left_to_others() {
         ps.tickles > 0 && fs.tickles > 0,
         "both worked: {fs:?} {ps:?}"
     );
-    assert!(
-        ps.foreign > 0,
-        "the partial runner met beta's sessions: {ps:?}"
+    assert_eq!(
+        ps.foreign, 0,
+        "the partial runner never claims beta's sessions: {ps:?}"
     );
     assert_eq!(fs.foreign, 0, "{fs:?}");
+    assert!(
+        fs.logins >= N as u64,
+        "beta's sessions were logged in by the full runner: {fs:?}"
+    );
     for s in [&fs, &ps] {
         assert_eq!((s.failures, s.fenced), (0, 0), "{s:?}");
     }
@@ -242,7 +256,7 @@ async fn named_consumers_share_a_fleet_and_missing_ones_are_left_to_others() {
     }
 
     // The full runner stops: alpha's and the default's sessions move to the partial one after
-    // the hold; beta's wait — handed back, never worked by it.
+    // the hold; beta's wait — never claimed by it.
     full_task.abort();
     tokio::time::sleep(hold + tickle_every * 2).await;
     let beta_then: Vec<u64> = b
@@ -270,7 +284,40 @@ async fn named_consumers_share_a_fleet_and_missing_ones_are_left_to_others() {
         );
     }
     let ps = partial.stats();
-    assert_eq!((ps.failures, ps.fenced), (0, 0), "{ps:?}");
+    assert_eq!((ps.failures, ps.fenced, ps.foreign), (0, 0, 0), "{ps:?}");
+
+    // A row queued under another consumer than its document's (as rows queued before the
+    // queue recorded consumers may be): one of beta's, queued as the default consumer's. The
+    // partial runner (the only one running) claims it, counts it foreign once and queues it
+    // again under beta, never to claim it again; the late runner takes it on below.
+    let moved = ibauth_fleet::runner::grant_identity(beta.key, &b[0].oauth_token);
+    assert_eq!(
+        queue
+            .enroll(
+                std::slice::from_ref(&moved),
+                DEFAULT_CONSUMER,
+                Duration::ZERO
+            )
+            .await
+            .expect("enroll"),
+        0
+    );
+    let deadline = Instant::now() + tickle_every * 3;
+    while partial.stats().foreign == 0 {
+        assert!(Instant::now() < deadline, "not met: {:?}", partial.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(tickle_every * 2).await;
+    assert_eq!(
+        partial.stats().foreign,
+        1,
+        "queued again under beta, not claimed again"
+    );
+    assert_eq!(
+        sandbox.user_stats(&b[0].user).tickles,
+        beta_then[0],
+        "handed back unworked"
+    );
 
     // A runner with beta arrives: it takes beta's sessions on, with their stored tokens.
     let late = with(&["beta"], connect().await);
@@ -287,6 +334,7 @@ async fn named_consumers_share_a_fleet_and_missing_ones_are_left_to_others() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
     partial_task.abort();
     late_task.abort();
     let ls = late.stats();

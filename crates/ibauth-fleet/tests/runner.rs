@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ibauth::coord::{Coordinator, Keyring, StoreKey, WorkQueue};
+use ibauth::coord::{Coordinator, DEFAULT_CONSUMER, Keyring, StoreKey, WorkQueue};
 use ibauth::oauth1a::{DhGroup, Oauth1aConfig};
 use ibauth::secrecy::SecretString;
 use ibauth_fleet::runner::{Grant, LoginPacing, Runner, RunnerOptions};
@@ -158,7 +158,7 @@ async fn three_runners_keep_300_sessions_and_take_over_from_a_dead_one() {
     let claiming = Instant::now();
     while orphans.len() < 40 && claiming.elapsed() < Duration::from_secs(4) {
         for c in queues[0]
-            .claim("dead-worker", 5, hold)
+            .claim("dead-worker", &[DEFAULT_CONSUMER.to_owned()], 5, hold)
             .await
             .expect("claim")
         {

@@ -1,9 +1,10 @@
-//! [`WorkQueue`] on PostgreSQL: `ibauth_work(identity, due_at)` says when each identity is
-//! due; who works on it is its lease in `ibauth_leases`, so a claim is a lease like any other
-//! (same generation counter, same fenced writes).
+//! [`WorkQueue`] on PostgreSQL: `ibauth_work(identity, due_at, consumer)` says when each
+//! identity is due and which consumer works it (`''` the default one); who works on it is its
+//! lease in `ibauth_leases`, so a claim is a lease like any other (same generation counter,
+//! same fenced writes).
 //!
-//! A claim is one statement: the most overdue rows of `ibauth_work` whose lease is free,
-//! locked `FOR UPDATE SKIP LOCKED` (concurrent claimers skip each other's rows instead of
+//! A claim is one statement: the most overdue rows of `ibauth_work` whose lease is free and
+//! whose consumer is one of the claimer's, locked `FOR UPDATE SKIP LOCKED` (concurrent claimers skip each other's rows instead of
 //! waiting), and for each an upsert of its lease row that grants the next generation only
 //! where the lease is still free — checked on the row's latest version, so a row whose lease
 //! another claimer or an `acquire` took after this statement's snapshot is left out. The lease
@@ -25,11 +26,11 @@ const ENROLL_CHUNK: usize = 1000;
 /// The most identities one claim may ask for.
 pub const MAX_CLAIM: usize = 10_000;
 
-/// Claims (worker $1, limit $2, hold $3 µs) and reads each claimed identity's document
-/// (`CASE`-bounded to $4 bytes, as `load` does) in one statement.
+/// Claims (worker $1, limit $2, hold $3 µs, consumers $5) and reads each claimed identity's
+/// document (`CASE`-bounded to $4 bytes, as `load` does) in one statement.
 const CLAIM: &str = "WITH due AS (
         SELECT w.identity, w.due_at FROM ibauth_work w
-        WHERE w.due_at <= clock_timestamp()
+        WHERE w.due_at <= clock_timestamp() AND w.consumer = ANY($5)
             AND NOT EXISTS (SELECT 1 FROM ibauth_leases l
                 WHERE l.identity = w.identity AND l.holder IS NOT NULL
                     AND l.expires_at > clock_timestamp())
@@ -54,7 +55,12 @@ const CLAIM: &str = "WITH due AS (
     ORDER BY d.due_at";
 
 impl WorkQueue for PgCoordinator {
-    fn enroll<'a>(&'a self, identities: &'a [String], due_in: Duration) -> CoordFuture<'a, u64> {
+    fn enroll<'a>(
+        &'a self,
+        identities: &'a [String],
+        consumer: &'a str,
+        due_in: Duration,
+    ) -> CoordFuture<'a, u64> {
         Box::pin(async move {
             for identity in identities {
                 check_name("identity", identity)?;
@@ -67,14 +73,21 @@ impl WorkQueue for PgCoordinator {
                     .inner
                     .rows(
                         "enrolling",
+                        // Queued already: the due time is kept, the consumer taken (only
+                        // rewritten where it differs); `xmax = 0` tells the inserted rows.
                         "WITH added AS (
-                            INSERT INTO ibauth_work (identity, due_at)
-                            SELECT DISTINCT i, clock_timestamp() + $2::float8 * interval '1 microsecond'
+                            INSERT INTO ibauth_work AS w (identity, due_at, consumer)
+                            SELECT DISTINCT i, clock_timestamp() + $2::float8 * interval '1 microsecond', $3
                             FROM unnest($1::text[]) AS i
-                            ON CONFLICT (identity) DO NOTHING
-                            RETURNING 1)
-                        SELECT count(*) FROM added",
-                        &[(&ids, Type::TEXT_ARRAY), (&due_us, Type::INT8)],
+                            ON CONFLICT (identity) DO UPDATE SET consumer = EXCLUDED.consumer
+                            WHERE w.consumer <> EXCLUDED.consumer
+                            RETURNING (w.xmax = 0) AS inserted)
+                        SELECT count(*) FILTER (WHERE inserted) FROM added",
+                        &[
+                            (&ids, Type::TEXT_ARRAY),
+                            (&due_us, Type::INT8),
+                            (&consumer, Type::TEXT),
+                        ],
                     )
                     .await?;
                 let row = rows
@@ -104,11 +117,12 @@ impl WorkQueue for PgCoordinator {
     fn claim<'a>(
         &'a self,
         worker: &'a str,
+        consumers: &'a [String],
         limit: usize,
         hold: Duration,
     ) -> CoordFuture<'a, Vec<Claimed>> {
         Box::pin(async move {
-            let claimed = self.claim_with_docs(worker, limit, hold).await?;
+            let claimed = self.claim_with_docs(worker, consumers, limit, hold).await?;
             Ok(claimed.into_iter().map(|(c, _)| c).collect())
         })
     }
@@ -116,6 +130,7 @@ impl WorkQueue for PgCoordinator {
     fn claim_with_docs<'a>(
         &'a self,
         worker: &'a str,
+        consumers: &'a [String],
         limit: usize,
         hold: Duration,
     ) -> CoordFuture<'a, Vec<(Claimed, Option<SealedDoc>)>> {
@@ -123,7 +138,7 @@ impl WorkQueue for PgCoordinator {
             check_name("worker", worker)?;
             let inner = &self.inner;
             let limit = limit.min(MAX_CLAIM) as i64;
-            if limit == 0 {
+            if limit == 0 || consumers.is_empty() {
                 return Ok(Vec::new());
             }
             let hold_us = micros(hold);
@@ -137,6 +152,7 @@ impl WorkQueue for PgCoordinator {
                         (&limit, Type::INT8),
                         (&hold_us, Type::INT8),
                         (&max, Type::INT4),
+                        (&consumers, Type::TEXT_ARRAY),
                     ],
                 )
                 .await?;

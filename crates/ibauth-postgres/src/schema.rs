@@ -9,7 +9,7 @@ use ibauth::coord::CoordError;
 use tokio_postgres::Client;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The advisory lock key migrations hold (`ibauth` in ASCII, as a number).
 const MIGRATION_LOCK: i64 = 0x6962_6175_7468;
@@ -60,6 +60,11 @@ const MIGRATIONS: &[&str] = &[
         due_at   TIMESTAMPTZ NOT NULL
     );
     CREATE INDEX ibauth_work_due ON ibauth_work (due_at);
+    ",
+    // 3: the consumer that works each queued identity, so a claim only takes what the
+    // claiming runner can work. Rows queued before are the default consumer's ('').
+    "
+    ALTER TABLE ibauth_work ADD COLUMN consumer TEXT NOT NULL DEFAULT '';
     ",
 ];
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ibauth::coord::{Acquired, Coordinator, WorkQueue};
+use ibauth::coord::{Acquired, Coordinator, DEFAULT_CONSUMER, WorkQueue};
 use ibauth_postgres::PgCoordinator;
 use ibauth_testsupport::postgres::PgServer;
 
@@ -26,7 +26,7 @@ async fn three_claimers_never_hold_one_identity_together() {
     let ids: Vec<String> = (0..600).map(|n| format!("share-{n:04}")).collect();
     assert_eq!(
         coords[0]
-            .enroll(&ids, Duration::ZERO)
+            .enroll(&ids, DEFAULT_CONSUMER, Duration::ZERO)
             .await
             .expect("enroll"),
         600
@@ -43,7 +43,12 @@ async fn three_claimers_never_hold_one_identity_together() {
             let mut claims = 0u32;
             while Instant::now() < deadline {
                 let got = coord
-                    .claim(&me, 50, Duration::from_secs(30))
+                    .claim(
+                        &me,
+                        &[DEFAULT_CONSUMER.to_owned()],
+                        50,
+                        Duration::from_secs(30),
+                    )
                     .await
                     .expect("claim");
                 claims += 1;
@@ -101,10 +106,18 @@ async fn a_claim_and_an_acquire_exclude_each_other() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
     let ids = vec!["both-a".to_owned(), "both-b".to_owned()];
-    coord.enroll(&ids, Duration::ZERO).await.expect("enroll");
+    coord
+        .enroll(&ids, DEFAULT_CONSUMER, Duration::ZERO)
+        .await
+        .expect("enroll");
     let held = common::granted(&coord, "both-a", "a-session", Duration::from_secs(30)).await;
     let got = coord
-        .claim("worker", 10, Duration::from_secs(30))
+        .claim(
+            "worker",
+            &[DEFAULT_CONSUMER.to_owned()],
+            10,
+            Duration::from_secs(30),
+        )
         .await
         .expect("claim");
     let names: Vec<&str> = got.iter().map(|c| c.lease.identity.as_str()).collect();
@@ -121,7 +134,12 @@ async fn a_claim_and_an_acquire_exclude_each_other() {
     assert!(got[0].lease.generation >= 1);
     coord.release(&held).await.expect("release");
     let got = coord
-        .claim("worker", 10, Duration::from_secs(30))
+        .claim(
+            "worker",
+            &[DEFAULT_CONSUMER.to_owned()],
+            10,
+            Duration::from_secs(30),
+        )
         .await
         .expect("claim");
     assert_eq!(got.len(), 1);
@@ -168,15 +186,68 @@ async fn a_version_1_database_gains_the_queue() {
         .get(0);
     assert_eq!(version, ibauth_postgres::SCHEMA_VERSION);
     coord
-        .enroll(&["old".to_owned()], Duration::ZERO)
+        .enroll(&["old".to_owned()], DEFAULT_CONSUMER, Duration::ZERO)
         .await
         .expect("enroll");
     let got = coord
-        .claim("w", 1, Duration::from_secs(5))
+        .claim(
+            "w",
+            &[DEFAULT_CONSUMER.to_owned()],
+            1,
+            Duration::from_secs(5),
+        )
         .await
         .expect("claim");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].lease.generation, 8, "generations kept counting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_queue_is_the_default_consumers() {
+    let pg = PgServer::start();
+    let admin = common::admin(&pg).await;
+    // Version 2's queue (as migration 2 creates it), with work queued before consumers were
+    // recorded; the other tables as the current build makes them.
+    drop(
+        PgCoordinator::connect(&pg.url())
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", pg.log())),
+    );
+    admin
+        .batch_execute(
+            "DROP TABLE ibauth_work;
+            CREATE TABLE ibauth_work (identity TEXT PRIMARY KEY, due_at TIMESTAMPTZ NOT NULL);
+            CREATE INDEX ibauth_work_due ON ibauth_work (due_at);
+            INSERT INTO ibauth_work VALUES ('queued-v2', now() - interval '1 hour');
+            UPDATE ibauth_schema SET version = 2;",
+        )
+        .await
+        .expect("a version 2 schema");
+    let coord = PgCoordinator::connect(&pg.url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
+    let version: i64 = admin
+        .query_one("SELECT version FROM ibauth_schema", &[])
+        .await
+        .expect("version")
+        .get(0);
+    assert_eq!(version, ibauth_postgres::SCHEMA_VERSION);
+    let hold = Duration::from_secs(30);
+    let named = coord
+        .claim("w", &["beta".to_owned()], 10, hold)
+        .await
+        .expect("claim");
+    assert!(named.is_empty(), "not a named consumer's: {named:?}");
+    let got = coord
+        .claim("w", &[DEFAULT_CONSUMER.to_owned()], 10, hold)
+        .await
+        .expect("claim");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].lease.identity, "queued-v2");
+    assert!(
+        got[0].late >= Duration::from_secs(3600),
+        "its due time kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,9 +274,17 @@ async fn a_damaged_document_does_not_stop_the_claim() {
         )
         .await
         .expect("damage");
-    coord.enroll(&ids, Duration::ZERO).await.expect("enroll");
+    coord
+        .enroll(&ids, DEFAULT_CONSUMER, Duration::ZERO)
+        .await
+        .expect("enroll");
     let mut got = coord
-        .claim_with_docs("worker", 10, Duration::from_secs(30))
+        .claim_with_docs(
+            "worker",
+            &[DEFAULT_CONSUMER.to_owned()],
+            10,
+            Duration::from_secs(30),
+        )
         .await
         .expect("the claim goes through");
     got.sort_by(|a, b| a.0.lease.identity.cmp(&b.0.lease.identity));

@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Acquired, Claimed, Coordinator, Event, Events, Lease, Member, SealedDoc, WorkQueue};
+use super::{
+    Acquired, Claimed, Coordinator, DEFAULT_CONSUMER, Event, Events, Lease, Member, SealedDoc,
+    WorkQueue,
+};
 use crate::client::BoxFuture;
 
 /// The lease length the expiry checks use; `sleep` is asked for a little more than this.
@@ -322,6 +325,96 @@ pub async fn run_queue(queue: &dyn WorkQueue, sleep: Sleep<'_>) {
     claims_come_with_their_documents(queue).await;
     workers_share_due_work_without_overlap(queue).await;
     claims_run_out_and_stale_hand_backs_are_ignored(queue, sleep).await;
+    claims_are_filtered_by_consumer(queue).await;
+}
+
+/// The consumers of a worker with the default consumer alone.
+fn default_only() -> Vec<String> {
+    vec![DEFAULT_CONSUMER.to_owned()]
+}
+
+/// A claim only returns identities of the consumers it names: a worker without a consumer
+/// never takes its work, however overdue; enrolling again moves an identity to the consumer
+/// it names (keeping its due time).
+pub async fn claims_are_filtered_by_consumer(queue: &dyn WorkQueue) {
+    let alpha = fresh("alpha");
+    let beta = fresh("beta");
+    let plain = fresh("plain");
+    let of_alpha = fresh("of-alpha");
+    let of_beta = fresh("of-beta");
+    // The most overdue of the three: a claim that ignored consumers would take it first.
+    queue
+        .enroll(std::slice::from_ref(&of_beta), &beta, Duration::ZERO)
+        .await
+        .expect("enroll");
+    queue
+        .enroll(
+            std::slice::from_ref(&plain),
+            DEFAULT_CONSUMER,
+            Duration::ZERO,
+        )
+        .await
+        .expect("enroll");
+    queue
+        .enroll(std::slice::from_ref(&of_alpha), &alpha, Duration::ZERO)
+        .await
+        .expect("enroll");
+    let ours = [plain.clone(), of_alpha.clone(), of_beta.clone()];
+    let ours = &ours;
+    let hold = Duration::from_secs(30);
+    let claim = |worker: &'static str, consumers: Vec<String>| async move {
+        let got = queue
+            .claim(worker, &consumers, 1000, hold)
+            .await
+            .expect("claim");
+        got.into_iter()
+            .filter(|c| ours.contains(&c.lease.identity))
+            .map(|c| c.lease)
+            .collect::<Vec<_>>()
+    };
+    let got = claim("no-beta", vec![DEFAULT_CONSUMER.to_owned(), alpha.clone()]).await;
+    let mut names: Vec<&str> = got.iter().map(|l| l.identity.as_str()).collect();
+    names.sort_unstable();
+    let mut want = vec![plain.as_str(), of_alpha.as_str()];
+    want.sort_unstable();
+    assert_eq!(names, want, "a claim without beta leaves beta's work");
+    assert!(
+        claim("nobody", Vec::new()).await.is_empty(),
+        "a claim naming no consumer gets nothing"
+    );
+    let got = claim("has-beta", vec![beta.clone()]).await;
+    assert_eq!(
+        got.iter().map(|l| l.identity.as_str()).collect::<Vec<_>>(),
+        [of_beta.as_str()],
+        "beta's work is left for a worker with beta"
+    );
+    let back: Vec<(Lease, Duration)> = got.into_iter().map(|l| (l, Duration::ZERO)).collect();
+    assert_eq!(queue.reschedule(&back).await.expect("reschedule"), 1);
+    // Enrolled again under alpha: queued already (nothing added), now alpha's.
+    assert_eq!(
+        queue
+            .enroll(
+                std::slice::from_ref(&of_beta),
+                &alpha,
+                Duration::from_secs(3600)
+            )
+            .await
+            .expect("enroll"),
+        0
+    );
+    assert!(
+        claim("has-beta", vec![beta.clone()]).await.is_empty(),
+        "moved to alpha"
+    );
+    let got = claim("alpha-only", vec![alpha.clone()]).await;
+    assert_eq!(
+        got.iter().map(|l| l.identity.as_str()).collect::<Vec<_>>(),
+        [of_beta.as_str()],
+        "alpha's now, and still due (its due time kept)"
+    );
+    for id in ours {
+        queue.retire(id).await.expect("retire");
+    }
 }
 
 /// A claim with documents gives each identity's stored document (none where none is stored),
@@ -333,13 +426,17 @@ pub async fn claims_come_with_their_documents(queue: &dyn WorkQueue) {
     let version = queue.store(&lease, &doc(b"sealed")).await.expect("store");
     queue.release(&lease).await.expect("release");
     queue
-        .enroll(&[with.clone(), without.clone()], Duration::ZERO)
+        .enroll(
+            &[with.clone(), without.clone()],
+            DEFAULT_CONSUMER,
+            Duration::ZERO,
+        )
         .await
         .expect("enroll");
     let mut got = std::collections::HashMap::new();
     for _ in 0..20 {
         for (c, d) in queue
-            .claim_with_docs("doc-worker", 1000, Duration::from_secs(30))
+            .claim_with_docs("doc-worker", &default_only(), 1000, Duration::from_secs(30))
             .await
             .expect("claim")
         {
@@ -375,21 +472,26 @@ pub async fn workers_share_due_work_without_overlap(queue: &dyn WorkQueue) {
     let prefix = fresh("queue");
     let ids: Vec<String> = (0..60).map(|n| format!("{prefix}-{n:03}")).collect();
     assert_eq!(
-        queue.enroll(&ids, Duration::ZERO).await.expect("enroll"),
+        queue
+            .enroll(&ids, DEFAULT_CONSUMER, Duration::ZERO)
+            .await
+            .expect("enroll"),
         60
     );
     assert_eq!(
         queue
-            .enroll(&ids[..10], Duration::ZERO)
+            .enroll(&ids[..10], DEFAULT_CONSUMER, Duration::ZERO)
             .await
             .expect("enroll"),
         0,
         "enrolling again adds nothing"
     );
     let hold = Duration::from_secs(30);
-    let claims = futures_util::future::join_all(
-        (0..3).map(|w| async move { queue.claim(&format!("worker-{w}"), 25, hold).await }),
-    )
+    let claims = futures_util::future::join_all((0..3).map(|w| async move {
+        queue
+            .claim(&format!("worker-{w}"), &default_only(), 25, hold)
+            .await
+    }))
     .await;
     let mut seen = std::collections::BTreeSet::new();
     let mut total = 0;
@@ -411,7 +513,10 @@ pub async fn workers_share_due_work_without_overlap(queue: &dyn WorkQueue) {
     // Other tests' work may share the store: only ours is counted.
     let mut rest = Vec::new();
     while seen.len() < 60 {
-        let more = queue.claim("worker-x", 100, hold).await.expect("claim");
+        let more = queue
+            .claim("worker-x", &default_only(), 100, hold)
+            .await
+            .expect("claim");
         let ours: Vec<_> = more
             .into_iter()
             .filter(|c| c.lease.identity.starts_with(&prefix))
@@ -427,7 +532,10 @@ pub async fn workers_share_due_work_without_overlap(queue: &dyn WorkQueue) {
         }
     }
     assert!(total > 0);
-    let again = queue.claim("worker-y", 1000, hold).await.expect("claim");
+    let again = queue
+        .claim("worker-y", &default_only(), 1000, hold)
+        .await
+        .expect("claim");
     assert!(
         again.iter().all(|c| !c.lease.identity.starts_with(&prefix)),
         "claimed work is not claimed again"
@@ -438,7 +546,10 @@ pub async fn workers_share_due_work_without_overlap(queue: &dyn WorkQueue) {
         queue.reschedule(&back).await.expect("reschedule") as usize,
         back.len()
     );
-    let later = queue.claim("worker-z", 1000, hold).await.expect("claim");
+    let later = queue
+        .claim("worker-z", &default_only(), 1000, hold)
+        .await
+        .expect("claim");
     let ours: Vec<&Claimed> = later
         .iter()
         .filter(|c| c.lease.identity.starts_with(&prefix))
@@ -460,13 +571,13 @@ pub async fn claims_run_out_and_stale_hand_backs_are_ignored(
 ) {
     let id = fresh("stall");
     queue
-        .enroll(std::slice::from_ref(&id), Duration::ZERO)
+        .enroll(std::slice::from_ref(&id), DEFAULT_CONSUMER, Duration::ZERO)
         .await
         .expect("enroll");
     let mine = |claims: Vec<Claimed>| claims.into_iter().find(|c| c.lease.identity == id);
     let first = mine(
         queue
-            .claim("staller", 1000, SHORT_TTL)
+            .claim("staller", &default_only(), 1000, SHORT_TTL)
             .await
             .expect("claim"),
     )
@@ -474,7 +585,7 @@ pub async fn claims_run_out_and_stale_hand_backs_are_ignored(
     sleep(SHORT_TTL + Duration::from_millis(500)).await;
     let second = mine(
         queue
-            .claim("taker", 1000, Duration::from_secs(30))
+            .claim("taker", &default_only(), 1000, Duration::from_secs(30))
             .await
             .expect("claim"),
     )
@@ -507,7 +618,7 @@ pub async fn claims_run_out_and_stale_hand_backs_are_ignored(
     assert!(
         mine(
             queue
-                .claim("other", 1000, Duration::from_secs(30))
+                .claim("other", &default_only(), 1000, Duration::from_secs(30))
                 .await
                 .expect("claim")
         )

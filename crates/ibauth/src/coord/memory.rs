@@ -40,8 +40,8 @@ struct State {
     channels: HashMap<String, broadcast::Sender<Event>>,
     members: HashMap<String, HashMap<String, (Member, Instant, Instant)>>,
     pace: HashMap<String, Vec<u8>>,
-    /// The work queue: identity → due.
-    work: HashMap<String, Instant>,
+    /// The work queue: identity → (due, consumer).
+    work: HashMap<String, (Instant, String)>,
     pace_locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
@@ -372,7 +372,12 @@ impl Coordinator for MemoryCoordinator {
 }
 
 impl super::WorkQueue for MemoryCoordinator {
-    fn enroll<'a>(&'a self, identities: &'a [String], due_in: Duration) -> CoordFuture<'a, u64> {
+    fn enroll<'a>(
+        &'a self,
+        identities: &'a [String],
+        consumer: &'a str,
+        due_in: Duration,
+    ) -> CoordFuture<'a, u64> {
         ready((|| {
             for identity in identities {
                 check_name("identity", identity)?;
@@ -382,9 +387,14 @@ impl super::WorkQueue for MemoryCoordinator {
             let mut state = self.lock();
             let mut added = 0;
             for identity in identities {
-                if !state.work.contains_key(identity) {
-                    state.work.insert(identity.clone(), due);
-                    added += 1;
+                match state.work.get_mut(identity) {
+                    Some((_, c)) => consumer.clone_into(c),
+                    None => {
+                        state
+                            .work
+                            .insert(identity.clone(), (due, consumer.to_owned()));
+                        added += 1;
+                    }
                 }
             }
             Ok(added)
@@ -402,6 +412,7 @@ impl super::WorkQueue for MemoryCoordinator {
     fn claim<'a>(
         &'a self,
         worker: &'a str,
+        consumers: &'a [String],
         limit: usize,
         hold: Duration,
     ) -> CoordFuture<'a, Vec<super::Claimed>> {
@@ -413,8 +424,10 @@ impl super::WorkQueue for MemoryCoordinator {
             let mut due: Vec<(Instant, String)> = state
                 .work
                 .iter()
-                .filter(|(id, at)| **at <= now && state.live(id, now).is_none())
-                .map(|(id, at)| (*at, id.clone()))
+                .filter(|(id, (at, consumer))| {
+                    *at <= now && consumers.contains(consumer) && state.live(id, now).is_none()
+                })
+                .map(|(id, (at, _))| (*at, id.clone()))
                 .collect();
             due.sort();
             due.truncate(limit);
@@ -459,7 +472,7 @@ impl super::WorkQueue for MemoryCoordinator {
                     continue;
                 }
                 state.leases.remove(&lease.identity);
-                if let Some(due) = state.work.get_mut(&lease.identity) {
+                if let Some((due, _)) = state.work.get_mut(&lease.identity) {
                     *due = now + *wait;
                     n += 1;
                 }
@@ -477,7 +490,7 @@ impl super::WorkQueue for MemoryCoordinator {
                 queued: state.work.len() as u64,
                 ..Default::default()
             };
-            for (id, at) in &state.work {
+            for (id, (at, _)) in &state.work {
                 if state.live(id, now).is_some() {
                     stats.claimed += 1;
                 } else if *at <= now {

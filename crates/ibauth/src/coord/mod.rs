@@ -29,7 +29,7 @@ mod seal;
 
 pub use error::CoordError;
 pub use memory::MemoryCoordinator;
-pub use queue::{Claimed, QueueStats, WorkQueue};
+pub use queue::{Claimed, DEFAULT_CONSUMER, QueueStats, WorkQueue};
 pub use seal::{KEY_LEN, Keyring, KeyringError, StoreKey};
 
 use std::time::Duration;

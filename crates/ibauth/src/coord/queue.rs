@@ -3,10 +3,19 @@
 //! with their next due time. A claim *is* the identity's lease — same fencing generation, same
 //! compare-and-set writes — so one session is never handled by two workers at once, and a
 //! worker that stalled past its claim cannot overwrite the one that took over.
+//!
+//! Each identity is queued under the name of the consumer that works it (a runner's named
+//! consumers; [`DEFAULT_CONSUMER`] for its default one), and a claim names the consumers the
+//! claiming worker has: it only ever gets identities it can work, so a worker without a
+//! consumer never takes (and starves) the work of one that has it.
 
 use std::time::Duration;
 
 use super::{CoordFuture, Coordinator, Lease, SealedDoc};
+
+/// The consumer name of identities queued without one (a runner's default consumer, and
+/// every identity queued before consumers were recorded).
+pub const DEFAULT_CONSUMER: &str = "";
 
 /// An identity claimed from the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,19 +43,27 @@ pub struct QueueStats {
 /// docs](self). The PostgreSQL store claims with `FOR UPDATE SKIP LOCKED`; the in-memory one
 /// under its lock.
 pub trait WorkQueue: Coordinator {
-    /// Adds `identities`, due after `due_in`; those queued already keep their due time.
+    /// Adds `identities`, worked by `consumer` ([`DEFAULT_CONSUMER`] for the default one),
+    /// due after `due_in`; those queued already keep their due time (and take `consumer`).
     /// Returns how many were added.
-    fn enroll<'a>(&'a self, identities: &'a [String], due_in: Duration) -> CoordFuture<'a, u64>;
+    fn enroll<'a>(
+        &'a self,
+        identities: &'a [String],
+        consumer: &'a str,
+        due_in: Duration,
+    ) -> CoordFuture<'a, u64>;
 
     /// Takes `identity` out of the queue.
     fn retire<'a>(&'a self, identity: &'a str) -> CoordFuture<'a, ()>;
 
-    /// Claims up to `limit` due identities whose lease is free — the most overdue first — as
-    /// `worker` for `hold` (each comes back as its lease, with a new generation). Identities
-    /// another worker holds are skipped, never waited for.
+    /// Claims up to `limit` due identities whose lease is free and whose consumer is one of
+    /// `consumers` — the most overdue first — as `worker` for `hold` (each comes back as its
+    /// lease, with a new generation). Identities another worker holds are skipped, never
+    /// waited for; those of other consumers are never returned.
     fn claim<'a>(
         &'a self,
         worker: &'a str,
+        consumers: &'a [String],
         limit: usize,
         hold: Duration,
     ) -> CoordFuture<'a, Vec<Claimed>>;
@@ -57,11 +74,12 @@ pub trait WorkQueue: Coordinator {
     fn claim_with_docs<'a>(
         &'a self,
         worker: &'a str,
+        consumers: &'a [String],
         limit: usize,
         hold: Duration,
     ) -> CoordFuture<'a, Vec<(Claimed, Option<SealedDoc>)>> {
         Box::pin(async move {
-            let claimed = self.claim(worker, limit, hold).await?;
+            let claimed = self.claim(worker, consumers, limit, hold).await?;
             let mut out = Vec::with_capacity(claimed.len());
             for c in claimed {
                 let doc = self.load(&c.lease.identity).await?;
