@@ -4,11 +4,12 @@
 //! same fenced writes).
 //!
 //! A claim is one statement: the most overdue rows of `ibauth_work` whose lease is free and
-//! whose consumer is one of the claimer's, locked `FOR UPDATE SKIP LOCKED` (concurrent claimers skip each other's rows instead of
-//! waiting), and for each an upsert of its lease row that grants the next generation only
-//! where the lease is still free — checked on the row's latest version, so a row whose lease
-//! another claimer or an `acquire` took after this statement's snapshot is left out. The lease
-//! row is what excludes; `SKIP LOCKED` only keeps claimers from queueing behind each other.
+//! whose consumer is one of the claimer's, locked `FOR UPDATE SKIP LOCKED` (concurrent claimers
+//! skip each other's rows instead of waiting), and for each an upsert of its lease row that
+//! grants the next generation only where the lease is still free — checked on the row's latest
+//! version, so a row whose lease another claimer or an `acquire` took after this statement's
+//! snapshot is left out. The lease row is what excludes; `SKIP LOCKED` only keeps claimers from
+//! queueing behind each other.
 
 use std::time::Duration;
 
