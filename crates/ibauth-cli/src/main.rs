@@ -7,6 +7,7 @@ mod doctor;
 mod fleet_cmd;
 mod flow;
 mod gateway_cmd;
+mod jsonlog;
 mod keepalive;
 mod logbuf;
 mod open;
@@ -337,10 +338,8 @@ fn init_logging(cli: &Cli, batched: bool) {
     };
     let layer = if gateway && cli.json {
         tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(jsonlog::JsonLine)
             .with_writer(sink)
             .with_filter(asked.and(cap))
             .boxed()

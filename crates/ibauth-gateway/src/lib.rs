@@ -35,6 +35,7 @@ mod access;
 pub mod conf;
 pub mod env;
 mod error;
+mod front;
 mod health;
 mod local;
 mod options;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -41,8 +41,8 @@ pub(crate) fn forwarded_path(path: &str) -> bool {
     )
 }
 
-/// The fallback route: any path the gateway passes on.
-pub(crate) async fn forward(State(state): State<Shared>, request: Request) -> Response {
+/// Any path the gateway passes on (and the answer for any other path that reaches it).
+pub(crate) async fn forward(state: &Shared, request: Request) -> Response {
     let path = request.uri().path();
     if !forwarded_path(path) {
         return reason(
@@ -106,7 +106,7 @@ pub(crate) async fn forward(State(state): State<Shared>, request: Request) -> Re
             .await;
         return shared.response();
     }
-    send(&state, request).await
+    send(state, request).await
 }
 
 /// Sends `request` and streams the answer back.

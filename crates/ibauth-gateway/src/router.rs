@@ -1,5 +1,6 @@
-//! The gateway as a stack of small services: access list → access log → CORS → local routes,
-//! the WebSocket bridge, or the proxy.
+//! The gateway's routes answered here (the status page, re-authentication, logout, tickles,
+//! the WebSocket bridge) and what [`crate::front`] wraps every request in: the access list,
+//! the access log and CORS.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -15,40 +16,49 @@ use crate::local;
 use crate::proxy::{self, Timing};
 use crate::state::Shared;
 
+/// What is answered here under each of `/v1/api/` and `/v1/portal/` (any method: a method a
+/// route does not take is refused here, never passed on).
+const LOCAL: [&str; 5] = [
+    "iserver/reauthenticate",
+    "iserver/auth/ssodh/init",
+    "logout",
+    "tickle",
+    "ws",
+];
+
+/// Whether the router answers `path` itself (everything else under the forwarded prefixes
+/// goes to the proxy).
+pub(crate) fn is_local(path: &str) -> bool {
+    path == "/"
+        || path == "/sso/Login"
+        || ["/v1/api/", "/v1/portal/"].iter().any(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| LOCAL.contains(&rest))
+        })
+}
+
+/// The routes answered here, and the proxy as the fallback for the rest ([`crate::front`]
+/// calls the proxy itself for a forwarded path, and the access list, the log and CORS around
+/// both).
 pub(crate) fn router(state: Shared) -> Router {
     let mut app = Router::new()
         .route("/", get(local::status_page))
         .route("/sso/Login", get(local::status_page));
     for service in ["api", "portal"] {
-        let at = |path: &str| format!("/v1/{service}/{path}");
-        app = app
-            .route(
-                &at("iserver/reauthenticate"),
-                post(local::reauthenticate).get(local::reauthenticate),
-            )
-            .route(&at("iserver/auth/ssodh/init"), post(local::ssodh_init))
-            .route(&at("logout"), post(local::logout).get(local::logout))
-            .route(&at("tickle"), post(local::tickle).get(local::tickle))
-            .route(&at("ws"), any(crate::ws::bridge));
+        for path in LOCAL {
+            let route = match path {
+                "iserver/reauthenticate" => post(local::reauthenticate).get(local::reauthenticate),
+                "iserver/auth/ssodh/init" => post(local::ssodh_init),
+                "logout" => post(local::logout).get(local::logout),
+                "tickle" => post(local::tickle).get(local::tickle),
+                _ => any(crate::ws::bridge),
+            };
+            app = app.route(&format!("/v1/{service}/{path}"), route);
+        }
     }
-    // One middleware for the three (each layer of its own would clone the inner service and
-    // box a future a request).
-    app.fallback(proxy::forward)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), front))
+    let fallback = state.clone();
+    app.fallback(move |request: Request| async move { proxy::forward(&fallback, request).await })
         .with_state(state)
-}
-
-/// The access list, then the access log around CORS around the routes.
-async fn front(
-    State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(refusal) = refusal(&state, peer, &request) {
-        return refusal;
-    }
-    access_log(request, |request| cors(&state, request, next)).await
 }
 
 /// Refuses addresses the access list does not allow, as the Client Portal Gateway does (404
@@ -66,7 +76,7 @@ pub(crate) async fn access(
 }
 
 /// The answer for an address the access list does not allow (`None`: allowed).
-fn refusal(state: &Shared, peer: SocketAddr, request: &Request) -> Option<Response> {
+pub(crate) fn refusal(state: &Shared, peer: SocketAddr, request: &Request) -> Option<Response> {
     let ip = peer.ip().to_canonical();
     if state.options.access.allows(ip) {
         return None;
@@ -104,7 +114,7 @@ fn suggestion(ip: std::net::IpAddr) -> String {
 /// status, time in the gateway (`ms`, to the answer's headers), and for a request passed on,
 /// IBKR's time to answer (`upstream_ms`) and the wait for a turn under the pacing limits
 /// (`waited_ms`; 0 with `IBAUTH_PACING=off`).
-async fn access_log<F>(request: Request, next: impl FnOnce(Request) -> F) -> Response
+pub(crate) async fn access_log<F>(request: Request, next: impl FnOnce(Request) -> F) -> Response
 where
     F: Future<Output = Response>,
 {
@@ -130,9 +140,16 @@ where
 
 /// The gateway's `cors:` settings, for browser clients: headers on every answer, and the
 /// preflight answered here.
-async fn cors(state: &Shared, request: Request, next: Next) -> Response {
+pub(crate) async fn cors<F>(
+    state: &Shared,
+    request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response
+where
+    F: Future<Output = Response>,
+{
     let Some(origin) = &state.options.cors.allowed_origin else {
-        return next.run(request).await;
+        return next(request).await;
     };
     let preflight = request.method() == Method::OPTIONS
         && request
@@ -141,7 +158,7 @@ async fn cors(state: &Shared, request: Request, next: Next) -> Response {
     let mut response = if preflight {
         StatusCode::NO_CONTENT.into_response()
     } else {
-        next.run(request).await
+        next(request).await
     };
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(origin) {

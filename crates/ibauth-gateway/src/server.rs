@@ -105,8 +105,7 @@ impl Gateway {
         let mut addrs = Vec::new();
         let mut stop = Vec::new();
         let mut tasks = Vec::new();
-        let app = crate::router::router(state.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = crate::front::MakeFront::new(state.clone());
         for listener in listeners {
             let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
                 addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
