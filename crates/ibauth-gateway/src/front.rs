@@ -99,10 +99,13 @@ where
             Ok(router::access_log(request, |mut request: Request| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 router::cors(&state, request, |request| async move {
-                    match routes.call(request).await {
+                    let response = match routes.call(request).await {
                         Ok(response) => response,
                         Err(never) => match never {},
-                    }
+                    };
+                    // A forwarded answer's times, put there by the router's fallback.
+                    let timing = response.extensions().get::<proxy::Timing>().copied();
+                    (response, timing)
                 })
             })
             .await)

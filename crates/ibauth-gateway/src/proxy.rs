@@ -41,23 +41,32 @@ pub(crate) fn forwarded_path(path: &str) -> bool {
     )
 }
 
+/// An answer, with the times of the upstream call behind it (`None`: answered here).
+pub(crate) type Answer = (Response, Option<Timing>);
+
 /// Any path the gateway passes on (and the answer for any other path that reaches it).
-pub(crate) async fn forward(state: &Shared, request: Request) -> Response {
+pub(crate) async fn forward(state: &Shared, request: Request) -> Answer {
     let path = request.uri().path();
     if !forwarded_path(path) {
-        return reason(
-            StatusCode::NOT_FOUND,
-            "not a Web API path: the gateway passes on /v1/api/… and /v1/portal/…",
+        return (
+            reason(
+                StatusCode::NOT_FOUND,
+                "not a Web API path: the gateway passes on /v1/api/… and /v1/portal/…",
+            ),
+            None,
         );
     }
     if !path.starts_with("/v1/") {
-        return reason(
-            StatusCode::NOT_FOUND,
-            "only the production environment (/v1/…) is served through OAuth; qa, ci, alpha and local are IBKR-internal",
+        return (
+            reason(
+                StatusCode::NOT_FOUND,
+                "only the production environment (/v1/…) is served through OAuth; qa, ci, alpha and local are IBKR-internal",
+            ),
+            None,
         );
     }
     if let Some(refusal) = state.unavailable() {
-        return refusal;
+        return (refusal, None);
     }
     let (parts, body) = request.into_parts();
     let path_and_query = parts
@@ -79,7 +88,12 @@ pub(crate) async fn forward(state: &Shared, request: Request) -> Response {
     } else if small {
         match axum::body::to_bytes(body, state.options.buffer_request_body).await {
             Ok(bytes) => ForwardBody::Full(bytes),
-            Err(_) => return reason(StatusCode::BAD_REQUEST, "the request body was cut short"),
+            Err(_) => {
+                return (
+                    reason(StatusCode::BAD_REQUEST, "the request body was cut short"),
+                    None,
+                );
+            }
         }
     } else {
         ForwardBody::from_stream(body.into_data_stream())
@@ -104,13 +118,13 @@ pub(crate) async fn forward(state: &Shared, request: Request) -> Response {
             .flights
             .share(key, async move { buffered(&state2, request).await })
             .await;
-        return shared.response();
+        return shared.answer();
     }
     send(state, request).await
 }
 
 /// Sends `request` and streams the answer back.
-async fn send(state: &Shared, request: Forward) -> Response {
+async fn send(state: &Shared, request: Forward) -> Answer {
     let timeout = state.options.request_timeout;
     let started = Instant::now();
     let forwarded = tokio::time::timeout(
@@ -121,8 +135,13 @@ async fn send(state: &Shared, request: Forward) -> Response {
     let streamed = match forwarded {
         // Waiting on the session's recovery (a login, itself waiting for its turn), not on
         // IBKR: say so, as the next request is told at once.
-        Err(_) => return state.unavailable().unwrap_or_else(|| too_slow(timeout)),
-        Ok(Err(e)) => return failure(&e),
+        Err(_) => {
+            return (
+                state.unavailable().unwrap_or_else(|| too_slow(timeout)),
+                None,
+            );
+        }
+        Ok(Err(e)) => return (failure(&e), None),
         Ok(Ok(streamed)) => streamed,
     };
     let waited = streamed.permit.as_ref().map(|p| p.waited);
@@ -132,8 +151,8 @@ async fn send(state: &Shared, request: Forward) -> Response {
     };
     let permit = streamed.permit;
     let (upstream, body) = streamed.response.into_parts();
-    let mut headers = HeaderMap::with_capacity(upstream.headers.len());
-    copy_headers(upstream.headers, &mut headers);
+    let mut headers = upstream.headers;
+    strip_headers(&mut headers);
     // The permit lives as long as the body is being passed on (an in-flight cap counts it).
     let body = http_body_util::BodyExt::map_frame(body, move |frame| {
         let _held = &permit;
@@ -142,8 +161,7 @@ async fn send(state: &Shared, request: Forward) -> Response {
     let mut response = Response::new(Body::new(body));
     *response.status_mut() = upstream.status;
     *response.headers_mut() = headers;
-    response.extensions_mut().insert(timing);
-    response
+    (response, Some(timing))
 }
 
 /// An answer held whole, to hand to every client that asked the same.
@@ -157,20 +175,16 @@ pub(crate) struct Buffered {
 }
 
 impl Buffered {
-    fn response(&self) -> Response {
+    fn answer(&self) -> Answer {
         let mut response = (self.status, self.body.clone()).into_response();
         *response.headers_mut() = self.headers.clone();
-        if let Some(timing) = self.timing {
-            response.extensions_mut().insert(timing);
-        }
-        response
+        (response, self.timing)
     }
 }
 
 async fn buffered(state: &Shared, request: Forward) -> Buffered {
-    let response = send(state, request).await;
+    let (response, timing) = send(state, request).await;
     let (parts, body) = response.into_parts();
-    let timing = parts.extensions.get::<Timing>().copied();
     // Bounded: the same cap as every answer the session reads.
     match axum::body::to_bytes(body, ibauth::http::DEFAULT_MAX_BODY).await {
         Ok(body) => Buffered {
@@ -226,31 +240,23 @@ impl Flights {
     }
 }
 
-/// Upstream headers worth passing back: not the hop-by-hop ones (the connection to the client
-/// is another), and no cookies (the session's are its own business).
-fn copy_headers(from: HeaderMap, to: &mut HeaderMap) {
-    let mut name = None;
-    for (next, value) in from {
-        // `None`: another value of the header before.
-        if next.is_some() {
-            name = next;
-        }
-        let Some(name) = &name else { continue };
-        let hop = matches!(
-            name.as_str(),
-            "connection"
-                | "keep-alive"
-                | "transfer-encoding"
-                | "te"
-                | "trailer"
-                | "upgrade"
-                | "proxy-authenticate"
-                | "set-cookie"
-        );
-        if !hop {
-            to.append(name.clone(), value);
-        }
+/// Leaves the upstream headers worth passing back: not the hop-by-hop ones (the connection to
+/// the client is another), and no cookies (the session's are its own business). In place: the
+/// answer's map is the client's, without a copy.
+fn strip_headers(headers: &mut HeaderMap) {
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::SET_COOKIE,
+    ] {
+        // `remove` takes every value of the name.
+        headers.remove(name);
     }
+    headers.remove("keep-alive");
 }
 
 /// A JSON reason with `status`.
@@ -304,6 +310,43 @@ fn failure(e: &Error) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_cookies_are_not_passed_back() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("upgrade", "h2c"),
+            ("proxy-authenticate", "Basic"),
+            ("set-cookie", "x-sess-uuid=1"),
+            ("set-cookie", "JSESSIONID=2"),
+            ("content-type", "application/json"),
+            ("x-request-id", "a"),
+            ("x-request-id", "b"),
+        ] {
+            headers.append(
+                axum::http::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        strip_headers(&mut headers);
+        let left: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                ("content-type", "application/json"),
+                ("x-request-id", "a"),
+                ("x-request-id", "b")
+            ]
+        );
+    }
 
     #[test]
     fn the_gateways_forwarded_paths() {

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
 use crate::local;
-use crate::proxy::{self, Timing};
+use crate::proxy::{self, Answer};
 use crate::state::Shared;
 
 /// What is answered here under each of `/v1/api/` and `/v1/portal/` (any method: a method a
@@ -57,8 +57,14 @@ pub(crate) fn router(state: Shared) -> Router {
         }
     }
     let fallback = state.clone();
-    app.fallback(move |request: Request| async move { proxy::forward(&fallback, request).await })
-        .with_state(state)
+    app.fallback(move |request: Request| async move {
+        let (mut response, timing) = proxy::forward(&fallback, request).await;
+        if let Some(timing) = timing {
+            response.extensions_mut().insert(timing);
+        }
+        response
+    })
+    .with_state(state)
 }
 
 /// Refuses addresses the access list does not allow, as the Client Portal Gateway does (404
@@ -116,15 +122,14 @@ fn suggestion(ip: std::net::IpAddr) -> String {
 /// (`waited_ms`; 0 with `IBAUTH_PACING=off`).
 pub(crate) async fn access_log<F>(request: Request, next: impl FnOnce(Request) -> F) -> Response
 where
-    F: Future<Output = Response>,
+    F: Future<Output = Answer>,
 {
     let method = request.method().clone();
     // A clone of the URI shares its bytes: no copy of the path.
     let uri = request.uri().clone();
     let started = Instant::now();
-    let response = next(request).await;
+    let (response, timing) = next(request).await;
     let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let timing = response.extensions().get::<Timing>().copied();
     tracing::info!(
         target: "ibauth_gateway::access",
         %method,
@@ -144,9 +149,9 @@ pub(crate) async fn cors<F>(
     state: &Shared,
     request: Request,
     next: impl FnOnce(Request) -> F,
-) -> Response
+) -> Answer
 where
-    F: Future<Output = Response>,
+    F: Future<Output = Answer>,
 {
     let Some(origin) = &state.options.cors.allowed_origin else {
         return next(request).await;
@@ -155,8 +160,8 @@ where
         && request
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let mut response = if preflight {
-        StatusCode::NO_CONTENT.into_response()
+    let (mut response, timing) = if preflight {
+        (StatusCode::NO_CONTENT.into_response(), None)
     } else {
         next(request).await
     };
@@ -180,5 +185,5 @@ where
             HeaderValue::from_static("content-type"),
         );
     }
-    response
+    (response, timing)
 }

@@ -61,7 +61,13 @@ impl ForwardBody {
                 .boxed_unsync()
         };
         match std::mem::replace(self, ForwardBody::Empty) {
-            ForwardBody::Empty => (full(Bytes::new()), true),
+            // Zero-sized: boxed without an allocation (most forwarded requests are GETs).
+            ForwardBody::Empty => (
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+                true,
+            ),
             ForwardBody::Full(bytes) => {
                 *self = ForwardBody::Full(bytes.clone());
                 (full(bytes), true)
@@ -97,7 +103,8 @@ fn pass_on(headers: &HeaderMap) -> HeaderMap {
         .flat_map(|v| v.split(','))
         .map(|name| name.trim().to_ascii_lowercase())
         .collect();
-    let mut out = HeaderMap::with_capacity(headers.len());
+    // Room for what the session adds (`Authorization`, `User-Agent`, `Accept`): no regrowth.
+    let mut out = HeaderMap::with_capacity(headers.len() + 3);
     for (name, value) in headers {
         if NOT_PASSED_ON.contains(name)
             || name.as_str() == "keep-alive"
