@@ -187,3 +187,38 @@ where
     }
     (response, timing)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the front hands to the router rather than straight to the proxy: the router's own
+    /// routes, exactly (a near miss is IBKR's to answer).
+    #[test]
+    fn the_routes_answered_here() {
+        let mut local = vec!["/", "/sso/Login"];
+        let all: Vec<String> = ["api", "portal"]
+            .iter()
+            .flat_map(|s| LOCAL.iter().map(move |p| format!("/v1/{s}/{p}")))
+            .collect();
+        local.extend(all.iter().map(String::as_str));
+        assert_eq!(local.len(), 12);
+        for path in local {
+            assert!(is_local(path), "{path}");
+        }
+        for path in [
+            "/v1/api/iserver/accounts",
+            "/v1/api/tickle/",
+            "/v1/api/tickles",
+            "/v1/api/iserver/auth/status",
+            "/v1/api/iserver/auth/ssodh/init/x",
+            "/v1/tws/tickle",
+            "/v2/api/tickle",
+            "/v1/api//tickle",
+            "/sso/login",
+            "",
+        ] {
+            assert!(!is_local(path), "{path}");
+        }
+    }
+}
