@@ -127,9 +127,11 @@ pub(crate) async fn forward(state: &Shared, request: Request) -> Answer {
 async fn send(state: &Shared, request: Forward) -> Answer {
     let timeout = state.options.request_timeout;
     let started = Instant::now();
+    // Boxed: the session's future is large, and every future around it (the timeout, the
+    // access log, the connection's) would otherwise be as large and copied whole when built.
     let forwarded = tokio::time::timeout(
         timeout,
-        state.session.forward(request, Some(state.options.max_wait)),
+        Box::pin(state.session.forward(request, Some(state.options.max_wait))),
     )
     .await;
     let streamed = match forwarded {
