@@ -114,9 +114,12 @@ impl Gateway {
             addrs.push(addr);
             let handle = axum_server::Handle::new();
             stop.push(handle.clone());
-            let server = axum_server::from_tcp(listener)
+            let mut server = axum_server::from_tcp(listener)
                 .map_err(|source| GatewayError::Bind { addr, source })?
                 .handle(handle);
+            // An answer's head and (small, JSON) body copied into one buffer and written with
+            // one `write`: cheaper than hyper queueing them for `writev` (docs/benchmarks.md).
+            server.http_builder().http1().writev(false);
             let app = app.clone();
             tasks.push(match &rustls_config {
                 Some(config) => {
