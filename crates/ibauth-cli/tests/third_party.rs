@@ -214,10 +214,14 @@ impl WebDriver {
             .local_addr()
             .unwrap()
             .port();
+        // A process group of its own: chromium and its helpers, started by chromedriver, go
+        // with it at the end (killing chromedriver alone left them running).
+        use std::os::unix::process::CommandExt as _;
         let driver = std::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             // Strict on purpose: a browser test that skipped would pass without testing.
             .unwrap_or_else(|e| {
@@ -295,6 +299,11 @@ impl WebDriver {
 
 impl Drop for WebDriver {
     fn drop(&mut self) {
+        // The whole group: chromedriver, chromium and chromium's helpers.
+        let _ = std::process::Command::new("kill")
+            .args(["-s", "KILL", "--"])
+            .arg(format!("-{}", self.driver.id()))
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
