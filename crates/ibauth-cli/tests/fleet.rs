@@ -11,7 +11,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,27 @@ struct Proc {
 }
 
 impl Proc {
+    /// Starts `ibauth fleet run` (`cmd`), collecting the JSON lines it prints on stdout.
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("ibauth fleet run");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -210,22 +231,8 @@ fn runner(setup: &Setup, pg: &PgServer, p: &Params) -> Proc {
             "30",
             "--stats-every",
             "1s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().expect("ibauth fleet run");
-    let stdout = child.stdout.take().expect("stdout");
-    let lines: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str(&line) {
-                sink.lock().unwrap().push(v);
-            }
-        }
-    });
-    Proc { child, lines }
+        ]);
+    Proc::spawn(cmd)
 }
 
 /// What a run measured.
@@ -873,22 +880,8 @@ async fn runner_processes_keep_first_party_users_of_two_consumers_and_third_part
             "300",
             "--login-burst",
             "30",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("ibauth fleet run");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str(&line) {
-                    sink.lock().unwrap().push(v);
-                }
-            }
-        });
-        Proc { child, lines }
+        ]);
+        Proc::spawn(cmd)
     };
     let mut full = spawn(&[("alpha", &alpha), ("beta", &beta)]);
     let mut partial = spawn(&[("alpha", &alpha)]);

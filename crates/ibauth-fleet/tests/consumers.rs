@@ -4,6 +4,8 @@
 //! claims its sessions, which the other logs in at once; when that one stops, a third runner that has `beta` takes them
 //! over without a new login.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use ibauth::coord::{DEFAULT_CONSUMER, Keyring, StoreKey, WorkQueue};
 use ibauth::oauth1a::{DhGroup, Oauth1aConfig};
 use ibauth::secrecy::SecretString;
 use ibauth::{DecryptionKey, SigningKey};
-use ibauth_fleet::runner::{Grant, LoginPacing, Runner, RunnerOptions};
+use ibauth_fleet::runner::{Grant, Runner};
 use ibauth_postgres::PgCoordinator;
 use ibauth_sandbox::{ConsumerRegistration, CredentialSet, IssuedAccessToken, Sandbox};
 use ibauth_testsupport::postgres::PgServer;
@@ -122,19 +124,7 @@ async fn named_consumers_share_a_fleet_and_missing_ones_are_left_to_others() {
 
     let pg = PgServer::start();
     let keyring = Keyring::new(vec![StoreKey::generate().expect("key")]).expect("keyring");
-    let options = RunnerOptions {
-        workers: 2,
-        batch: 50,
-        concurrency: 16,
-        tickle_every,
-        hold,
-        poll,
-        retry_after: Duration::from_secs(1),
-        login_rate: 200.0,
-        login_burst: 20,
-        login_pacing: LoginPacing::Fleet,
-        ..RunnerOptions::default()
-    };
+    let options = common::options(tickle_every, hold, poll);
     let connect = || async {
         Arc::new(
             PgCoordinator::connect(&pg.url())

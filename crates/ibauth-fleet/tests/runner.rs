@@ -3,13 +3,15 @@
 //! user logged in once, tickled on schedule, never by two runners at once; one runner dies
 //! and the others take its sessions over within the hold.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ibauth::coord::{Coordinator, DEFAULT_CONSUMER, Keyring, StoreKey, WorkQueue};
 use ibauth::oauth1a::{DhGroup, Oauth1aConfig};
 use ibauth::secrecy::SecretString;
-use ibauth_fleet::runner::{Grant, LoginPacing, Runner, RunnerOptions};
+use ibauth_fleet::runner::{Grant, Runner};
 use ibauth_postgres::PgCoordinator;
 use ibauth_sandbox::{CredentialSet, Sandbox};
 use ibauth_testsupport::postgres::PgServer;
@@ -65,19 +67,7 @@ async fn three_runners_keep_300_sessions_and_take_over_from_a_dead_one() {
 
     let pg = PgServer::start();
     let keyring = Keyring::new(vec![StoreKey::generate().expect("key")]).expect("keyring");
-    let options = RunnerOptions {
-        workers: 2,
-        batch: 50,
-        concurrency: 16,
-        tickle_every,
-        hold,
-        poll,
-        retry_after: Duration::from_secs(1),
-        login_rate: 200.0,
-        login_burst: 20,
-        login_pacing: LoginPacing::Fleet,
-        ..RunnerOptions::default()
-    };
+    let options = common::options(tickle_every, hold, poll);
     let mut runners = Vec::new();
     let mut queues = Vec::new();
     for _ in 0..3 {

@@ -176,15 +176,7 @@ async fn a_version_1_database_gains_the_queue() {
         )
         .await
         .expect("a version 1 schema");
-    let coord = PgCoordinator::connect(&pg.url())
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
-    let version: i64 = admin
-        .query_one("SELECT version FROM ibauth_schema", &[])
-        .await
-        .expect("version")
-        .get(0);
-    assert_eq!(version, ibauth_postgres::SCHEMA_VERSION);
+    let coord = common::migrated(&pg, &admin).await;
     coord
         .enroll(&["old".to_owned()], DEFAULT_CONSUMER, Duration::ZERO)
         .await
@@ -223,15 +215,7 @@ async fn a_version_2_queue_is_the_default_consumers() {
         )
         .await
         .expect("a version 2 schema");
-    let coord = PgCoordinator::connect(&pg.url())
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
-    let version: i64 = admin
-        .query_one("SELECT version FROM ibauth_schema", &[])
-        .await
-        .expect("version")
-        .get(0);
-    assert_eq!(version, ibauth_postgres::SCHEMA_VERSION);
+    let coord = common::migrated(&pg, &admin).await;
     let hold = Duration::from_secs(30);
     let named = coord
         .claim("w", &["beta".to_owned()], 10, hold)

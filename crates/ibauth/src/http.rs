@@ -391,18 +391,8 @@ impl HttpClient {
             .authority()
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
-        let mut detail = error_chain(&e);
-        if crate::error::is_certificate_problem(&detail) {
-            detail.push_str(
-                " (the server's certificate is not trusted; for a sandbox or private CA set `ca_file` to its CA certificate)",
-            );
-        }
-        Error::Network {
-            step,
-            host,
-            detail,
-            source: Box::new(e),
-        }
+        let detail = error_chain(&e);
+        network(step, host, detail, Box::new(e))
     }
 
     /// The error for a failed exchange; the host is taken from the error (reqwest keeps the
@@ -423,18 +413,24 @@ impl HttpClient {
                 timeout: self.timeout,
             };
         }
-        let mut detail = source_chain(&e);
-        if crate::error::is_certificate_problem(&detail) {
-            detail.push_str(
-                " (the server's certificate is not trusted; for a sandbox or private CA set `ca_file` to its CA certificate)",
-            );
-        }
-        Error::Network {
-            step,
-            host,
-            detail,
-            source: Box::new(e),
-        }
+        let detail = source_chain(&e);
+        network(step, host, detail, Box::new(e))
+    }
+}
+
+/// A failed exchange with `host`, worded the same for reqwest's calls and forwarded ones: an
+/// untrusted certificate says what to set.
+fn network(step: Step, host: String, mut detail: String, source: BoxError) -> Error {
+    if crate::error::is_certificate_problem(&detail) {
+        detail.push_str(
+            " (the server's certificate is not trusted; for a sandbox or private CA set `ca_file` to its CA certificate)",
+        );
+    }
+    Error::Network {
+        step,
+        host,
+        detail,
+        source,
     }
 }
 

@@ -18,6 +18,23 @@ pub async fn admin(pg: &PgServer) -> tokio_postgres::Client {
     client
 }
 
+/// A coordinator on `pg`, checking that connecting migrated the schema to this build's version.
+pub async fn migrated(
+    pg: &PgServer,
+    admin: &tokio_postgres::Client,
+) -> ibauth_postgres::PgCoordinator {
+    let coord = ibauth_postgres::PgCoordinator::connect(&pg.url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
+    let version: i64 = admin
+        .query_one("SELECT version FROM ibauth_schema", &[])
+        .await
+        .expect("version")
+        .get(0);
+    assert_eq!(version, ibauth_postgres::SCHEMA_VERSION);
+    coord
+}
+
 pub fn doc(bytes: &[u8]) -> SealedDoc {
     SealedDoc {
         key_id: "k1".into(),
