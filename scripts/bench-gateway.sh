@@ -16,6 +16,10 @@
 # /work/shared/spec/cp-gateway.md) for requests per second, and one connection at a time
 # (-t1 -c1) for the latency a request pays, where the added p99 is not queueing. Everything
 # shares this machine's cores (wrk, gateway, sandbox), as it would on one small host.
+# Rates on shared cores swing by several points from one run to the next (the direct rate
+# here by up to a third), so each gateway run is paired with a direct run next to it, in
+# rounds that swap which of the two goes first; the table gives the median over rounds of
+# those paired ratios, with their range, rather than one run against one run.
 # Memory: VmRSS after /readyz (idle) and at the end, VmHWM (peak), from /proc/PID/status.
 #
 # Two upstreams, one after the other:
@@ -29,15 +33,18 @@
 #     HTTP version the sandbox offers and the gateway's connection count to it under load.
 #
 # Usage: scripts/bench-gateway.sh [--quick] [--upstream plain|tls|both]
-#   --quick: 3 s runs instead of 15 s; --upstream: which of the two (default both).
+#   5 s runs, 6 rounds at saturation and 3 at one connection (about 4 minutes an upstream);
+#   --quick: 2 s runs, 2 rounds and 1; --upstream: which of the two (default both).
 #   IBAUTH_BIN=path: measure that binary instead of building this tree's release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=15
+secs=5
+rounds=6
+rounds1=3
 upstreams=both
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) secs=3 ;;
+    --quick) secs=2; rounds=2; rounds1=1 ;;
     --upstream) upstreams=${2:-}; shift ;;
     *) echo "usage: $0 [--quick] [--upstream plain|tls|both]" >&2; exit 2 ;;
   esac
@@ -105,26 +112,26 @@ stop_gateway() {
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
-# For: threads connections url [header]: wrk's requests/s, p50 and p99 (ms), then the CPU time
-# each process spent per request (µs): the gateway (0 when it is not in the path), the sandbox,
-# wrk. Throughput on shared cores moves with whatever else runs; CPU per request much less.
+# One wrk run: threads connections url [header]. Appends a line to $work/rows/$name:
+# requests/s, p50 and p99 (ms), requests, then the CPU ticks the gateway (0 when it is not
+# running), its log's reader, the sandbox and wrk (seconds × hz) spent during it.
 run_wrk() {
-  local threads=$1 conns=$2 url=$3; shift 3
-  local out g0 s0 l0 g1 s1 l1 wrk_cpu
-  g0=$(ticks "$gw_pid"); s0=$(ticks "$sandbox_pid"); l0=$(ticks "$log_pid")
+  local name=$1 threads=$2 conns=$3 url=$4; shift 4
+  local out g0=0 g1=0 l0=0 l1=0 s0 s1
+  [ -n "${gw_pid:-}" ] && { g0=$(ticks "$gw_pid"); l0=$(ticks "$log_pid"); }
+  s0=$(ticks "$sandbox_pid")
   TIMEFORMAT='%U %S'
   { time wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "$@" "$url" > "$work/wrk.txt"; } 2> "$work/wrk-time.txt"
-  g1=$(ticks "$gw_pid"); s1=$(ticks "$sandbox_pid"); l1=$(ticks "$log_pid")
+  [ -n "${gw_pid:-}" ] && { g1=$(ticks "$gw_pid"); l1=$(ticks "$log_pid"); }
+  s1=$(ticks "$sandbox_pid")
   out=$(cat "$work/wrk.txt")
   if grep -q "Non-2xx" <<<"$out"; then echo "error: non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
-  wrk_cpu=$(awk '{print $1 + $2}' "$work/wrk-time.txt")
   local n rps p50 p99
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  echo "$rps $(to_ms "$p50") $(to_ms "$p99") $(awk -v n="$n" -v g=$((g1 - g0)) -v l=$((l1 - l0)) -v s=$((s1 - s0)) -v w="$wrk_cpu" -v hz="$hz" \
-    'BEGIN {printf "%.1f %.1f %.1f %.1f", g / hz / n * 1e6, l / hz / n * 1e6, s / hz / n * 1e6, w / n * 1e6}')"
+  echo "$rps $(to_ms "$p50") $(to_ms "$p99") $n $((g1 - g0)) $((l1 - l0)) $((s1 - s0)) $(awk -v hz="$hz" '{print ($1 + $2) * hz}' "$work/wrk-time.txt")" >> "$work/rows/$name"
 }
 to_ms() { # wrk prints 812.00us, 1.23ms, 1.02s
   awk -v v="$1" 'BEGIN {
@@ -134,16 +141,51 @@ to_ms() { # wrk prints 812.00us, 1.23ms, 1.02s
     else print v }'
 }
 
+# The median of the numbers on stdin (one a line).
+median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) m = v[(NR + 1) / 2]; else m = (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f\n", m}'; }
+# Column $2 of rows file $1.
+column() { awk -v c="$2" '{print $c}' "$work/rows/$1"; }
+# Per round, gateway rows $1 column $3 against direct rows $2 column $3: ratios (or differences
+# with "diff"), one a line — each gateway run against the direct run next to it.
+paired() { paste -d' ' <(column "$1" "$3") <(column "$2" "$3") | awk -v op="${4:-ratio}" '{if (op == "diff") printf "%.3f\n", $1 - $2; else printf "%.4f\n", $1 / $2}'; }
+# A row's cells: median req/s, median p50, median p99, then CPU µs a request over all its runs
+# (gateway, log reader, sandbox, wrk; "–" for the gateway's two when it was not in the path).
+cells() {
+  local f=$work/rows/$1
+  echo "$(column "$1" 1 | median | awk '{printf "%.0f", $1}') $(column "$1" 2 | median) $(column "$1" 3 | median) $(awk -v hz="$hz" '{n += $4; g += $5; l += $6; s += $7; w += $8}
+    END {printf "%s %s %.1f %.1f", (g ? sprintf("%.1f", g / hz / n * 1e6) : "–"), (g ? sprintf("%.1f", l / hz / n * 1e6) : "–"), s / hz / n * 1e6, w / hz / n * 1e6}' "$f")"
+}
+pct() { awk '{printf "%.0f %%", 100 * $1}'; }
+spread() { sort -g | awk '{v[NR] = $1} END {printf "%.0f–%.0f %%", 100 * v[1], 100 * v[NR]}'; }
+
 load() { awk '{print $1 ", " $2 ", " $3}' /proc/loadavg; }
 echo "load average before: $(load) (1, 5, 15 min; other work on these cores shows in the rates)"
-echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r); wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}'), ${secs} s per run"
-
-pct() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.0f %%", 100 * a / b}'; }
-added() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%+.3f", a - b}'; }
+echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r); wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}'), ${secs} s per run, $rounds rounds at saturation and $rounds1 at one connection"
 
 # The gateway's TCP connections to the sandbox (established, counted from the gateway's side).
 upstream_conns() {
   ss -Htnp state established "( dport = :${sandbox##*:} )" 2>/dev/null | grep -c "pid=$gw_pid," || true
+}
+
+# Rounds of: the sandbox directly, then through the gateway (the order swapped every other
+# round, so neither always runs first). Rows go to $work/rows/{direct,$front}{16,1}.
+interleaved() {
+  local front=$1 url=$gw_url/v1/api/iserver/accounts direct=$sandbox/v1/api/iserver/accounts r
+  local keep_gw=$gw_pid
+  for r in $(seq "$rounds"); do
+    if [ $((r % 2)) = 1 ]; then
+      gw_pid="" run_wrk "direct16-$front" 2 16 "$direct" -H "Authorization: $bearer"; gw_pid=$keep_gw
+      run_wrk "${front}16" 2 16 "$url"
+    else
+      run_wrk "${front}16" 2 16 "$url"
+      gw_pid="" run_wrk "direct16-$front" 2 16 "$direct" -H "Authorization: $bearer"; gw_pid=$keep_gw
+    fi
+  done
+  conns16=$(upstream_conns)
+  for r in $(seq "$rounds1"); do
+    gw_pid="" run_wrk "direct1-$front" 1 1 "$direct" -H "Authorization: $bearer"; gw_pid=$keep_gw
+    run_wrk "${front}1" 1 1 "$url"
+  done
 }
 
 # One upstream: starts the sandbox (plain HTTP, or HTTPS with --tls: its own CA, which its
@@ -152,6 +194,7 @@ upstream_conns() {
 bench_upstream() {
   local label=$1; shift
   local dir=$work/sandbox-$label
+  rm -rf "$work/rows"; mkdir -p "$work/rows"
   "$bin" sandbox --json --listen 127.0.0.1:0 --dir "$dir" "$@" > "$work/sandbox.json" 2>/dev/null &
   sandbox_pid=$!
   pids+=("$sandbox_pid")
@@ -165,45 +208,48 @@ bench_upstream() {
     proto_note="sandbox offers $(curl -s "${curl_ca[@]}" --http2 -o /dev/null -w 'HTTP/%{http_version}' "$sandbox/v1/api/iserver/accounts") by ALPN"
   fi
 
+  # The bearer for direct runs is the session's current token, read after each gateway's
+  # login (the same token file the gateway uses).
   start_gateway --plain
-  local idle_kb=$(kb VmRSS "$gw_pid") http_ready=$ready_ms
-  local bearer
   bearer=$("$bin" --config "$config" -q token)
+  local idle_kb=$(kb VmRSS "$gw_pid") http_ready=$ready_ms
   # A warm-up, so no run pays for connection pools filling.
   wrk -t1 -c4 -d1s "$gw_url/v1/api/iserver/accounts" > /dev/null
-  local direct_rps direct_p50 direct_p99 direct_sb direct_wrk http_rps http_p50 http_p99 http_gw http_log http_sb http_wrk
-  local direct1_rps direct1_p50 direct1_p99 direct1_sb direct1_wrk http1_rps http1_p50 http1_p99 http1_gw http1_log http1_sb http1_wrk
-  read -r direct_rps direct_p50 direct_p99 _ _ direct_sb direct_wrk < <(run_wrk 2 16 "$sandbox/v1/api/iserver/accounts" -H "Authorization: $bearer")
-  read -r http_rps http_p50 http_p99 http_gw http_log http_sb http_wrk < <(run_wrk 2 16 "$gw_url/v1/api/iserver/accounts")
-  local conns16
-  conns16=$(upstream_conns)
-  read -r direct1_rps direct1_p50 direct1_p99 _ _ direct1_sb direct1_wrk < <(run_wrk 1 1 "$sandbox/v1/api/iserver/accounts" -H "Authorization: $bearer")
-  read -r http1_rps http1_p50 http1_p99 http1_gw http1_log http1_sb http1_wrk < <(run_wrk 1 1 "$gw_url/v1/api/iserver/accounts")
-  local http_rss_kb=$(kb VmRSS "$gw_pid") http_hwm_kb=$(kb VmHWM "$gw_pid")
+  interleaved http
+  local http_conns=$conns16 http_rss_kb=$(kb VmRSS "$gw_pid") http_hwm_kb=$(kb VmHWM "$gw_pid")
   stop_gateway
 
   start_gateway
+  bearer=$("$bin" --config "$config" -q token)
   local https_ready=$ready_ms https_idle_kb=$(kb VmRSS "$gw_pid")
   wrk -t1 -c4 -d1s "$gw_url/v1/api/iserver/accounts" > /dev/null
-  local https_rps https_p50 https_p99 https_gw https_log https_sb https_wrk https1_rps https1_p50 https1_p99 https1_gw https1_log https1_sb https1_wrk
-  read -r https_rps https_p50 https_p99 https_gw https_log https_sb https_wrk < <(run_wrk 2 16 "$gw_url/v1/api/iserver/accounts")
-  read -r https1_rps https1_p50 https1_p99 https1_gw https1_log https1_sb https1_wrk < <(run_wrk 1 1 "$gw_url/v1/api/iserver/accounts")
+  interleaved https
   local https_rss_kb=$(kb VmRSS "$gw_pid") https_hwm_kb=$(kb VmHWM "$gw_pid")
   stop_gateway
   kill "$sandbox_pid"; wait "$sandbox_pid" 2>/dev/null || true
 
   local up=${sandbox%%:*}
+  cat "$work"/rows/direct16-* > "$work/rows/direct16"
+  cat "$work"/rows/direct1-* > "$work/rows/direct1"
   echo
-  echo "### Upstream: the sandbox over $up ($label)${proto_note:+; $proto_note}; the gateway's connections to it after 16 client connections: $conns16"
+  echo "### Upstream: the sandbox over $up ($label)${proto_note:+; $proto_note}; the gateway's connections to it after 16 client connections: $http_conns"
   echo
-  echo "| load | path | req/s | vs direct | p50 ms | p99 ms | added p99 ms | CPU µs/request: gateway, its log's reader, sandbox, wrk |"
+  echo "req/s, p50 and p99: medians over the runs; vs direct and added p99: the median (and range) over rounds of each gateway run against the direct run next to it; CPU: over all runs."
+  echo
+  echo "| load | path | req/s | vs direct (range) | p50 ms | p99 ms | added p99 ms | CPU µs/request: gateway, its log's reader, sandbox, wrk |"
   echo "|---|---|---:|---:|---:|---:|---:|---|"
-  echo "| 2 threads, 16 connections | direct to the sandbox ($up, bearer) | $direct_rps | 100 % | $direct_p50 | $direct_p99 | | –, –, $direct_sb, $direct_wrk |"
-  echo "| 2 threads, 16 connections | gateway, HTTP | $http_rps | $(pct "$http_rps" "$direct_rps") | $http_p50 | $http_p99 | $(added "$http_p99" "$direct_p99") | $http_gw, $http_log, $http_sb, $http_wrk |"
-  echo "| 2 threads, 16 connections | gateway, HTTPS | $https_rps | $(pct "$https_rps" "$direct_rps") | $https_p50 | $https_p99 | $(added "$https_p99" "$direct_p99") | $https_gw, $https_log, $https_sb, $https_wrk |"
-  echo "| 1 connection | direct to the sandbox ($up, bearer) | $direct1_rps | 100 % | $direct1_p50 | $direct1_p99 | | –, –, $direct1_sb, $direct1_wrk |"
-  echo "| 1 connection | gateway, HTTP | $http1_rps | $(pct "$http1_rps" "$direct1_rps") | $http1_p50 | $http1_p99 | $(added "$http1_p99" "$direct1_p99") | $http1_gw, $http1_log, $http1_sb, $http1_wrk |"
-  echo "| 1 connection | gateway, HTTPS | $https1_rps | $(pct "$https1_rps" "$direct1_rps") | $https1_p50 | $https1_p99 | $(added "$https1_p99" "$direct1_p99") | $https1_gw, $https1_log, $https1_sb, $https1_wrk |"
+  local row
+  for row in "16 2 threads, 16 connections" "1 1 connection"; do
+    local c=${row%% *} load=${row#* } rps p50 p99 g l s w
+    read -r rps p50 p99 g l s w < <(cells "direct$c")
+    echo "| $load | direct to the sandbox ($up, bearer) | $rps | 100 % | $p50 | $p99 | | –, –, $s, $w |"
+    local front name
+    for front in http https; do
+      name=$([ $front = http ] && echo "gateway, HTTP" || echo "gateway, HTTPS")
+      read -r rps p50 p99 g l s w < <(cells "$front$c")
+      echo "| $load | $name | $rps | $(paired "$front$c" "direct$c-$front" 1 | median | pct) ($(paired "$front$c" "direct$c-$front" 1 | spread)) | $p50 | $p99 | $(paired "$front$c" "direct$c-$front" 3 diff | median | awk '{printf "%+.3f", $1}') | $g, $l, $s, $w |"
+    done
+  done
   echo
   echo "| gateway | start to /readyz 200 | RSS idle | RSS after the load | peak RSS (VmHWM) |"
   echo "|---|---:|---:|---:|---:|"
