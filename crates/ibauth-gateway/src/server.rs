@@ -29,6 +29,33 @@ pub struct Running {
     certificate_pem: Option<String>,
     stop: Vec<axum_server::Handle<SocketAddr>>,
     tasks: Vec<JoinHandle<()>>,
+    _anchor: AbortOnDrop,
+}
+
+/// Aborts its task when dropped (with the [`Running`] gateway that owns it).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often the timer anchor fires (see [`timer_anchor`]): well inside any request's timeouts.
+const ANCHOR_PERIOD: Duration = Duration::from_secs(1);
+
+/// A timer that is always due within [`ANCHOR_PERIOD`]. tokio wakes its own I/O driver (a
+/// `write` to an eventfd) whenever a timer is registered that falls due before every timer
+/// the driver saw when it last looked, or when it saw none; every forwarded request registers
+/// two (its timeout and the exchange's), and at saturation that was a `write`, and an extra
+/// `epoll_wait` turn, every fourth request. With a timer always pending and due sooner than
+/// any request's, a request's timers never need the wake-up; the anchor costs one a second.
+fn timer_anchor() -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async {
+        loop {
+            tokio::time::sleep(ANCHOR_PERIOD).await;
+        }
+    }))
 }
 
 impl std::fmt::Debug for Running {
@@ -170,6 +197,7 @@ impl Gateway {
             certificate_pem: material.map(|m| m.cert_pem),
             stop,
             tasks,
+            _anchor: timer_anchor(),
         })
     }
 }
@@ -220,6 +248,18 @@ impl Running {
 mod tests {
     use super::*;
     use std::net::{Ipv6Addr, TcpStream};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_timer_anchor_keeps_a_timer_due_and_stops_with_its_gateway() {
+        let anchor = timer_anchor();
+        let task = anchor.0.abort_handle();
+        // It wakes once a period and goes back to sleep: still running after one.
+        tokio::time::sleep(ANCHOR_PERIOD + Duration::from_millis(100)).await;
+        assert!(!task.is_finished());
+        drop(anchor);
+        tokio::task::yield_now().await;
+        assert!(task.is_finished(), "the anchor outlived its gateway");
+    }
 
     #[test]
     fn the_unspecified_ipv6_address_serves_ipv4_clients_too() {
