@@ -32,7 +32,12 @@
 #     connection per wrk connection). This is the production-like one. The script prints the
 #     HTTP version the sandbox offers and the gateway's connection count to it under load.
 #
-# Usage: scripts/bench-gateway.sh [--quick] [--upstream plain|tls|both]
+# A reference, with --nginx (plain upstream only): nginx (Debian's, not installed by anything
+# here) as the proxy instead, one worker, keep-alive connections to the sandbox, the bearer
+# added to each request, an access log line a request (buffered): what a mature C reverse
+# proxy costs on the same cores, in the same rounds.
+#
+# Usage: scripts/bench-gateway.sh [--quick] [--upstream plain|tls|both] [--nginx]
 #   5 s runs, 6 rounds at saturation and 3 at one connection (about 4 minutes an upstream);
 #   --quick: 2 s runs, 2 rounds and 1; --upstream: which of the two (default both).
 #   IBAUTH_BIN=path: measure that binary instead of building this tree's release build.
@@ -42,17 +47,21 @@ secs=5
 rounds=6
 rounds1=3
 upstreams=both
+nginx=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) secs=2; rounds=2; rounds1=1 ;;
     --upstream) upstreams=${2:-}; shift ;;
-    *) echo "usage: $0 [--quick] [--upstream plain|tls|both]" >&2; exit 2 ;;
+    --nginx) nginx=1 ;;
+    *) echo "usage: $0 [--quick] [--upstream plain|tls|both] [--nginx]" >&2; exit 2 ;;
   esac
   shift
 done
 case "$upstreams" in plain|tls|both) ;; *) echo "error: --upstream plain, tls or both" >&2; exit 2 ;; esac
 command -v wrk >/dev/null || { echo "error: wrk is missing (apt-get install wrk, or scripts/test.sh)" >&2; exit 1; }
 command -v curl >/dev/null || { echo "error: curl is missing" >&2; exit 1; }
+PATH=$PATH:/usr/sbin
+[ -z "$nginx" ] || command -v nginx >/dev/null || { echo "error: --nginx needs nginx (apt-get install nginx-light)" >&2; exit 1; }
 
 if [ -n "${IBAUTH_BIN:-}" ]; then
   bin=$IBAUTH_BIN
@@ -63,6 +72,7 @@ fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
+  if [ -f "$work/nginx.pid" ]; then kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -188,6 +198,41 @@ interleaved() {
   done
 }
 
+# nginx in the gateway's place (see --nginx), measured as a front is: rows "nginx…".
+bench_nginx() {
+  local keep_gw=$gw_pid keep_log=$log_pid keep_url=$gw_url port
+  port=$(free_port)
+  cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log $work/nginx-access.log combined buffer=64k flush=1s;
+  upstream sandbox { server ${sandbox#http://}; keepalive 32; }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://sandbox;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "$bearer";
+      proxy_buffering off;
+    }
+  }
+}
+CONF
+  nginx -c "$work/nginx.conf"
+  for _ in $(seq 100); do [ -s "$work/nginx.pid" ] && break; sleep 0.05; done
+  log_pid=$(cat "$work/nginx.pid")
+  gw_pid=$(pgrep -P "$log_pid" | head -n1)
+  gw_url=http://127.0.0.1:$port
+  wrk -t1 -c4 -d1s "$gw_url/v1/api/iserver/accounts" > /dev/null
+  interleaved nginx
+  kill "$log_pid"; rm -f "$work/nginx.pid"
+  gw_pid=$keep_gw log_pid=$keep_log gw_url=$keep_url
+}
+
 # One upstream: starts the sandbox (plain HTTP, or HTTPS with --tls: its own CA, which its
 # config.yaml names as ca_file, so the gateway verifies it and negotiates HTTP/2 by ALPN),
 # measures direct and through the gateway (HTTP and HTTPS towards wrk), prints the rows.
@@ -225,6 +270,12 @@ bench_upstream() {
   wrk -t1 -c4 -d1s "$gw_url/v1/api/iserver/accounts" > /dev/null
   interleaved https
   local https_rss_kb=$(kb VmRSS "$gw_pid") https_hwm_kb=$(kb VmHWM "$gw_pid")
+  # While a gateway holds the session (its logout at the end would end the bearer's).
+  local fronts="http https"
+  if [ -n "$nginx" ] && [ "$label" = plain ]; then
+    bench_nginx
+    fronts="http https nginx"
+  fi
   stop_gateway
   kill "$sandbox_pid"; wait "$sandbox_pid" 2>/dev/null || true
 
@@ -244,8 +295,12 @@ bench_upstream() {
     read -r rps p50 p99 g l s w < <(cells "direct$c")
     echo "| $load | direct to the sandbox ($up, bearer) | $rps | 100 % | $p50 | $p99 | | –, –, $s, $w |"
     local front name
-    for front in http https; do
-      name=$([ $front = http ] && echo "gateway, HTTP" || echo "gateway, HTTPS")
+    for front in $fronts; do
+      case $front in
+        http) name="gateway, HTTP" ;;
+        https) name="gateway, HTTPS" ;;
+        *) name="nginx, HTTP (reference: its worker and master in the gateway's columns)" ;;
+      esac
       read -r rps p50 p99 g l s w < <(cells "$front$c")
       echo "| $load | $name | $rps | $(paired "$front$c" "direct$c-$front" 1 | median | pct) ($(paired "$front$c" "direct$c-$front" 1 | spread)) | $p50 | $p99 | $(paired "$front$c" "direct$c-$front" 3 diff | median | awk '{printf "%+.3f", $1}') | $g, $l, $s, $w |"
     done
