@@ -178,7 +178,8 @@ upstream_conns() {
 }
 
 # Rounds of: the sandbox directly, then through the gateway (the order swapped every other
-# round, so neither always runs first). Rows go to $work/rows/{direct,$front}{16,1}.
+# round, so neither always runs first). Rows go to $work/rows/${front}{16,1} and
+# $work/rows/direct{16,1}-$front.
 interleaved() {
   local front=$1 url=$gw_url/v1/api/iserver/accounts direct=$sandbox/v1/api/iserver/accounts r
   local keep_gw=$gw_pid
