@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::error::{ConfigError, Error, Step, hint_for};
 use crate::pacing::{Pacer, Permit};
+use crate::upstream::{Upstream, UpstreamError};
 
 /// `ibauth/<version>`, sent on every request.
 pub const USER_AGENT: &str = concat!("ibauth/", env!("CARGO_PKG_VERSION"));
@@ -41,8 +42,8 @@ struct Hooks {
     observer: OnceLock<Observer>,
     max_body: OnceLock<usize>,
     pacer: OnceLock<Pacer>,
-    /// hyper's client for forwarded requests (a gateway's), built on the first one.
-    forward: OnceLock<ForwardClient>,
+    /// The connections forwarded requests (a gateway's) go over, set up on the first one.
+    forward: OnceLock<Arc<Upstream>>,
 }
 
 /// How long the session's own requests (a login's steps, tickles) may wait for their turn at
@@ -283,11 +284,12 @@ impl HttpClient {
         Ok(Some(permit))
     }
 
-    /// The client forwarded requests go over: hyper's, with the same TLS (rustls, the platform
-    /// verifier plus `ca_file`), HTTP/2 where the server offers it, pooled connections (90 s
-    /// idle), `TCP_NODELAY` and the connect timeout — without reqwest's per-request work
-    /// (URL re-parsing, cloning its service stack, a timer of its own).
-    fn forward_client(&self) -> Result<&ForwardClient, Error> {
+    /// The connections forwarded requests go over ([`Upstream`]): the same TLS as reqwest's
+    /// (rustls, the platform verifier plus `ca_file`), HTTP/2 where the server offers it,
+    /// pooled connections (90 s idle), `TCP_NODELAY` and the connect timeout — without
+    /// reqwest's per-request work (URL re-parsing, cloning its service stack, a timer of its
+    /// own).
+    fn forward_client(&self) -> Result<&Arc<Upstream>, Error> {
         if let Some(client) = self.hooks.forward.get() {
             return Ok(client);
         }
@@ -306,16 +308,10 @@ impl HttpClient {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                // A request's head and small body in one buffer, one `write` (as the gateway's
-                // server does its answers): cheaper than queueing them for `writev`.
-                .http1_writev(false)
-                .pool_timer(hyper_util::rt::TokioTimer::new())
-                .timer(hyper_util::rt::TokioTimer::new())
-                .build(connector);
-        Ok(self.hooks.forward.get_or_init(|| client))
+        Ok(self
+            .hooks
+            .forward
+            .get_or_init(|| Upstream::new(connector)))
     }
 
     /// Sends a forwarded `request` when its turn comes and returns the answer with its body
@@ -348,7 +344,7 @@ impl HttpClient {
         let mut deadline = Box::pin(tokio::time::sleep(self.timeout));
         let answer = tokio::select! {
             biased;
-            answer = client.request(request) => answer.map_err(|e| self.forward_failure(step, &uri, e)),
+            answer = client.send(request) => answer.map_err(|e| self.forward_failure(step, &uri, e)),
             () = deadline.as_mut() => Err(Error::Timeout { step, timeout: self.timeout }),
         };
         self.report(|| Exchange {
@@ -385,7 +381,7 @@ impl HttpClient {
         &self,
         step: Step,
         uri: &http::Uri,
-        e: hyper_util::client::legacy::Error,
+        e: UpstreamError,
     ) -> Error {
         let host = uri
             .authority()
@@ -434,12 +430,6 @@ fn network(step: Step, host: String, mut detail: String, source: BoxError) -> Er
     }
 }
 
-/// hyper's client, as forwarded requests use it.
-type ForwardClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    ForwardBodyInner,
->;
-
 /// Any error a body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -473,7 +463,7 @@ pub(crate) fn rustls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::Clien
 /// An answer's body that fails once the exchange's deadline has passed (as reqwest's timeout
 /// does), the timer started with the request.
 struct Deadline {
-    body: hyper::body::Incoming,
+    body: crate::upstream::Answer,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
 }

@@ -56,6 +56,7 @@ mod settings;
 pub mod signal;
 pub mod store;
 mod tokens;
+mod upstream;
 pub mod ws;
 
 pub use auth::AuthConfig;
