@@ -17,6 +17,13 @@ use crate::http::{HttpClient, Reply};
 pub trait Authorizer: Send + Sync {
     /// The `Authorization` header value for `method url` (marked sensitive).
     fn authorization(&self, method: &Method, url: &Url) -> Result<HeaderValue, Error>;
+
+    /// The header value when it is the same for every request (a bearer token), so a caller
+    /// can skip building the URL it would sign; `None` (the default): it depends on the
+    /// request.
+    fn fixed(&self) -> Option<HeaderValue> {
+        None
+    }
 }
 
 /// OAuth 2.0: `Authorization: Bearer <token>`.
@@ -53,6 +60,10 @@ impl fmt::Debug for BearerAuthorizer {
 impl Authorizer for BearerAuthorizer {
     fn authorization(&self, _: &Method, _: &Url) -> Result<HeaderValue, Error> {
         Ok(self.header())
+    }
+
+    fn fixed(&self) -> Option<HeaderValue> {
+        Some(self.header())
     }
 }
 

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use reqwest::Method;
 use reqwest::header::{self, HeaderMap, HeaderName};
+use url::Url;
 
 use super::Session;
 use super::api::endpoint_url;
@@ -195,6 +196,63 @@ fn rebuild(body: ForwardBodyInner, head: Vec<Bytes>, failed: Option<BoxError>) -
     }
 }
 
+/// The URI `path_and_query` (under `/v1/`) goes to on `rest_base`'s host: exactly what
+/// [`endpoint_url`] gives, built straight from the text when it is plain (nothing in it the URL
+/// parser would encode, resolve or refuse), through the URL parser otherwise.
+fn forward_uri(rest_base: &Url, path_and_query: &str) -> Result<http::Uri, Error> {
+    match plain_uri(rest_base, path_and_query) {
+        Some(uri) => Ok(uri),
+        None => uri_of(
+            endpoint_url(rest_base, path_and_query, &[])?,
+            path_and_query,
+        ),
+    }
+}
+
+/// The URL's text as a URI, without a copy.
+fn uri_of(url: Url, path_and_query: &str) -> Result<http::Uri, Error> {
+    http::Uri::from_maybe_shared(Bytes::from(String::from(url))).map_err(|e| Error::Protocol {
+        step: Step::Api,
+        status: 0,
+        detail: format!("`{}` is not a URI: {e}", path_and_query.escape_debug()),
+    })
+}
+
+/// `rest_base`'s scheme, host and root followed by `path_and_query`, when that is plain: under
+/// `/v1/`, only bytes a URL keeps as they are in a path or query (no space, quote, `<`, `>`,
+/// `#`, backslash, control character or non-ASCII), no `%` in the path (encoded dots and
+/// slashes are for [`endpoint_url`] to judge), no `.` or `..` segment, no `://`, no empty
+/// query. Anything else: `None`.
+fn plain_uri(rest_base: &Url, path_and_query: &str) -> Option<http::Uri> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    let plain = |b: &u8| {
+        b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/".contains(b) || *b == b'%' || *b == b'?'
+    };
+    if !path.starts_with("/v1/")
+        || !path_and_query.bytes().all(|b| plain(&b))
+        || path.contains('%')
+        || path.split('/').any(|s| s == "." || s == "..")
+        || path_and_query.contains("://")
+        || query == Some("")
+    {
+        return None;
+    }
+    let origin = &rest_base[..url::Position::BeforePath];
+    let root = rest_base
+        .path()
+        .strip_suffix("v1/api/")
+        .unwrap_or("/")
+        .trim_end_matches('/');
+    let mut text = String::with_capacity(origin.len() + root.len() + path_and_query.len());
+    text.push_str(origin);
+    text.push_str(root);
+    text.push_str(path_and_query);
+    http::Uri::from_maybe_shared(Bytes::from(text)).ok()
+}
+
 impl Session {
     /// Passes `request` on to the session's API host: authorised by the session, paced (at
     /// most `max_wait` for its turn), the answer returned with its body unread to stream on.
@@ -221,20 +279,15 @@ impl Session {
         let mut recovered = false;
         loop {
             let (epoch, auth, rest_base) = self.inner.ready().await?;
-            let url = endpoint_url(&rest_base, &request.path_and_query, &[])?;
-            let authorization = auth.authorization(&request.method, &url)?;
-            // The URL's text becomes the URI's without a copy.
-            let uri =
-                http::Uri::from_maybe_shared(Bytes::from(String::from(url))).map_err(|e| {
-                    Error::Protocol {
-                        step: Step::Api,
-                        status: 0,
-                        detail: format!(
-                            "`{}` is not a URI: {e}",
-                            request.path_and_query.escape_debug()
-                        ),
-                    }
-                })?;
+            let (uri, authorization) = match auth.fixed() {
+                // A bearer token: the URI straight from the path when it is plain.
+                Some(header) => (forward_uri(&rest_base, &request.path_and_query)?, header),
+                None => {
+                    let url = endpoint_url(&rest_base, &request.path_and_query, &[])?;
+                    let authorization = auth.authorization(&request.method, &url)?;
+                    (uri_of(url, &request.path_and_query)?, authorization)
+                }
+            };
             let (payload, replayable) = body.take();
             let mut built = http::Request::new(payload);
             *built.method_mut() = request.method.clone();
@@ -285,6 +338,67 @@ impl Session {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    /// The URI built straight from a plain path is the one the URL parser gives; anything not
+    /// plain goes through the parser (and its refusals).
+    #[test]
+    fn a_plain_path_gives_the_uri_the_url_parser_would() {
+        let bases = [
+            "https://api.ibkr.com/v1/api/",
+            "http://127.0.0.1:5000/v1/api/",
+            "https://API.ibkr.com:443/v1/api/",
+            "http://[::1]:8080/prefix/v1/api/",
+        ];
+        let plain = [
+            "/v1/api/iserver/accounts",
+            "/v1/portal/sso/validate",
+            "/v1/api/iserver/marketdata/snapshot?conids=265598,8314&fields=31,84",
+            "/v1/api/x?q=a%20b&r=%2F",
+            "/v1/api/a//b",
+            "/v1/api/a:b@c;d=e",
+            "/v1/api/x?next=?y",
+            "/v1/api/...",
+            "/v1/api/",
+        ];
+        let not_plain = [
+            "/v1/api/x?",
+            "/v1/api/./x",
+            "/v1/api/a/../b",
+            "/v1/api/a%2Fb",
+            "/v1/api/%2e%2e/x",
+            "/v1/api/a b",
+            "/v1/api/a\\b",
+            "/v1/api/x?u=http://h",
+            "/v1/api/x#f",
+            "/v1/api/\u{e9}",
+            "/v1/api/x?q='a'",
+            "/v1/api/{x}",
+            "/v2/api/x",
+        ];
+        for base in bases {
+            let base = Url::parse(base).unwrap();
+            for path in plain {
+                let direct = plain_uri(&base, path).unwrap_or_else(|| panic!("{path}"));
+                let parsed = uri_of(endpoint_url(&base, path, &[]).unwrap(), path).unwrap();
+                assert_eq!(direct, parsed, "{base} {path}");
+                assert_eq!(forward_uri(&base, path).unwrap(), parsed);
+            }
+            for path in not_plain {
+                assert!(plain_uri(&base, path).is_none(), "{path}");
+                // As the parser has it: the same URI, or the same refusal.
+                match endpoint_url(&base, path, &[]) {
+                    Ok(url) => {
+                        let parsed = uri_of(url, path).ok();
+                        assert_eq!(forward_uri(&base, path).ok(), parsed, "{path}");
+                    }
+                    Err(e) => assert_eq!(
+                        forward_uri(&base, path).unwrap_err().to_string(),
+                        e.to_string()
+                    ),
+                }
+            }
+        }
+    }
 
     #[test]
     fn hop_by_hop_and_credentials_stay_behind() {
