@@ -218,7 +218,9 @@ impl Upstream {
                 gate = Some(connecting.lock_owned().await);
                 continue;
             }
-            let sender = self.connect(host, uri).await?;
+            // Boxed: rare, and its future (TCP, TLS, the handshake) large; inline, every
+            // request's future would be as large.
+            let sender = Box::pin(self.connect(host, uri)).await?;
             return Ok(Checkout {
                 sender,
                 reused: false,

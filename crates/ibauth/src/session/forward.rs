@@ -321,7 +321,9 @@ impl Session {
                 return Ok(streamed);
             }
             drop(streamed);
-            self.inner.recover_after(epoch, why).await?;
+            // Boxed: a recovery's future (a login's steps) is large and rare; inline, every
+            // request's future would be as large, and copied whole when it is built.
+            Box::pin(self.inner.recover_after(epoch, why)).await?;
         }
     }
 

@@ -553,6 +553,12 @@ impl Inner {
         if let Some(ready) = self.signing() {
             return Ok(ready);
         }
+        // Boxed: connecting (a login) is rare and its future large; inline, every call's
+        // future would be as large, and copied whole when it is built.
+        Box::pin(self.connect_for_ready()).await
+    }
+
+    async fn connect_for_ready(&self) -> Result<(u64, Arc<dyn Authorizer>, Url), Error> {
         let mut client = self.client.lock().await;
         self.connect_locked(&mut client, false).await?;
         match self.signing() {
