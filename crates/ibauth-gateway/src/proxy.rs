@@ -86,7 +86,9 @@ pub(crate) async fn forward(state: &Shared, request: Request) -> Answer {
     let body = if no_body {
         ForwardBody::Empty
     } else if small {
-        match axum::body::to_bytes(body, state.options.buffer_request_body).await {
+        // Boxed, as the sharing below: what only some requests do stays out of every
+        // request's future (built and moved whole).
+        match Box::pin(axum::body::to_bytes(body, state.options.buffer_request_body)).await {
             Ok(bytes) => ForwardBody::Full(bytes),
             Err(_) => {
                 return (
@@ -114,10 +116,12 @@ pub(crate) async fn forward(state: &Shared, request: Request) -> Answer {
     };
     if let Some(key) = shared_key {
         let state2 = state.clone();
-        let shared = state
-            .flights
-            .share(key, async move { buffered(&state2, request).await })
-            .await;
+        let shared = Box::pin(
+            state
+                .flights
+                .share(key, async move { buffered(&state2, request).await }),
+        )
+        .await;
         return shared.answer();
     }
     send(state, request).await
@@ -246,7 +250,7 @@ impl Flights {
 /// the client is another), and no cookies (the session's are its own business). In place: the
 /// answer's map is the client's, without a copy.
 fn strip_headers(headers: &mut HeaderMap) {
-    for name in [
+    const STRIPPED: [header::HeaderName; 7] = [
         header::CONNECTION,
         header::TRANSFER_ENCODING,
         header::TE,
@@ -254,7 +258,14 @@ fn strip_headers(headers: &mut HeaderMap) {
         header::UPGRADE,
         header::PROXY_AUTHENTICATE,
         header::SET_COOKIE,
-    ] {
+    ];
+    let stripped = |name: &header::HeaderName| STRIPPED.contains(name) || name == "keep-alive";
+    // One look over the few names an answer has, rather than a hashed lookup for each of the
+    // eight: most answers have none of them.
+    if !headers.keys().any(stripped) {
+        return;
+    }
+    for name in STRIPPED {
         // `remove` takes every value of the name.
         headers.remove(name);
     }

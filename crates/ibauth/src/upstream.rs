@@ -281,7 +281,22 @@ impl Upstream {
         }
     }
 
-    /// An HTTP/1.1 connection whose answer is done, back to its host's idle ones.
+    /// An HTTP/1.1 connection whose answer is done, back to its host's idle ones — once it can
+    /// take the next request. It almost always can by then; when it cannot (the request's body
+    /// still going out after an early answer), a task waits for it, so no request waits on it
+    /// while another connection is free.
+    fn give_back(self: Arc<Self>, host: usize, mut sender: http1::SendRequest<ForwardBodyInner>) {
+        if sender.is_ready() {
+            self.put(host, sender);
+            return;
+        }
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                self.put(host, sender);
+            }
+        });
+    }
+
     fn put(&self, host: usize, sender: http1::SendRequest<ForwardBodyInner>) {
         if sender.is_closed() {
             return;
@@ -361,7 +376,7 @@ impl Answer {
 
     fn give_back(&mut self) {
         if let Some(back) = self.back.take() {
-            back.upstream.put(back.host, back.sender);
+            back.upstream.give_back(back.host, back.sender);
         }
     }
 }
@@ -514,6 +529,44 @@ mod tests {
             answer.into_body().collect().await.unwrap();
         }
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_a_body_after_an_early_answer_is_not_waited_on() {
+        let (base, connections, _) = server("early", usize::MAX).await;
+        let upstream = upstream();
+        // A body that keeps coming (a slow upload) to a server that answers without reading it.
+        let (more, chunks) = tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, BoxError>>(1);
+        more.send(Ok(http_body::Frame::data(bytes::Bytes::from_static(b"part"))))
+            .await
+            .unwrap();
+        let mut request = Request::new(
+            http_body_util::StreamBody::new(tokio_stream_of(chunks)).boxed_unsync(),
+        );
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = format!("{base}/v1/api/upload").parse().unwrap();
+        let answer = upstream.send(request).await.unwrap();
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"early");
+        assert_eq!(upstream.held(), (0, 0), "busy sending: not idle yet");
+        // The next request does not wait for that upload: a connection of its own.
+        let next = tokio::time::timeout(
+            Duration::from_secs(2),
+            upstream.send(get(&format!("{base}/v1/api/a"))),
+        )
+        .await
+        .expect("not stuck behind the upload")
+        .unwrap();
+        next.into_body().collect().await.unwrap();
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+        drop(more);
+    }
+
+    /// `chunks` as a stream.
+    fn tokio_stream_of<T: Send + 'static>(
+        mut chunks: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> + Send + 'static {
+        futures_util::stream::poll_fn(move |cx| chunks.poll_recv(cx))
     }
 
     #[tokio::test]
