@@ -88,7 +88,12 @@ pub(crate) async fn forward(state: &Shared, request: Request) -> Answer {
     } else if small {
         // Boxed, as the sharing below: what only some requests do stays out of every
         // request's future (built and moved whole).
-        match Box::pin(axum::body::to_bytes(body, state.options.buffer_request_body)).await {
+        match Box::pin(axum::body::to_bytes(
+            body,
+            state.options.buffer_request_body,
+        ))
+        .await
+        {
             Ok(bytes) => ForwardBody::Full(bytes),
             Err(_) => {
                 return (

@@ -79,7 +79,13 @@ async fn an_https_ibkr_gets_every_request_on_one_http2_connection() {
         .credential(USER)
         .private_key(key())
         .base_url(sandbox.base_url())
-        .ca_pem(sandbox.ca_pem().expect("the sandbox's CA").as_bytes().to_vec())
+        .ca_pem(
+            sandbox
+                .ca_pem()
+                .expect("the sandbox's CA")
+                .as_bytes()
+                .to_vec(),
+        )
         .public_ip(Ipv4Addr::LOCALHOST)
         .timeout(Duration::from_secs(3))
         .build()

@@ -308,10 +308,7 @@ impl HttpClient {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
-        Ok(self
-            .hooks
-            .forward
-            .get_or_init(|| Upstream::new(connector)))
+        Ok(self.hooks.forward.get_or_init(|| Upstream::new(connector)))
     }
 
     /// Sends a forwarded `request` when its turn comes and returns the answer with its body
@@ -377,12 +374,7 @@ impl HttpClient {
     }
 
     /// The error for a forwarded request that got no answer, worded as for every other call.
-    fn forward_failure(
-        &self,
-        step: Step,
-        uri: &http::Uri,
-        e: UpstreamError,
-    ) -> Error {
+    fn forward_failure(&self, step: Step, uri: &http::Uri, e: UpstreamError) -> Error {
         let host = uri
             .authority()
             .map(|a| a.as_str().to_owned())

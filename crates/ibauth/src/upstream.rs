@@ -444,7 +444,11 @@ mod tests {
     async fn server(
         body: &'static str,
         close_after: usize,
-    ) -> (String, Arc<std::sync::atomic::AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+    ) -> (
+        String,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<Mutex<Vec<String>>>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -502,18 +506,30 @@ mod tests {
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
         let heads = heads.lock().unwrap();
         let first = heads[0].to_ascii_lowercase();
-        assert!(first.starts_with("get /v1/api/one?x=1 http/1.1\r\n"), "{first}");
-        assert!(first.contains(&format!("host: {}", &base["http://".len()..])), "{first}");
+        assert!(
+            first.starts_with("get /v1/api/one?x=1 http/1.1\r\n"),
+            "{first}"
+        );
+        assert!(
+            first.contains(&format!("host: {}", &base["http://".len()..])),
+            "{first}"
+        );
     }
 
     #[tokio::test]
     async fn an_answer_dropped_unread_takes_its_connection_with_it() {
         let (base, connections, _) = server("hello", usize::MAX).await;
         let upstream = upstream();
-        let answer = upstream.send(get(&format!("{base}/v1/api/a"))).await.unwrap();
+        let answer = upstream
+            .send(get(&format!("{base}/v1/api/a")))
+            .await
+            .unwrap();
         drop(answer);
         assert_eq!(upstream.held(), (0, 0));
-        let answer = upstream.send(get(&format!("{base}/v1/api/a"))).await.unwrap();
+        let answer = upstream
+            .send(get(&format!("{base}/v1/api/a")))
+            .await
+            .unwrap();
         answer.into_body().collect().await.unwrap();
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
@@ -524,7 +540,10 @@ mod tests {
         let (base, connections, _) = server("x", 1).await;
         let upstream = upstream();
         for _ in 0..4 {
-            let answer = upstream.send(get(&format!("{base}/v1/api/a"))).await.unwrap();
+            let answer = upstream
+                .send(get(&format!("{base}/v1/api/a")))
+                .await
+                .unwrap();
             assert_eq!(answer.status(), 200);
             answer.into_body().collect().await.unwrap();
         }
@@ -536,13 +555,15 @@ mod tests {
         let (base, connections, _) = server("early", usize::MAX).await;
         let upstream = upstream();
         // A body that keeps coming (a slow upload) to a server that answers without reading it.
-        let (more, chunks) = tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, BoxError>>(1);
-        more.send(Ok(http_body::Frame::data(bytes::Bytes::from_static(b"part"))))
-            .await
-            .unwrap();
-        let mut request = Request::new(
-            http_body_util::StreamBody::new(tokio_stream_of(chunks)).boxed_unsync(),
-        );
+        let (more, chunks) =
+            tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, BoxError>>(1);
+        more.send(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            b"part",
+        ))))
+        .await
+        .unwrap();
+        let mut request =
+            Request::new(http_body_util::StreamBody::new(tokio_stream_of(chunks)).boxed_unsync());
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = format!("{base}/v1/api/upload").parse().unwrap();
         let answer = upstream.send(request).await.unwrap();
