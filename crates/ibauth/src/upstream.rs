@@ -32,6 +32,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Unused HTTP/1.1 connections kept a host; more are closed as they come back.
 const MAX_IDLE: usize = 64;
 
+/// How many times a request refused unsent by a pooled connection goes again on another.
+const MAX_RESENDS: usize = 4;
+
 /// Why a forwarded request got no answer.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
@@ -111,9 +114,13 @@ impl Upstream {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Err(UpstreamError::NotAbsolute(uri));
         };
+        let mut resends = 0;
         loop {
             let checkout = self.checkout(scheme, authority, &uri).await?;
-            let reused = checkout.reused;
+            // A connection that served before may have closed meanwhile: the request goes
+            // again, a few times at most (a new connection's refusal is the answer).
+            let reused = checkout.reused && resends < MAX_RESENDS;
+            resends += 1;
             let (sent, back) = match checkout.sender {
                 Sender::H2(mut h2) => {
                     *request.uri_mut() = uri.clone();
