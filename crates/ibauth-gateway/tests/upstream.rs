@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use ibauth_gateway::Gateway;
+use ibauth_sandbox::tls::TlsMaterial;
 use ibauth_sandbox::{ClientRegistration, Sandbox};
 use serde_json::Value;
 
@@ -61,10 +62,12 @@ async fn at_once(base: &str, n: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_https_ibkr_gets_every_request_on_one_http2_connection() {
-    let sandbox = Sandbox::builder()
-        .tls(true)
+/// An HTTPS sandbox (HTTP/2 by ALPN) on `addr` with `material`: the same material again is
+/// the same IBKR restarted, as its clients see it.
+async fn https_sandbox_on(addr: SocketAddr, material: &TlsMaterial) -> Sandbox {
+    Sandbox::builder()
+        .listen(addr)
+        .tls_material(material.clone())
         .register(
             ClientRegistration::new(CLIENT)
                 .key("k", &key())
@@ -72,29 +75,38 @@ async fn an_https_ibkr_gets_every_request_on_one_http2_connection() {
         )
         .start()
         .await
-        .expect("sandbox");
+        .expect("sandbox")
+}
+
+/// A session trusting `ca_pem` on `base_url`, with `policy`.
+fn https_session(base_url: &str, ca_pem: &str, policy: ibauth::policy::Policy) -> ibauth::Session {
     let config = ibauth::Config::builder()
         .client_id(CLIENT)
         .client_key_id("k")
         .credential(USER)
         .private_key(key())
-        .base_url(sandbox.base_url())
-        .ca_pem(
-            sandbox
-                .ca_pem()
-                .expect("the sandbox's CA")
-                .as_bytes()
-                .to_vec(),
-        )
+        .base_url(base_url)
+        .ca_pem(ca_pem.as_bytes().to_vec())
         .public_ip(Ipv4Addr::LOCALHOST)
         .timeout(Duration::from_secs(3))
         .build()
         .expect("config");
-    let session = ibauth::Session::builder(config)
-        .policy(policy(Duration::from_secs(60)))
+    ibauth::Session::builder(config)
+        .policy(policy)
         .no_store()
         .build()
-        .expect("session");
+        .expect("session")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_ibkr_gets_every_request_on_one_http2_connection() {
+    let material = ibauth_sandbox::tls::generate().expect("certificates");
+    let sandbox = https_sandbox_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), &material).await;
+    let session = https_session(
+        sandbox.base_url(),
+        &material.ca_pem,
+        policy(Duration::from_secs(60)),
+    );
     let running = Gateway::new(session, options()).start().await.unwrap();
     ready(&running).await;
     let base = base(&running);
@@ -114,6 +126,65 @@ async fn an_https_ibkr_gets_every_request_on_one_http2_connection() {
         connections_to(port),
         before,
         "48 requests, 24 at a time, on the connections already there"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_ibkr_restarted_gets_a_new_http2_connection_and_clients_see_no_hang() {
+    let material = ibauth_sandbox::tls::generate().expect("certificates");
+    let first = https_sandbox_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), &material).await;
+    let addr = first.addr();
+    let session = https_session(
+        first.base_url(),
+        &material.ca_pem,
+        policy(Duration::from_millis(300)),
+    );
+    let running = Gateway::new(session, options()).start().await.unwrap();
+    ready(&running).await;
+    let base = base(&running);
+    at_once(&base, 8).await;
+
+    // IBKR goes away (its HTTP/2 connection with it): answers within the request timeout.
+    first.shutdown().await;
+    let http = reqwest::Client::new();
+    let url = format!("{base}/v1/api/iserver/accounts");
+    for _ in 0..3 {
+        let (status, body, elapsed) = get_json(&http, &url).await;
+        assert!((500..600).contains(&status), "{status} {body}");
+        assert_eq!(body["gateway"], "ibauth", "{body}");
+        assert!(
+            elapsed < Duration::from_secs(4),
+            "answered after {elapsed:?}"
+        );
+    }
+
+    // Back on the same port with the same certificate, knowing nothing of the old tokens: a
+    // new connection, a new login, and requests succeed again.
+    let second = https_sandbox_on(addr, &material).await;
+    eventually(Duration::from_secs(15), "a request succeeds again", || {
+        let request = get_json(&http, &url);
+        async move {
+            let (status, body, elapsed) = request.await;
+            assert!(
+                elapsed < Duration::from_secs(4),
+                "{status} {body} after {elapsed:?}"
+            );
+            status == 200
+        }
+    })
+    .await;
+    assert_eq!(
+        second.counters().access_tokens,
+        1,
+        "one login on the new IBKR"
+    );
+    at_once(&base, 24).await;
+    let port = port_of(second.base_url());
+    let now = connections_to(port);
+    assert!(
+        !now.is_empty() && now.len() <= 2,
+        "one forwarding connection again: {now:?}"
     );
     running.shutdown().await;
 }

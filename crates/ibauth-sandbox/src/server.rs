@@ -35,6 +35,7 @@ pub struct SandboxBuilder {
     bind_sso_ip: bool,
     tickler_window: Duration,
     host: Option<String>,
+    tls_material: Option<tls::TlsMaterial>,
 }
 
 impl SandboxBuilder {
@@ -47,6 +48,15 @@ impl SandboxBuilder {
     /// Serve HTTPS with a generated CA ([`Sandbox::ca_pem`]).
     pub fn tls(mut self, tls: bool) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Serve HTTPS with `material` instead of a generated CA: a sandbox restarted with the
+    /// same material is trusted by the clients of the one before (an IBKR restart, as its
+    /// clients see it). Its names must include the address clients use.
+    pub fn tls_material(mut self, material: tls::TlsMaterial) -> Self {
+        self.tls = true;
+        self.tls_material = Some(material);
         self
     }
 
@@ -149,7 +159,7 @@ impl SandboxBuilder {
     }
 
     /// Binds and serves in the background until the [`Sandbox`] is dropped or shut down.
-    pub async fn start(self) -> Result<Sandbox, SandboxError> {
+    pub async fn start(mut self) -> Result<Sandbox, SandboxError> {
         let mut state = State::new(self.lifetimes, self.clock);
         state.ws_heartbeat = self.ws_heartbeat;
         state.pacing = self.pacing.map(Pacer::new);
@@ -183,8 +193,11 @@ impl SandboxBuilder {
         let (stop, stopped) = oneshot::channel::<()>();
         let mut ca_pem = None;
         let task = if self.tls {
-            let material = tls::generate_for(self.host.as_slice())
-                .map_err(|e| SandboxError::Tls(e.to_string()))?;
+            let material = match self.tls_material.take() {
+                Some(material) => material,
+                None => tls::generate_for(self.host.as_slice())
+                    .map_err(|e| SandboxError::Tls(e.to_string()))?,
+            };
             let config = axum_server::tls_rustls::RustlsConfig::from_pem(
                 material.chain_pem.into_bytes(),
                 material.key_pem.into_bytes(),
@@ -290,6 +303,7 @@ impl Sandbox {
             bind_sso_ip: true,
             tickler_window: crate::state::DEFAULT_TICKLER_WINDOW,
             host: None,
+            tls_material: None,
         }
     }
 

@@ -3,7 +3,9 @@
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
-/// PEM material of a freshly generated CA and server certificate.
+/// PEM material of a freshly generated CA and server certificate. `Debug` shows the
+/// certificates, never the key.
+#[derive(Clone)]
 pub struct TlsMaterial {
     /// The CA certificate clients should trust.
     pub ca_pem: String,
@@ -16,6 +18,15 @@ pub struct TlsMaterial {
 /// Generates a CA and a server certificate for the loopback names.
 pub fn generate() -> Result<TlsMaterial, rcgen::Error> {
     generate_for(&[])
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("ca_pem", &self.ca_pem)
+            .field("chain_pem", &self.chain_pem)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Generates a CA and a server certificate for the loopback names and `more` (host names or
