@@ -15,11 +15,6 @@ pub struct TlsMaterial {
     pub key_pem: String,
 }
 
-/// Generates a CA and a server certificate for the loopback names.
-pub fn generate() -> Result<TlsMaterial, rcgen::Error> {
-    generate_for(&[])
-}
-
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsMaterial")
@@ -27,6 +22,11 @@ impl std::fmt::Debug for TlsMaterial {
             .field("chain_pem", &self.chain_pem)
             .finish_non_exhaustive()
     }
+}
+
+/// Generates a CA and a server certificate for the loopback names.
+pub fn generate() -> Result<TlsMaterial, rcgen::Error> {
+    generate_for(&[])
 }
 
 /// Generates a CA and a server certificate for the loopback names and `more` (host names or
@@ -59,4 +59,18 @@ pub fn generate_for(more: &[String]) -> Result<TlsMaterial, rcgen::Error> {
         chain_pem: format!("{}{}", cert.pem(), ca_cert.pem()),
         key_pem: key.serialize_pem(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_certificates_and_never_the_key() {
+        let material = generate().unwrap();
+        let shown = format!("{material:?}");
+        assert!(shown.contains("BEGIN CERTIFICATE"), "{shown}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        assert!(!shown.contains(material.key_pem.lines().nth(1).unwrap()));
+    }
 }
