@@ -188,8 +188,11 @@ async fn out_of_band_shows_the_verifier_to_paste() {
 
 #[tokio::test]
 async fn every_refusal_says_what_to_do() {
+    // The sandbox counts whole seconds: a request token lives 2–3 s here, long enough for the
+    // steps below on a slow machine (a 1 s lifetime could end between two of them), short
+    // enough to wait out at the end.
     let sandbox = sandbox(Lifetimes {
-        request_token: Duration::from_secs(1),
+        request_token: Duration::from_secs(3),
         ..Lifetimes::default()
     })
     .await;
@@ -255,10 +258,10 @@ async fn every_refusal_says_what_to_do() {
     let err = client.access_token(&second, &verifier).await.unwrap_err();
     assert!(rejected(&err).2.contains("not authorized yet"));
 
-    // An expired request token (lifetime 1 s here).
+    // An expired request token (lifetime 3 s here).
     let request = client.request_token().await.unwrap();
     let url = client.authorize_url(&request);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let page = reqwest_client()
         .get(url.as_str())
         .send()
