@@ -1,6 +1,7 @@
 //! The connections the gateway forwards over, seen from the sandbox's side of the wire: an HTTPS
 //! IBKR (the sandbox with its own CA, offering HTTP/2 by ALPN as api.ibkr.com does) gets every
-//! client's requests on one connection; a plain HTTP/1.1 one gets pooled connections, reused.
+//! client's requests on one connection, and a new one when it restarts (clients see a fast 5xx
+//! meanwhile, never a hang); a plain HTTP/1.1 one gets pooled connections, reused.
 
 mod common;
 
