@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use common::*;
 use ibauth_gateway::Gateway;
-use ibauth_sandbox::tls::TlsMaterial;
-use ibauth_sandbox::{ClientRegistration, Sandbox};
 use serde_json::Value;
 
 /// The established TCP connections to `port`, by their client's port (from the server's side:
@@ -63,49 +61,13 @@ async fn at_once(base: &str, n: usize) {
     }
 }
 
-/// An HTTPS sandbox (HTTP/2 by ALPN) on `addr` with `material`: the same material again is
-/// the same IBKR restarted, as its clients see it.
-async fn https_sandbox_on(addr: SocketAddr, material: &TlsMaterial) -> Sandbox {
-    Sandbox::builder()
-        .listen(addr)
-        .tls_material(material.clone())
-        .register(
-            ClientRegistration::new(CLIENT)
-                .key("k", &key())
-                .credential(USER),
-        )
-        .start()
-        .await
-        .expect("sandbox")
-}
-
-/// A session trusting `ca_pem` on `base_url`, with `policy`.
-fn https_session(base_url: &str, ca_pem: &str, policy: ibauth::policy::Policy) -> ibauth::Session {
-    let config = ibauth::Config::builder()
-        .client_id(CLIENT)
-        .client_key_id("k")
-        .credential(USER)
-        .private_key(key())
-        .base_url(base_url)
-        .ca_pem(ca_pem.as_bytes().to_vec())
-        .public_ip(Ipv4Addr::LOCALHOST)
-        .timeout(Duration::from_secs(3))
-        .build()
-        .expect("config");
-    ibauth::Session::builder(config)
-        .policy(policy)
-        .no_store()
-        .build()
-        .expect("session")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_https_ibkr_gets_every_request_on_one_http2_connection() {
     let material = ibauth_sandbox::tls::generate().expect("certificates");
     let sandbox = https_sandbox_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), &material).await;
-    let session = https_session(
+    let session = session_trusting(
         sandbox.base_url(),
-        &material.ca_pem,
+        Some(&material.ca_pem),
         policy(Duration::from_secs(60)),
     );
     let running = Gateway::new(session, options()).start().await.unwrap();
@@ -136,9 +98,9 @@ async fn an_https_ibkr_restarted_gets_a_new_http2_connection_and_clients_see_no_
     let material = ibauth_sandbox::tls::generate().expect("certificates");
     let first = https_sandbox_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), &material).await;
     let addr = first.addr();
-    let session = https_session(
+    let session = session_trusting(
         first.base_url(),
-        &material.ca_pem,
+        Some(&material.ca_pem),
         policy(Duration::from_millis(300)),
     );
     let running = Gateway::new(session, options()).start().await.unwrap();

@@ -13,7 +13,8 @@ use ibauth::SigningKey;
 use ibauth::pacing::{Method, PacingRules, Rule};
 use ibauth::policy::Policy;
 use ibauth_gateway::{GatewayOptions, Running};
-use ibauth_sandbox::{ClientRegistration, Sandbox};
+use ibauth_sandbox::tls::TlsMaterial;
+use ibauth_sandbox::{ClientRegistration, Sandbox, SandboxBuilder};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -33,6 +34,20 @@ pub fn key() -> SigningKey {
 /// one; a port given: the same one again, for a restart), WebSocket heartbeats (and streamed
 /// market data) every 200 ms.
 pub async fn sandbox_on(addr: SocketAddr) -> Sandbox {
+    sandbox_builder(addr).start().await.expect("sandbox")
+}
+
+/// The same over HTTPS (HTTP/2 by ALPN) with `material`: the same material again is the same
+/// IBKR restarted, as its clients see it.
+pub async fn https_sandbox_on(addr: SocketAddr, material: &TlsMaterial) -> Sandbox {
+    sandbox_builder(addr)
+        .tls_material(material.clone())
+        .start()
+        .await
+        .expect("sandbox")
+}
+
+fn sandbox_builder(addr: SocketAddr) -> SandboxBuilder {
     Sandbox::builder()
         .listen(addr)
         .ws_heartbeat(Duration::from_millis(200))
@@ -41,9 +56,6 @@ pub async fn sandbox_on(addr: SocketAddr) -> Sandbox {
                 .key("k", &key())
                 .credential(USER),
         )
-        .start()
-        .await
-        .expect("sandbox")
 }
 
 pub async fn sandbox() -> Sandbox {
@@ -73,16 +85,23 @@ pub fn policy(tickle: Duration) -> Policy {
 
 /// A session on `base_url` (HTTP timeout 3 s) with `policy`.
 pub fn session_at(base_url: &str, policy: Policy) -> ibauth::Session {
-    let config = ibauth::Config::builder()
+    session_trusting(base_url, None, policy)
+}
+
+/// A session on `base_url` that also trusts `ca_pem` (an HTTPS sandbox's CA).
+pub fn session_trusting(base_url: &str, ca_pem: Option<&str>, policy: Policy) -> ibauth::Session {
+    let mut config = ibauth::Config::builder()
         .client_id(CLIENT)
         .client_key_id("k")
         .credential(USER)
         .private_key(key())
         .base_url(base_url)
         .public_ip(Ipv4Addr::LOCALHOST)
-        .timeout(Duration::from_secs(3))
-        .build()
-        .expect("config");
+        .timeout(Duration::from_secs(3));
+    if let Some(ca_pem) = ca_pem {
+        config = config.ca_pem(ca_pem.as_bytes().to_vec());
+    }
+    let config = config.build().expect("config");
     ibauth::Session::builder(config)
         .policy(policy)
         .no_store()
