@@ -281,6 +281,137 @@ async fn a_leader_whose_lease_ran_out_is_fenced_and_follows() {
     }
 }
 
+/// The member that restored the fleet's tokens before its keep-alive started may be the one
+/// to take the lease: it checks them with a tickle, it does not log in over them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_restored_the_tokens_leads_without_a_new_login() {
+    for auth in BOTH {
+        let sandbox = api_common::sandbox().await;
+        let coord = MemoryCoordinator::new();
+        let fleet = members(auth, &sandbox, &coord, 2);
+        accounts_ok(&fleet[0]).await;
+        // The first member logged in and gave the lease back (no keep-alive); the second
+        // restores what it stored.
+        accounts_ok(&fleet[1]).await;
+        assert_eq!(logins(&sandbox, auth), 1, "{auth:?}");
+        let keep = fleet[1].keep_alive().expect("keep-alive");
+        eventually("it leads and tickles", Duration::from_secs(3), || {
+            matches!(keep.session().role(), Some(Role::Leader { .. }))
+                && keep.session().status().tickles > 0
+        })
+        .await;
+        assert_eq!(
+            keep.session().status().state,
+            ibauth::session::SessionState::Authenticated
+        );
+        assert_eq!(
+            logins(&sandbox, auth),
+            1,
+            "{auth:?}: no login over the stored tokens"
+        );
+        keep.shutdown().await;
+        assert_eq!(
+            sandbox.counters().logouts,
+            1,
+            "{auth:?}: the only member logs out"
+        );
+    }
+}
+
+/// A follower stopping when no other member is left — its leader gone without handing over
+/// (a crash: the lease runs out, the member list forgets it), or handing over a moment before
+/// the follower's lease keeper took the lease — is the last member out: it logs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_member_out_logs_out_even_if_it_never_led() {
+    for auth in BOTH {
+        let sandbox = api_common::sandbox().await;
+        let coord = MemoryCoordinator::new();
+        let config = config(auth, &sandbox, common::LOCALHOST);
+        let first = member(config.clone(), &coord, keyring());
+        accounts_ok(&first).await;
+        let identity = first.identity().to_owned();
+        // A leader of another process, not on the member list: the follower follows it.
+        let gone = coord
+            .acquire(&identity, "a process that crashed", Duration::from_secs(60))
+            .await
+            .expect("acquire");
+        assert!(matches!(gone, ibauth::coord::Acquired::Granted(_)));
+        // A long lease: its keeper looks for a free lease every 2 s, so it cannot take the
+        // lease between its expiry and the stop below.
+        let follower = Session::builder(config)
+            .policy(policy(PacingRules::unlimited()))
+            .fleet(Arc::new(coord.clone()), keyring())
+            .lease_ttl(Duration::from_secs(6))
+            .build()
+            .expect("session builds");
+        let keep = follower.keep_alive().expect("keep-alive");
+        eventually("it follows", Duration::from_secs(3), || {
+            keep.session().role() == Some(Role::Follower)
+                && keep.session().status().state == ibauth::session::SessionState::Authenticated
+        })
+        .await;
+        coord.expire(&identity);
+        let status = keep.shutdown().await.expect("status");
+        assert_eq!(status.tickles, 0, "{auth:?}: it never led");
+        assert_eq!(
+            sandbox.counters().logouts,
+            1,
+            "{auth:?}: the last member out logs out: {status:?}"
+        );
+        assert_eq!(
+            coord.load(&identity).await.expect("load"),
+            None,
+            "forgotten"
+        );
+        assert_eq!(logins(&sandbox, auth), 1, "{auth:?}");
+    }
+}
+
+/// Leader and follower stopping at the same moment: whichever decides last finds nobody to
+/// hand over to, and the session is logged out once — never twice, never left logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_members_stopping_together_log_out_once() {
+    for auth in BOTH {
+        for round in 0..3 {
+            let sandbox = api_common::sandbox().await;
+            let coord = MemoryCoordinator::new();
+            let fleet = members(auth, &sandbox, &coord, 2);
+            let keeps: Vec<KeepAlive> = fleet
+                .iter()
+                .map(|s| s.keep_alive().expect("keep-alive"))
+                .collect();
+            let refs: Vec<&KeepAlive> = keeps.iter().collect();
+            eventually("a leader that tickles", Duration::from_secs(3), || {
+                leaders(&refs).len() == 1 && sandbox.counters().tickles > 0
+            })
+            .await;
+            eventually("a follower with its tokens", Duration::from_secs(3), || {
+                keeps.iter().all(|k| {
+                    k.session().status().state == ibauth::session::SessionState::Authenticated
+                })
+            })
+            .await;
+            // Either one's shutdown first in line.
+            let mut keeps = keeps;
+            if round % 2 == 1 {
+                keeps.reverse();
+            }
+            futures_util::future::join_all(keeps.into_iter().map(KeepAlive::shutdown)).await;
+            assert_eq!(
+                sandbox.counters().logouts,
+                1,
+                "{auth:?}, round {round}: one logout"
+            );
+            assert_eq!(
+                coord.load(fleet[0].identity()).await.expect("load"),
+                None,
+                "{auth:?}, round {round}: forgotten"
+            );
+            assert_eq!(logins(&sandbox, auth), 1, "{auth:?}, round {round}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_followers_refused_call_is_recovered_by_the_leader() {
     for auth in BOTH {

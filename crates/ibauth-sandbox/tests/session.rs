@@ -54,7 +54,13 @@ fn session(auth: Auth, sandbox: &Sandbox, rules: PacingRules) -> Session {
 }
 
 fn builder(auth: Auth, sandbox: &Sandbox) -> SessionBuilder {
-    let config: AuthConfig = match auth {
+    Session::builder(config(auth, sandbox))
+}
+
+/// `auth`'s user on `sandbox` (for OAuth 1.0a, a new access token each time: sessions that
+/// must share tokens share one config).
+fn config(auth: Auth, sandbox: &Sandbox) -> AuthConfig {
+    match auth {
         Auth::Oauth2 => common::config(sandbox.base_url())
             .timeout(Duration::from_secs(5))
             .build()
@@ -83,8 +89,7 @@ fn builder(auth: Auth, sandbox: &Sandbox) -> SessionBuilder {
             .timeout(Duration::from_secs(5))
             .into()
         }
-    };
-    Session::builder(config)
+    }
 }
 
 fn user(auth: Auth) -> &'static str {
@@ -423,6 +428,92 @@ async fn stored_tokens_are_reused_and_a_session_from_another_process_adopted() {
         .build()
         .unwrap();
     assert!(third.restore().await.unwrap().is_none(), "forgotten");
+}
+
+/// Tokens a session restored before its keep-alive started have never been refused: the
+/// keep-alive checks them with a tickle and logs in only when they are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_started_on_restored_tokens_tickles_them_instead_of_logging_in() {
+    for auth in BOTH {
+        let sandbox = api_common::sandbox().await;
+        let store = Arc::new(MemoryStore::new());
+        let config = config(auth, &sandbox);
+        let policy = Policy {
+            pacing: PacingRules::unlimited(),
+            tickle_interval: Duration::from_millis(50),
+            jitter: Duration::ZERO,
+            ..Policy::default()
+        };
+        let first = Session::builder(config.clone())
+            .policy(policy.clone())
+            .store(store.clone())
+            .build()
+            .expect("session");
+        first.connect().await.expect("login");
+        assert_eq!(logins(&sandbox, auth), 1, "{auth:?}");
+
+        // Good tokens: tickled, not replaced.
+        let second = Session::builder(config.clone())
+            .policy(policy.clone())
+            .store(store.clone())
+            .build()
+            .expect("session");
+        let source = second.connect().await.expect("restored").source;
+        assert_eq!(source, ibauth::session::Source::Stored, "{auth:?}");
+        let keep = second.keep_alive().expect("keep-alive");
+        let mut status = second.watch();
+        status
+            .wait_for(|s| s.tickles >= 2)
+            .await
+            .expect("keep-alive runs");
+        assert_eq!(
+            status.borrow().state,
+            ibauth::session::SessionState::Authenticated,
+            "{auth:?}"
+        );
+        assert_eq!(
+            logins(&sandbox, auth),
+            1,
+            "{auth:?}: no login over good tokens"
+        );
+        drop(status);
+        let _ = keep.shutdown().await;
+
+        // Tokens revoked after they were restored: the first tickle is refused, then a login.
+        let store_again = store.clone();
+        let third = Session::builder(config.clone())
+            .policy(policy)
+            .store(store)
+            .build()
+            .expect("session");
+        // The second logged out as it stopped, and the store forgot its tokens: log in again.
+        Session::builder(config.clone())
+            .store(store_again.clone())
+            .build()
+            .expect("session")
+            .connect()
+            .await
+            .expect("login");
+        let before = logins(&sandbox, auth);
+        assert_eq!(
+            third.connect().await.expect("restored").source,
+            ibauth::session::Source::Stored,
+            "{auth:?}"
+        );
+        sandbox.expire_tokens_now();
+        let keep = third.keep_alive().expect("keep-alive");
+        let mut status = third.watch();
+        status
+            .wait_for(|s| s.tickles >= 1 && s.state == ibauth::session::SessionState::Authenticated)
+            .await
+            .expect("recovered");
+        assert_eq!(
+            logins(&sandbox, auth),
+            before + 1,
+            "{auth:?}: one login, after the refusal"
+        );
+        let _ = keep.shutdown().await;
+    }
 }
 
 #[tokio::test]

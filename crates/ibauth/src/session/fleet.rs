@@ -248,6 +248,12 @@ impl Fleet {
         }
     }
 
+    /// Whether a session document is stored for `identity` (a logout removes it); `false`
+    /// when the store cannot say.
+    pub(crate) async fn has_document(&self, identity: &str) -> bool {
+        matches!(self.coord.load(identity).await, Ok(Some(_)))
+    }
+
     /// Seals and stores `doc` under `lease`; a refused write means the lease is lost.
     pub(crate) async fn save(&self, lease: &Lease, doc: &StoredTokens) -> Result<u64, Error> {
         let plain =

@@ -220,6 +220,11 @@ impl Loop {
         let policy = &self.inner().policy;
         match self.inner().state() {
             SessionState::Connecting if !policy.init_oauth => self.start_from_tokens().await,
+            // Tokens restored before the keep-alive started (a call, `connect`) have never
+            // been refused: a tickle checks them, and only a refusal leads to a login.
+            SessionState::Connecting if self.inner().signing().is_some() => {
+                self.tickle_and_recover().await
+            }
             SessionState::Connecting | SessionState::Reauthenticating => self.full_login().await,
             SessionState::Failed(_) | SessionState::LoggedOut => Next::Stop,
             _ if !policy.maintain => Next::Idle,
@@ -650,7 +655,13 @@ impl Loop {
         }
         let _ = stop_keeper.send(true);
         let _ = keeper.await;
-        if fleet.lease().is_some() && fleet.confirm().await.ok().flatten().is_some() {
+        // Off the member list first, so that a member stopping at the same moment does not
+        // hand the session over to this one.
+        if let Err(e) = fleet.coord.leave(&identity, &fleet.member).await {
+            tracing::debug!(error = %e, "fleet: cannot leave the member list; it expires");
+        }
+        let leading = fleet.lease().is_some() && fleet.confirm().await.ok().flatten().is_some();
+        if leading {
             if fleet.others_alive(&identity).await {
                 tracing::info!(
                     "fleet: stopping; handing the session over to the other members (no logout)"
@@ -659,11 +670,61 @@ impl Loop {
                 self.log_out().await;
             }
             fleet.release().await;
-        }
-        if let Err(e) = fleet.coord.leave(&identity, &fleet.member).await {
-            tracing::debug!(error = %e, "fleet: cannot leave the member list; it expires");
+        } else {
+            self.log_out_if_last(&fleet, &identity).await;
         }
         fleet.keep.store(false, Ordering::SeqCst);
+    }
+
+    /// A follower stopping: when no other member is left — the leader handed the session
+    /// over to this one a moment ago, before the lease keeper could take it, or the leader is
+    /// gone — this is the last member out, and it logs out under the lease. A session another
+    /// member already logged out (its document removed) is left alone.
+    async fn log_out_if_last(&mut self, fleet: &Fleet, identity: &str) {
+        // A lease held while no member is listed is being let go: a leader stopping at the
+        // same moment, deciding (or logging out) before it releases. Waited for a while.
+        let deadline = Instant::now() + fleet.ttl.min(self.inner().policy.shutdown_timeout);
+        loop {
+            if fleet.others_alive(identity).await {
+                return;
+            }
+            match fleet.lead(identity).await {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(None) => {
+                    tracing::info!(
+                        "fleet: the lease is still held by a process no longer listed; leaving the session to it"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "fleet: cannot take the lease to log out; the session is left to expire");
+                    return;
+                }
+            }
+        }
+        if fleet.has_document(identity).await {
+            tracing::info!("fleet: the last member stopping; logging out");
+            let inner = self.inner();
+            {
+                let mut client = inner.client.lock().await;
+                // The leader may have stored tokens this member has not adopted yet.
+                match inner
+                    .fleet_restore(fleet, &mut client, Some(fleet.version()))
+                    .await
+                {
+                    Ok(Some(stored)) => inner.publish(&**client, Some(stored)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "fleet: cannot read the stored tokens before logging out")
+                    }
+                }
+            }
+            self.log_out().await;
+        }
+        fleet.release().await;
     }
 
     /// A leader's step; a follower's request for a recovery first checks the session.
