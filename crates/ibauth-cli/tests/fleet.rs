@@ -883,8 +883,30 @@ async fn runner_processes_keep_first_party_users_of_two_consumers_and_third_part
         ]);
         Proc::spawn(cmd)
     };
-    let mut full = spawn(&[("alpha", &alpha), ("beta", &beta)]);
+    // The runner without beta first, until it has logged its users in (third party and
+    // alpha): started together, the runner with both consumers could claim every due session
+    // in its first batch (a batch holds 200) and keep them, as nothing spreads claims evenly
+    // between runners.
     let mut partial = spawn(&[("alpha", &alpha)]);
+    let (its_users, beta_users) = users.split_at(2 * N);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while its_users
+        .iter()
+        .any(|u| sandbox.user_stats(u).live_session_tokens == 0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the runner without beta did not log its users in"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        beta_users
+            .iter()
+            .all(|u| sandbox.user_stats(u).live_session_tokens == 0),
+        "a runner without beta logged a beta user in"
+    );
+    let mut full = spawn(&[("alpha", &alpha), ("beta", &beta)]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while sandbox.counters().live_session_tokens < total as u64 {
         assert!(
