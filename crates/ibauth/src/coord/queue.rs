@@ -39,9 +39,10 @@ pub struct QueueStats {
     pub most_late: Duration,
 }
 
-/// A [`Coordinator`] that also keeps the due times of many identities; see the [module
-/// docs](self). The PostgreSQL store claims with `FOR UPDATE SKIP LOCKED`; the in-memory one
-/// under its lock.
+/// A [`Coordinator`] that also keeps the due times of many identities: workers claim due
+/// identities in batches — a claim is the identity's lease, fenced like any other — and hand
+/// them back with their next due time. The PostgreSQL store claims with `FOR UPDATE SKIP
+/// LOCKED`; the in-memory one under its lock.
 pub trait WorkQueue: Coordinator {
     /// Adds `identities`, worked by `consumer` ([`DEFAULT_CONSUMER`] for the default one),
     /// due after `due_in`; those queued already keep their due time (and take `consumer`).

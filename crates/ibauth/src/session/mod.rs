@@ -428,7 +428,9 @@ impl Session {
     }
 
     /// Runs the keep-alive in the background (tickle loop, renewal before expiry, recovery,
-    /// one logout on shutdown) while the handle keeps making calls. One per session.
+    /// one logout on shutdown) while the handle keeps making calls. One per session. Tokens
+    /// the session already holds (restored by a call or [`connect`](Self::connect)) are
+    /// checked with a tickle first: it logs in only when there are none or they are refused.
     pub fn keep_alive(&self) -> Result<KeepAlive, Error> {
         if self.inner.keepalive.swap(true, Ordering::SeqCst) {
             return Err(Error::NotReady {
