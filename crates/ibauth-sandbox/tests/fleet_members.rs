@@ -79,10 +79,19 @@ fn policy(pacing: PacingRules) -> Policy {
 
 /// A member of the fleet `coord` (same identity as every other member built from `config`).
 fn member(config: AuthConfig, coord: &MemoryCoordinator, keyring: Keyring) -> Session {
+    member_with_ttl(config, coord, keyring, TTL)
+}
+
+fn member_with_ttl(
+    config: AuthConfig,
+    coord: &MemoryCoordinator,
+    keyring: Keyring,
+    ttl: Duration,
+) -> Session {
     Session::builder(config)
         .policy(policy(PacingRules::unlimited()))
         .fleet(Arc::new(coord.clone()), keyring)
-        .lease_ttl(TTL)
+        .lease_ttl(ttl)
         .follower_wait(Duration::from_secs(5))
         .build()
         .expect("session builds")
@@ -338,12 +347,7 @@ async fn the_last_member_out_logs_out_even_if_it_never_led() {
         assert!(matches!(gone, ibauth::coord::Acquired::Granted(_)));
         // A long lease: its keeper looks for a free lease every 2 s, so it cannot take the
         // lease between its expiry and the stop below.
-        let follower = Session::builder(config)
-            .policy(policy(PacingRules::unlimited()))
-            .fleet(Arc::new(coord.clone()), keyring())
-            .lease_ttl(Duration::from_secs(6))
-            .build()
-            .expect("session builds");
+        let follower = member_with_ttl(config, &coord, keyring(), Duration::from_secs(6));
         let keep = follower.keep_alive().expect("keep-alive");
         eventually("it follows", Duration::from_secs(3), || {
             keep.session().role() == Some(Role::Follower)
